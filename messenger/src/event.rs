@@ -1,0 +1,47 @@
+//! What travels: the [`Event`] trait, its handlers, and the dispatch of enum events.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A boxed, sendable future: what handlers return once type-erased.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A typed message between the processes of a cluster.
+///
+/// Usually derived with [`#[derive(Event)]`](crate::Event): the wire name defaults to the type's
+/// name and the reply to `()`.
+///
+/// ```
+/// use messenger::Event;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Event)]
+/// #[event(name = "pid", reply = u32)]
+/// struct Pid;
+///
+/// assert_eq!(<Pid as Event>::NAME, "pid");
+/// ```
+pub trait Event: Serialize + DeserializeOwned + Send + 'static {
+    /// The stable name on the wire. Processes built from different versions of the code talk as
+    /// long as the names (and the MessagePack shapes) agree.
+    const NAME: &'static str;
+
+    /// What a handler of this event answers; `map` returns a `Vec` of it.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// An event whose handler is one object with a method per case: what `#[derive(Event)]` writes
+/// for an enum (`enum Admin` gets `trait AdminHandler`, one async method per variant).
+///
+/// Register such an object with [`Messenger::serve`](crate::Messenger::serve).
+pub trait Dispatch: Event {
+    /// The handler trait object, e.g. `dyn AdminHandler`.
+    type Handler: ?Sized + Send + Sync + 'static;
+
+    /// Calls the handler's method for this value's case.
+    fn dispatch(self, handler: Arc<Self::Handler>) -> BoxFuture<'static, Self::Reply>;
+}
