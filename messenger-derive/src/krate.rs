@@ -12,20 +12,16 @@ const MESSENGER: &str = "messenger";
 /// The path of the messenger crate as seen from the crate being compiled, found in its
 /// `Cargo.toml` (so a renamed dependency, `msg = { package = "messenger" }`, works too).
 pub fn default_path() -> Path {
-    let in_doctest = std::env::var_os(RUSTDOC_TEST_ENV).is_some();
-    let find = |name: &str| Some(itself_in_doctest(crate_name(name).ok()?, name, in_doctest));
+    let find = |name: &str| Some(itself_by_name(crate_name(name).ok()?, name));
     choose(find(FACADE), find(MESSENGER))
 }
 
-/// Set by rustdoc while it compiles a doctest (it names the tested file).
-const RUSTDOC_TEST_ENV: &str = "UNSTABLE_RUSTDOC_TEST_PATH";
-
-/// A doctest of `messenger` is compiled with `messenger`'s manifest, so `proc-macro-crate` says
-/// "itself"; but the doctest is a separate crate that uses `messenger` as a dependency, where
-/// `crate::Event` does not exist. There the crate's own name is right.
-fn itself_in_doctest(found: FoundCrate, name: &str, in_doctest: bool) -> FoundCrate {
+/// "Itself" is also what `proc-macro-crate` says for the crate's own examples, tests and
+/// doctests, which are other crates where `crate::Event` does not exist. Both `messenger` and
+/// `multiprocess` declare `extern crate self as <name>;`, so `::<name>` works everywhere.
+fn itself_by_name(found: FoundCrate, name: &str) -> FoundCrate {
     match found {
-        FoundCrate::Itself if in_doctest => FoundCrate::Name(name.to_string()),
+        FoundCrate::Itself => FoundCrate::Name(name.to_string()),
         found => found,
     }
 }
@@ -82,11 +78,9 @@ mod tests {
     }
 
     #[test]
-    fn itself_is_the_crate_name_in_a_doctest() {
-        let found = itself_in_doctest(FoundCrate::Itself, "messenger", true);
+    fn itself_is_named_by_the_crate_name() {
+        let found = itself_by_name(FoundCrate::Itself, "messenger");
         assert_eq!(found, FoundCrate::Name("messenger".to_string()));
-        let found = itself_in_doctest(FoundCrate::Itself, "messenger", false);
-        assert_eq!(found, FoundCrate::Itself);
     }
 
     #[test]

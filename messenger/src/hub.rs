@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::messenger::Ping;
+use crate::endpoint::Ping;
 use crate::transport;
 use crate::wire::{Envelope, Kind, Target};
 use crate::{Config, Error, Event, Messenger, Peer, Result, WorkerId};

@@ -16,11 +16,14 @@
 //! Every call has a deadline; a worker that dies fails what it owed at once; errors are one
 //! [`Error`] enum. The [`testing`] module runs all of it in one process, over the real Hub.
 
+// Lets `#[derive(Event)]` name this crate `::messenger` from inside it too.
+extern crate self as messenger;
+
 mod config;
 mod error;
 mod event;
 mod hub;
-mod messenger;
+mod endpoint;
 mod peer;
 pub mod testing;
 mod transport;
@@ -31,6 +34,6 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use event::{BoxFuture, Dispatch, Event};
 pub use hub::{Hub, HubEvent, PeerState};
-pub use messenger::Messenger;
+pub use endpoint::Messenger;
 pub use messenger_derive::Event;
 pub use peer::{Peer, WorkerId};

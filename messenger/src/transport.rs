@@ -108,7 +108,7 @@ pub(crate) async fn read_hello<R: AsyncRead + Unpin>(reader: &mut FramedRead<R, 
             }
             Ok(hello)
         }
-        Kind::Failure => Err(crate::messenger::decode_failure(&env)),
+        Kind::Failure => Err(crate::endpoint::decode_failure(&env)),
         other => Err(Error::Malformed { detail: format!("expected a hello frame, got {other:?}") }),
     }
 }
