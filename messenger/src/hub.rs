@@ -240,6 +240,14 @@ impl Hub {
         peers
     }
 
+    /// How many frames wait in the queue to worker `id` (at most [`Config::queue_frames`]), or
+    /// `None` if it is not connected: a worker that does not keep up shows here first.
+    pub fn queued(&self, id: WorkerId) -> Option<usize> {
+        let state = self.lock();
+        let conn = state.conns.get(&Peer::Worker(id))?;
+        Some(conn.tx.max_capacity() - conn.tx.capacity())
+    }
+
     /// Runs `event` on the exact worker `id`, whatever its state: the master's way to address
     /// one process (drain it, check it) rather than a slot.
     pub async fn request_worker<E: Event>(&self, id: WorkerId, event: E) -> Result<E::Reply> {

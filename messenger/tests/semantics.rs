@@ -504,3 +504,98 @@ async fn the_master_cannot_be_ready() {
     let cluster = MockCluster::new(0).await.unwrap();
     assert!(matches!(cluster.master().ready().await, Err(Error::Forbidden { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_worker_costs_bounded_memory_and_does_not_stop_the_others() {
+    let config = Config::default().queue_frames(4).stall_timeout(Duration::from_secs(2));
+    let cluster = MockCluster::with_config(3, config).await.unwrap();
+    let stuck = WorkerId::new(0, 1);
+    // Slot 0 takes the first tick and never finishes it: its queues fill up and stay full.
+    cluster.worker(0).on(|_: Tick| std::future::pending::<()>());
+    let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+    for slot in 1..3 {
+        let count = counts[slot].clone();
+        cluster.worker(slot as u32).on(move |_: Tick| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+    }
+    answer_slots(&cluster);
+    cluster.ready().await.unwrap();
+    let mut events = cluster.hub().subscribe();
+
+    const TICKS: u64 = 50_000;
+    let master = cluster.master();
+    let flood = tokio::spawn(async move {
+        for n in 0..TICKS {
+            master.broadcast(Tick(n)).await.unwrap();
+        }
+    });
+    // Wait (generously) until the Hub's queue to the stuck worker is full...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while cluster.hub().queued(stuck) != Some(4) {
+        assert!(tokio::time::Instant::now() < deadline, "the queue to the stuck worker never filled");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // ...and, meanwhile, the others still talk.
+    assert_eq!(cluster.worker(1).request(2, WhoAmI).await.unwrap(), 2);
+    // consume prefers workers with room in their queue.
+    for _ in 0..4 {
+        assert_ne!(cluster.worker(2).consume(WhoAmI).await.unwrap(), 0);
+    }
+
+    // The stuck worker is closed with a reason, and nothing else was lost.
+    let closed = tokio::time::timeout(Duration::from_secs(60), events.recv()).await.unwrap().unwrap();
+    match closed {
+        HubEvent::Closed { id, reason } => {
+            assert_eq!(id, stuck);
+            assert!(reason.contains("stuck"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    flood.await.unwrap();
+    while counts[1].load(Ordering::SeqCst) < TICKS as usize || counts[2].load(Ordering::SeqCst) < TICKS as usize {
+        assert!(tokio::time::Instant::now() < deadline, "ticks lost: {:?}", counts);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(cluster.hub().queued(stuck), None);
+}
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(reply = String)]
+enum Admin {
+    Echo(String),
+    Join { left: String, right: String },
+    Flush,
+}
+
+struct AdminService {
+    slot: u32,
+}
+
+#[messenger::async_trait]
+impl AdminHandler for AdminService {
+    async fn echo(&self, text: String) -> String {
+        format!("{} says {text}", self.slot)
+    }
+    async fn join(&self, left: String, right: String) -> String {
+        left + &right
+    }
+    async fn flush(&self) -> String {
+        "flushed".into()
+    }
+}
+
+#[tokio::test]
+async fn an_enum_event_is_served_by_one_handler_object() {
+    let cluster = MockCluster::new(2).await.unwrap();
+    for (slot, worker) in cluster.workers().iter().enumerate() {
+        worker.serve::<Admin>(Arc::new(AdminService { slot: slot as u32 }));
+    }
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+    assert_eq!(master.request(1, Admin::Echo("hi".into())).await.unwrap(), "1 says hi");
+    let join = Admin::Join { left: "a".into(), right: "b".into() };
+    assert_eq!(master.consume(join).await.unwrap(), "ab");
+    assert_eq!(master.map(Admin::Flush).await.unwrap(), vec!["flushed", "flushed"]);
+}
