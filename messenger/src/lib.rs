@@ -20,10 +20,10 @@
 extern crate self as messenger;
 
 mod config;
+mod endpoint;
 mod error;
 mod event;
 mod hub;
-mod endpoint;
 mod peer;
 pub mod testing;
 mod transport;
@@ -31,9 +31,9 @@ pub mod wire;
 
 pub use async_trait::async_trait;
 pub use config::Config;
+pub use endpoint::Messenger;
 pub use error::{Error, Result};
 pub use event::{BoxFuture, Dispatch, Event};
 pub use hub::{Hub, HubEvent, PeerState};
-pub use endpoint::Messenger;
 pub use messenger_derive::Event;
 pub use peer::{Peer, WorkerId};

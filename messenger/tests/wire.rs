@@ -18,7 +18,15 @@ use tokio_util::codec::{Decoder, Encoder, Framed};
 struct Note(String);
 
 fn hello(version: u32) -> Envelope {
-    Envelope::new(Kind::Hello, "", rmp_serde::to_vec(&Hello { version, peer: None }).unwrap())
+    Envelope::new(
+        Kind::Hello,
+        "",
+        rmp_serde::to_vec(&Hello {
+            version,
+            peer: None,
+        })
+        .unwrap(),
+    )
 }
 
 /// A peer that speaks raw frames: connected to the Hub as `id`, handshake done.
@@ -30,7 +38,11 @@ async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream,
     let answer = framed.next().await.unwrap().unwrap();
     assert_eq!(answer.kind, Kind::Hello);
     let hello: Hello = rmp_serde::from_slice(&answer.body).unwrap();
-    assert_eq!(hello.peer, Some(Peer::Worker(id)), "the Hub names the connection");
+    assert_eq!(
+        hello.peer,
+        Some(Peer::Worker(id)),
+        "the Hub names the connection"
+    );
     framed
 }
 
@@ -46,10 +58,17 @@ async fn the_hub_refuses_another_protocol_version() {
     let refusal = framed.next().await.unwrap().unwrap();
     assert_eq!(refusal.kind, Kind::Failure);
     let error: Error = rmp_serde::from_slice(&refusal.body).unwrap();
-    assert!(matches!(error, Error::ProtocolMismatch { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1));
-    assert!(framed.next().await.is_none(), "then the connection is closed");
+    assert!(
+        matches!(error, Error::ProtocolMismatch { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1)
+    );
+    assert!(
+        framed.next().await.is_none(),
+        "then the connection is closed"
+    );
     match events.recv().await.unwrap() {
-        HubEvent::Closed { reason, .. } => assert!(reason.contains("protocol mismatch"), "{reason}"),
+        HubEvent::Closed { reason, .. } => {
+            assert!(reason.contains("protocol mismatch"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -61,12 +80,30 @@ async fn a_worker_refuses_a_hub_of_another_protocol_version() {
         let mut framed = Framed::new(fake_hub, FrameCodec::new());
         let first = framed.next().await.unwrap().unwrap();
         assert_eq!(first.kind, Kind::Hello);
-        let body = rmp_serde::to_vec(&Hello { version: 99, peer: Some(Peer::Worker(WorkerId::new(0, 1))) }).unwrap();
-        framed.send(Envelope::new(Kind::Hello, "", body)).await.unwrap();
+        let body = rmp_serde::to_vec(&Hello {
+            version: 99,
+            peer: Some(Peer::Worker(WorkerId::new(0, 1))),
+        })
+        .unwrap();
+        framed
+            .send(Envelope::new(Kind::Hello, "", body))
+            .await
+            .unwrap();
         framed
     });
-    let err = Messenger::connect(worker_end, Config::default()).await.unwrap_err();
-    assert!(matches!(err, Error::ProtocolMismatch { ours: PROTOCOL_VERSION, theirs: 99 }), "{err}");
+    let err = Messenger::connect(worker_end, Config::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ProtocolMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: 99
+            }
+        ),
+        "{err}"
+    );
     drop(hub.await.unwrap());
 }
 
@@ -74,14 +111,18 @@ async fn a_worker_refuses_a_hub_of_another_protocol_version() {
 async fn a_hub_that_closes_at_once_is_an_error_not_a_hang() {
     let (fake_hub, worker_end) = tokio::io::duplex(1024);
     drop(fake_hub);
-    let err = Messenger::connect(worker_end, Config::default()).await.unwrap_err();
+    let err = Messenger::connect(worker_end, Config::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Closed | Error::Io(_)), "{err}");
 }
 
 #[tokio::test]
 async fn forged_sender_ids_are_overwritten_by_the_hub() {
     let cluster = MockCluster::new(1).await.unwrap();
-    cluster.master().on_from(|from: Peer, Note(text): Note| async move { format!("{text} from {from}") });
+    cluster
+        .master()
+        .on_from(|from: Peer, Note(text): Note| async move { format!("{text} from {from}") });
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     cluster.worker(0).on_from(move |from: Peer, _: Note| {
         seen_tx.send(from).unwrap();
@@ -116,24 +157,40 @@ async fn a_worker_cannot_address_a_worker_by_id_or_answer_what_it_was_not_asked(
     cluster.ready().await.unwrap();
     let mut raw = raw_worker(&cluster, WorkerId::new(3, 1)).await;
 
-    let mut request = Envelope::new(Kind::Request, "note", rmp_serde::to_vec_named(&Note("x".into())).unwrap());
+    let mut request = Envelope::new(
+        Kind::Request,
+        "note",
+        rmp_serde::to_vec_named(&Note("x".into())).unwrap(),
+    );
     request.id = 7;
     request.to = Target::Worker(WorkerId::new(0, 1));
     raw.send(request).await.unwrap();
     let answer = raw.next().await.unwrap().unwrap();
     assert_eq!((answer.kind, answer.id), (Kind::Failure, 7));
-    assert!(matches!(rmp_serde::from_slice::<Error>(&answer.body).unwrap(), Error::Forbidden { .. }));
+    assert!(matches!(
+        rmp_serde::from_slice::<Error>(&answer.body).unwrap(),
+        Error::Forbidden { .. }
+    ));
 
     // A made-up answer to route 1 goes nowhere, and real calls still work.
-    let mut forged = Envelope::new(Kind::Reply, "note", rmp_serde::to_vec_named("forged").unwrap());
+    let mut forged = Envelope::new(
+        Kind::Reply,
+        "note",
+        rmp_serde::to_vec_named("forged").unwrap(),
+    );
     forged.id = 1;
     raw.send(forged).await.unwrap();
-    assert_eq!(cluster.master().consume(Note("real".into())).await.unwrap(), "real");
+    assert_eq!(
+        cluster.master().consume(Note("real".into())).await.unwrap(),
+        "real"
+    );
 }
 
 #[tokio::test]
 async fn an_oversize_frame_from_a_peer_closes_its_connection() {
-    let cluster = MockCluster::with_config(0, Config::default().max_frame(1024)).await.unwrap();
+    let cluster = MockCluster::with_config(0, Config::default().max_frame(1024))
+        .await
+        .unwrap();
     let mut events = cluster.hub().subscribe();
     let mut raw = raw_worker(&cluster, WorkerId::new(0, 1)).await;
     let mut prefix = BytesMut::new();
@@ -172,7 +229,10 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         Kind::Fanout,
         Kind::Cancel,
     ]);
-    let peer = prop_oneof![Just(Peer::Master), (any::<u32>(), any::<u64>()).prop_map(|(s, g)| Peer::Worker(WorkerId::new(s, g)))];
+    let peer = prop_oneof![
+        Just(Peer::Master),
+        (any::<u32>(), any::<u64>()).prop_map(|(s, g)| Peer::Worker(WorkerId::new(s, g)))
+    ];
     let target = prop_oneof![
         Just(Target::Hub),
         Just(Target::Any),
@@ -182,7 +242,15 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         any::<u32>().prop_map(Target::Slot),
         (any::<u32>(), any::<u64>()).prop_map(|(s, g)| Target::Worker(WorkerId::new(s, g))),
     ];
-    (kind, any::<u64>(), peer, target, "[a-z.]{0,20}", prop::collection::vec(any::<u8>(), 0..16), prop::collection::vec(any::<u8>(), 0..300))
+    (
+        kind,
+        any::<u64>(),
+        peer,
+        target,
+        "[a-z.]{0,20}",
+        prop::collection::vec(any::<u8>(), 0..16),
+        prop::collection::vec(any::<u8>(), 0..300),
+    )
         .prop_map(|(kind, id, from, to, event, key, body)| Envelope {
             kind,
             id,
