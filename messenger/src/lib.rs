@@ -1,7 +1,36 @@
 //! Typed events between the processes of a cluster, routed by the master's Hub.
+//!
+//! Every process holds a [`Messenger`]. Events are Rust types that derive [`Event`]; the reply
+//! type is part of the event's type, so `map` returns a `Vec` of it with no casts. Every
+//! message goes through the [`Hub`] in the master, the one place where routing rules live.
+//!
+//! | call | who runs the handler | returns |
+//! |---|---|---|
+//! | [`broadcast`](Messenger::broadcast) | every Ready worker, the sender too; all its handlers | `()` once queued |
+//! | [`consume`](Messenger::consume) | one Ready worker that handles it, spread evenly | the typed reply |
+//! | [`consume_once`](Messenger::consume_once) | one worker, once per key, whoever asks | the same reply to every caller |
+//! | [`map`](Messenger::map) | every Ready worker (its first handler) | `Vec<Reply>` in slot order |
+//! | [`request`](Messenger::request) | the Ready worker of one slot | the typed reply |
+//! | [`request_master`](Messenger::request_master) | the master's handler | the typed reply |
+//!
+//! Every call has a deadline; a worker that dies fails what it owed at once; errors are one
+//! [`Error`] enum. The [`testing`] module runs all of it in one process, over the real Hub.
 
+mod config;
+mod error;
 mod event;
+mod hub;
+mod messenger;
+mod peer;
+pub mod testing;
+mod transport;
+pub mod wire;
 
 pub use async_trait::async_trait;
+pub use config::Config;
+pub use error::{Error, Result};
 pub use event::{BoxFuture, Dispatch, Event};
+pub use hub::{Hub, HubEvent, PeerState};
+pub use messenger::Messenger;
 pub use messenger_derive::Event;
+pub use peer::{Peer, WorkerId};

@@ -1,0 +1,135 @@
+//! The one error type of the messenger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Peer;
+
+/// Everything a messenger call can fail with. Match on the variant; the message is for people.
+///
+/// Errors that happen in another process (no handler there, a reply too large, a panic in the
+/// handler, ...) travel back to the caller as the same variants.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Error {
+    /// No Ready worker (or, for requests to the master, not the master) handles this event.
+    #[error("no handler for `{event}`{}", at(.peer))]
+    NoHandler {
+        /// The event's wire name.
+        event: String,
+        /// The peer that was asked, when one was: a `request(slot, ..)` or a `map` entry.
+        peer: Option<Peer>,
+    },
+    /// `request(slot, ..)` named a slot that has no Ready worker.
+    #[error("no Ready worker in slot {slot}")]
+    NoWorker {
+        /// The slot asked for.
+        slot: u32,
+    },
+    /// No reply came before the call's deadline.
+    #[error("`{event}` got no reply within {after:?}{}", at(.peer))]
+    Timeout {
+        /// The event's wire name.
+        event: String,
+        /// How long the call waited.
+        after: Duration,
+        /// The worker that did not answer, when known (a `map` entry).
+        peer: Option<Peer>,
+    },
+    /// The peer running the handler disconnected (crashed, was killed, or was stopped) before it
+    /// answered.
+    #[error("{peer} went away before answering `{event}`")]
+    WorkerGone {
+        /// The event's wire name.
+        event: String,
+        /// The peer that went away.
+        peer: Peer,
+    },
+    /// The peer's queue is full and stayed full: it is not keeping up.
+    #[error("{peer} is too busy to take `{event}`")]
+    Busy {
+        /// The event's wire name.
+        event: String,
+        /// The overloaded peer.
+        peer: Peer,
+    },
+    /// A payload (an event or a reply) did not decode into the expected type. Only this call
+    /// fails.
+    #[error("`{event}` did not decode: {detail}")]
+    Decode {
+        /// The event's wire name.
+        event: String,
+        /// What MessagePack decoding said.
+        detail: String,
+    },
+    /// A value did not encode to MessagePack.
+    #[error("`{event}` did not encode: {detail}")]
+    Encode {
+        /// The event's wire name.
+        event: String,
+        /// What MessagePack encoding said.
+        detail: String,
+    },
+    /// A frame would be over the maximum frame size (see [`Config::max_frame`](crate::Config)).
+    /// Nothing was sent.
+    #[error("a frame of {size} bytes is over the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The frame's size (at least), in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The two ends of a connection speak different protocol versions.
+    #[error("protocol mismatch: this side speaks version {ours}, the other side version {theirs}")]
+    ProtocolMismatch {
+        /// The version this side speaks.
+        ours: u32,
+        /// The version the other side announced.
+        theirs: u32,
+    },
+    /// The handler panicked; its process goes on.
+    #[error("the handler of `{event}` panicked: {message}")]
+    HandlerPanicked {
+        /// The event's wire name.
+        event: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// The call is not allowed from this peer (e.g. a worker addressing a worker by id).
+    #[error("not allowed: {reason}")]
+    Forbidden {
+        /// Why.
+        reason: String,
+    },
+    /// Bytes on a connection that are not a frame of this protocol. The connection is closed.
+    #[error("malformed frame: {detail}")]
+    Malformed {
+        /// What was wrong.
+        detail: String,
+    },
+    /// The connection to the Hub is closed: nothing more can be sent or received.
+    #[error("the messenger's connection is closed")]
+    Closed,
+    /// An I/O error on the connection.
+    #[error("i/o error: {0}")]
+    #[serde(skip)]
+    Io(Arc<std::io::Error>),
+}
+
+fn at(peer: &Option<Peer>) -> String {
+    match peer {
+        Some(peer) => format!(" at {peer}"),
+        None => String::new(),
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Io(Arc::new(err))
+    }
+}
+
+/// The messenger's `Result`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

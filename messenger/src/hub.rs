@@ -1,0 +1,522 @@
+//! The Hub: the one place where routing rules live.
+//!
+//! It runs in the master. Every worker's connection ends here, and so does the master's own
+//! Messenger (over an in-process link). The Hub stamps each frame with the peer its connection
+//! belongs to, decides where it goes from the envelope alone (it never decodes a payload), and
+//! remembers who waits for which answer, so that a peer that goes away fails its pending calls
+//! at once.
+//!
+//! Queues: each connection has a bounded queue of `Config::queue_frames` frames. A frame for a
+//! full queue is held by the task that routes it (so that sender waits: backpressure, and its
+//! order is kept) for at most `Config::stall_timeout`; a connection whose queue stays full that
+//! long is closed as stuck, which fails its pending calls with [`Error::WorkerGone`] and tells the
+//! supervisor. `consume` prefers workers with room. Nothing is dropped without an error to
+//! someone, and one slow worker holds up only the senders that address it, for a bounded time.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::messenger::Ping;
+use crate::transport;
+use crate::wire::{Envelope, Kind, Target};
+use crate::{Config, Error, Event, Messenger, Peer, Result, WorkerId};
+
+/// Where a worker is in its life, as far as routing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// Connected, not Ready yet: it may send, but gets no messages.
+    Starting,
+    /// Gets messages and counts for `map`.
+    Ready,
+    /// Being replaced or stopped: gets no new messages; its answers still reach their callers.
+    Draining,
+}
+
+/// What the Hub tells its subscribers (the supervisor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// The worker said it is Ready.
+    Ready(WorkerId),
+    /// The worker's connection ended; `reason` says why (end of file, an error, stuck, ...).
+    Closed {
+        /// The worker.
+        id: WorkerId,
+        /// Why the connection ended.
+        reason: String,
+    },
+}
+
+/// The master's router. Cheap to clone; every clone is the same Hub.
+///
+/// Create it inside a tokio runtime: it spawns the master's own link.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    state: Mutex<State>,
+    master: Messenger,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<Peer, Conn>,
+    /// The Ready worker of each slot; a BTreeMap, so iteration is slot order.
+    ready: BTreeMap<u32, WorkerId>,
+    routes: HashMap<u64, Route>,
+    next_route: u64,
+    /// Round-robin position per event, for `consume`.
+    spread: HashMap<Bytes, usize>,
+    once: OnceTable,
+    subscribers: Vec<mpsc::UnboundedSender<HubEvent>>,
+    /// How many done `consume_once` keys to remember.
+    once_keys: usize,
+}
+
+struct Conn {
+    state: PeerState,
+    handlers: HashSet<Bytes>,
+    tx: mpsc::Sender<Envelope>,
+    stop: CancellationToken,
+}
+
+/// A request forwarded to `responder`, whose answer goes back to `requester` as `id`.
+struct Route {
+    requester: Peer,
+    id: u64,
+    responder: Peer,
+    event: Bytes,
+    once: Option<OnceKey>,
+}
+
+type OnceKey = (Bytes, Bytes);
+
+enum OnceEntry {
+    Running { waiters: Vec<(Peer, u64)> },
+    Done { from: Peer, body: Bytes },
+}
+
+/// `consume_once` keys: running ones with their waiters, done ones with their reply.
+#[derive(Default)]
+struct OnceTable {
+    entries: HashMap<OnceKey, OnceEntry>,
+    done: VecDeque<OnceKey>,
+}
+
+/// Frames that found their queue full: sent after the state lock is released.
+type Held = Vec<(Peer, mpsc::Sender<Envelope>, Envelope)>;
+
+impl Hub {
+    /// A Hub with no workers yet, and the master's Messenger linked to it.
+    pub fn new(config: Config) -> Hub {
+        let (master, mut outbox) = Messenger::start(Peer::Master, config.clone());
+        let (tx, mut inbox) = mpsc::channel(config.queue_frames);
+        let mut state = State { once_keys: config.once_keys, ..State::default() };
+        state.conns.insert(Peer::Master, Conn { state: PeerState::Ready, handlers: HashSet::new(), tx, stop: CancellationToken::new() });
+        let hub = Hub { shared: Arc::new(Shared { config, state: Mutex::new(state), master: master.clone() }) };
+
+        // The master's link: no socket, no codec; the same routing.
+        let weak = Arc::downgrade(&hub.shared);
+        tokio::spawn(async move {
+            while let Some(env) = outbox.recv().await {
+                let Some(shared) = weak.upgrade() else { return };
+                Hub { shared }.route(Peer::Master, env).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(env) = inbox.recv().await {
+                master.dispatch(env).await;
+            }
+        });
+        hub
+    }
+
+    /// The master's own Messenger: it can broadcast, consume, map and request like a worker, and
+    /// its handlers answer the workers' `request_master`.
+    pub fn messenger(&self) -> Messenger {
+        self.shared.master.clone()
+    }
+
+    /// The configuration the Hub was made with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Receives the Hub's events: workers getting Ready and connections ending.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<HubEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Serves worker `id` over `io`: whatever speaks on it is that worker. The handshake (the
+    /// protocol version) and the connection's tasks run in the background; a refused or ended
+    /// connection is reported as [`HubEvent::Closed`].
+    pub fn attach<IO>(&self, id: WorkerId, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let reason = hub.serve(id, io).await;
+            hub.disconnected(Peer::Worker(id), reason).await;
+        });
+    }
+
+    async fn serve<IO>(&self, id: WorkerId, io: IO) -> String
+    where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let peer = Peer::Worker(id);
+        let config = &self.shared.config;
+        let (read, mut write) = tokio::io::split(io);
+        let mut codec = transport::codec(config);
+        let mut reader = FramedRead::with_capacity(read, codec.clone(), 64 * 1024);
+        if let Err(err) = transport::read_hello(&mut reader, config).await {
+            let refusal = Envelope::failure(0, Peer::Master, Bytes::new(), &err);
+            let _ = transport::write_one(&mut write, &mut codec, &refusal).await;
+            return format!("handshake failed: {err}");
+        }
+        if let Err(err) = transport::write_one(&mut write, &mut codec, &transport::hello(Some(peer))).await {
+            return format!("handshake failed: {err}");
+        }
+
+        let (tx, rx) = mpsc::channel(config.queue_frames);
+        let stop = CancellationToken::new();
+        self.lock().conns.insert(peer, Conn { state: PeerState::Starting, handlers: HashSet::new(), tx, stop: stop.clone() });
+        tokio::spawn(transport::write_frames(write, rx, codec, stop.clone()));
+        loop {
+            let frame = tokio::select! {
+                frame = reader.next() => frame,
+                () = stop.cancelled() => return "closed by the master".into(),
+            };
+            match frame {
+                Some(Ok(env)) => self.route(peer, env).await,
+                Some(Err(err)) => return format!("connection error: {err}"),
+                None => return "end of file".into(),
+            }
+        }
+    }
+
+    /// Routes no new messages to worker `id` (state Draining); answers it owes still reach
+    /// their callers.
+    pub fn drain(&self, id: WorkerId) {
+        let mut state = self.lock();
+        if let Some(conn) = state.conns.get_mut(&Peer::Worker(id)) {
+            conn.state = PeerState::Draining;
+        }
+        if state.ready.get(&id.slot) == Some(&id) {
+            state.ready.remove(&id.slot);
+        }
+    }
+
+    /// Closes worker `id`'s connection from the master's side.
+    pub async fn detach(&self, id: WorkerId) {
+        self.disconnected(Peer::Worker(id), "detached by the master".into()).await;
+    }
+
+    /// Every connected worker and its state, in slot then generation order.
+    pub fn peers(&self) -> Vec<(WorkerId, PeerState)> {
+        let state = self.lock();
+        let mut peers: Vec<_> = state.conns.iter().filter_map(|(peer, conn)| Some((peer.worker()?, conn.state))).collect();
+        peers.sort_by_key(|(id, _)| *id);
+        peers
+    }
+
+    /// Runs `event` on the exact worker `id`, whatever its state: the master's way to address
+    /// one process (drain it, check it) rather than a slot.
+    pub async fn request_worker<E: Event>(&self, id: WorkerId, event: E) -> Result<E::Reply> {
+        self.shared.master.request_worker(id, event).await
+    }
+
+    /// A heartbeat: how long worker `id` took to answer from a task on its runtime.
+    pub async fn ping(&self, id: WorkerId) -> Result<Duration> {
+        let started = std::time::Instant::now();
+        self.request_worker(id, Ping).await?;
+        Ok(started.elapsed())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Routes one frame that arrived on `from`'s connection.
+    pub(crate) async fn route(&self, from: Peer, mut env: Envelope) {
+        env.from = from;
+        let mut held = Held::new();
+        {
+            let mut state = self.lock();
+            let state = &mut *state;
+            match env.kind {
+                Kind::Announce => {
+                    if let Some(conn) = state.conns.get_mut(&from) {
+                        conn.handlers.insert(env.event);
+                    }
+                }
+                Kind::Ready => state.ready(env, &mut held),
+                Kind::Broadcast => state.broadcast(env, &mut held),
+                Kind::Request => state.request(env, &mut held),
+                Kind::Reply | Kind::Failure => state.answered(env, &mut held),
+                Kind::Cancel => state.cancel(from, env.id),
+                Kind::Hello | Kind::Fanout => {
+                    tracing::warn!(%from, kind = ?env.kind, "unexpected frame ignored");
+                }
+            }
+        }
+        self.send_held(held).await;
+    }
+
+    /// Sends the frames that found a full queue, in order, each waiting at most the stall
+    /// timeout; a queue that stays full closes its connection as stuck.
+    async fn send_held(&self, held: Held) {
+        for (peer, tx, env) in held {
+            match tokio::time::timeout(self.shared.config.stall_timeout, tx.send(env)).await {
+                Ok(_) => {}
+                Err(_) => {
+                    let reason = format!("stuck: its queue stayed full for {:?}", self.shared.config.stall_timeout);
+                    tracing::error!(%peer, "{reason}");
+                    Box::pin(self.disconnected(peer, reason)).await;
+                }
+            }
+        }
+    }
+
+    /// Forgets `peer`: fails the calls it owed answers to, and tells the subscribers.
+    async fn disconnected(&self, peer: Peer, reason: String) {
+        let mut held = Held::new();
+        {
+            let mut state = self.lock();
+            let Some(conn) = state.conns.remove(&peer) else { return };
+            conn.stop.cancel();
+            state.forget(peer, &mut held);
+            if let Peer::Worker(id) = peer {
+                tracing::info!(slot = id.slot, generation = id.generation, "worker connection ended: {reason}");
+                state.emit(HubEvent::Closed { id, reason });
+            }
+        }
+        self.send_held(held).await;
+    }
+}
+
+impl State {
+    fn emit(&mut self, event: HubEvent) {
+        self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    /// Queues `env` for `to`, or holds it if the queue is full. A closed queue belongs to a
+    /// connection being torn down, whose teardown answers for what it owed.
+    fn deliver(&self, to: Peer, env: Envelope, held: &mut Held) {
+        let Some(conn) = self.conns.get(&to) else { return };
+        match conn.tx.try_send(env) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(env)) => held.push((to, conn.tx.clone(), env)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn fail(&self, to: Peer, id: u64, from: Peer, event: Bytes, error: &Error, held: &mut Held) {
+        self.deliver(to, Envelope::failure(id, from, event, error), held);
+    }
+
+    fn handles(&self, peer: Peer, event: &[u8]) -> bool {
+        self.conns.get(&peer).is_some_and(|conn| conn.handlers.contains(event))
+    }
+
+    fn ready(&mut self, env: Envelope, held: &mut Held) {
+        let Peer::Worker(id) = env.from else {
+            let error = Error::Forbidden { reason: "only a worker can be Ready".into() };
+            return self.fail(env.from, env.id, Peer::Master, env.event, &error, held);
+        };
+        if let Some(conn) = self.conns.get_mut(&env.from) {
+            conn.state = PeerState::Ready;
+        }
+        // One Ready worker per slot: the new one takes over from the one it replaces, at once.
+        if let Some(old) = self.ready.insert(id.slot, id).filter(|old| *old != id) {
+            if let Some(conn) = self.conns.get_mut(&Peer::Worker(old)) {
+                conn.state = PeerState::Draining;
+            }
+        }
+        self.emit(HubEvent::Ready(id));
+        self.deliver(env.from, Envelope::answer(Kind::Reply, env.id, Peer::Master, env.event, Bytes::from_static(&[0xc0])), held);
+    }
+
+    fn broadcast(&self, env: Envelope, held: &mut Held) {
+        for id in self.ready.values() {
+            let peer = Peer::Worker(*id);
+            if self.handles(peer, &env.event) {
+                self.deliver(peer, env.clone(), held);
+            }
+        }
+    }
+
+    /// A Ready worker that handles `event`, taking turns; one with room in its queue if any.
+    fn pick(&mut self, event: &Bytes) -> Option<Peer> {
+        let candidates: Vec<Peer> =
+            self.ready.values().map(|id| Peer::Worker(*id)).filter(|peer| self.handles(*peer, event)).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let turn = self.spread.entry(event.clone()).or_default();
+        let start = *turn;
+        *turn = turn.wrapping_add(1);
+        let n = candidates.len();
+        let has_room = |peer: &Peer| self.conns.get(peer).is_some_and(|conn| conn.tx.capacity() > 0);
+        let mut turns = (0..n).map(|i| candidates[(start + i) % n]);
+        Some(turns.find(has_room).unwrap_or(candidates[start % n]))
+    }
+
+    fn request(&mut self, env: Envelope, held: &mut Held) {
+        let (from, id) = (env.from, env.id);
+        let responder = match env.to {
+            Target::Any => self.pick(&env.event).ok_or_else(|| Error::NoHandler { event: env.event_name(), peer: None }),
+            Target::Slot(slot) => match self.ready.get(&slot) {
+                None => Err(Error::NoWorker { slot }),
+                Some(worker) if self.handles(Peer::Worker(*worker), &env.event) => Ok(Peer::Worker(*worker)),
+                Some(worker) => Err(Error::NoHandler { event: env.event_name(), peer: Some(Peer::Worker(*worker)) }),
+            },
+            Target::Master if self.handles(Peer::Master, &env.event) => Ok(Peer::Master),
+            Target::Master => Err(Error::NoHandler { event: env.event_name(), peer: Some(Peer::Master) }),
+            Target::Worker(_) if from != Peer::Master => {
+                Err(Error::Forbidden { reason: "only the master addresses a worker by its id".into() })
+            }
+            Target::Worker(worker) if self.conns.contains_key(&Peer::Worker(worker)) => Ok(Peer::Worker(worker)),
+            Target::Worker(worker) => Err(Error::WorkerGone { event: env.event_name(), peer: Peer::Worker(worker) }),
+            Target::All => return self.map(env, held),
+            Target::Once => return self.once(env, held),
+            Target::Hub => Err(Error::Malformed { detail: "a request addressed to nobody".into() }),
+        };
+        match responder {
+            Ok(responder) => self.forward(env, responder, None, held),
+            Err(error) => self.fail(from, id, Peer::Master, env.event, &error, held),
+        }
+    }
+
+    /// Sends a request on to `responder` under a Hub-wide id, remembering where the answer goes.
+    fn forward(&mut self, env: Envelope, responder: Peer, once: Option<OnceKey>, held: &mut Held) {
+        self.next_route += 1;
+        let route = self.next_route;
+        self.routes.insert(route, Route { requester: env.from, id: env.id, responder, event: env.event.clone(), once });
+        self.deliver(responder, Envelope { id: route, ..env }, held);
+    }
+
+    fn map(&mut self, env: Envelope, held: &mut Held) {
+        let workers: Vec<WorkerId> = self.ready.values().copied().collect();
+        // The caller learns first who will answer, so it knows when it has every answer.
+        let fanout = rmp_serde::to_vec(&workers).unwrap_or_default();
+        self.deliver(env.from, Envelope::answer(Kind::Fanout, env.id, Peer::Master, env.event.clone(), fanout.into()), held);
+        for worker in workers {
+            let peer = Peer::Worker(worker);
+            if self.handles(peer, &env.event) {
+                self.forward(env.clone(), peer, None, held);
+            } else {
+                let error = Error::NoHandler { event: env.event_name(), peer: Some(peer) };
+                self.fail(env.from, env.id, peer, env.event.clone(), &error, held);
+            }
+        }
+    }
+
+    fn once(&mut self, env: Envelope, held: &mut Held) {
+        let key = (env.event.clone(), env.key.clone());
+        match self.once.entries.get_mut(&key) {
+            Some(OnceEntry::Done { from, body }) => {
+                let reply = Envelope::answer(Kind::Reply, env.id, *from, env.event, body.clone());
+                self.deliver(env.from, reply, held);
+            }
+            Some(OnceEntry::Running { waiters }) => waiters.push((env.from, env.id)),
+            None => match self.pick(&env.event) {
+                None => {
+                    let error = Error::NoHandler { event: env.event_name(), peer: None };
+                    self.fail(env.from, env.id, Peer::Master, env.event, &error, held);
+                }
+                Some(responder) => {
+                    self.once.entries.insert(key.clone(), OnceEntry::Running { waiters: vec![(env.from, env.id)] });
+                    self.forward(env, responder, Some(key), held);
+                }
+            },
+        }
+    }
+
+    fn answered(&mut self, env: Envelope, held: &mut Held) {
+        match self.routes.get(&env.id) {
+            None => return tracing::debug!(from = %env.from, "an answer nobody waits for"),
+            Some(route) if route.responder != env.from => {
+                return tracing::warn!(from = %env.from, "an answer to a request it was not asked: ignored");
+            }
+            Some(_) => {}
+        }
+        let Some(route) = self.routes.remove(&env.id) else { return };
+        match route.once {
+            Some(key) => self.once_done(key, env, held),
+            None => self.deliver(route.requester, Envelope { id: route.id, ..env }, held),
+        }
+    }
+
+    /// A `consume_once` run ended: answer every waiter; remember a success, forget a failure.
+    fn once_done(&mut self, key: OnceKey, answer: Envelope, held: &mut Held) {
+        let Some(OnceEntry::Running { waiters }) = self.once.entries.remove(&key) else { return };
+        if answer.kind == Kind::Reply {
+            self.once.entries.insert(key.clone(), OnceEntry::Done { from: answer.from, body: answer.body.clone() });
+            self.once.done.push_back(key);
+            while self.once.done.len() > self.once_keys {
+                if let Some(oldest) = self.once.done.pop_front() {
+                    self.once.entries.remove(&oldest);
+                }
+            }
+        }
+        for (peer, id) in waiters {
+            self.deliver(peer, Envelope { id, ..answer.clone() }, held);
+        }
+    }
+
+    fn cancel(&mut self, from: Peer, id: u64) {
+        self.routes.retain(|_, route| route.once.is_some() || !(route.requester == from && route.id == id));
+        for entry in self.once.entries.values_mut() {
+            if let OnceEntry::Running { waiters } = entry {
+                waiters.retain(|waiter| *waiter != (from, id));
+            }
+        }
+    }
+
+    /// Drops `peer` from routing: what it was asked fails with `WorkerGone`, what it asked is
+    /// forgotten.
+    fn forget(&mut self, peer: Peer, held: &mut Held) {
+        if let Peer::Worker(id) = peer {
+            if self.ready.get(&id.slot) == Some(&id) {
+                self.ready.remove(&id.slot);
+            }
+        }
+        let owed: Vec<u64> = self
+            .routes
+            .iter()
+            .filter(|(_, route)| route.responder == peer || (route.requester == peer && route.once.is_none()))
+            .map(|(route, _)| *route)
+            .collect();
+        for route_id in owed {
+            let Some(route) = self.routes.remove(&route_id) else { continue };
+            if route.responder != peer {
+                continue;
+            }
+            let error = Error::WorkerGone { event: String::from_utf8_lossy(&route.event).into(), peer };
+            let failure = Envelope::failure(route.id, peer, route.event.clone(), &error);
+            match route.once {
+                Some(key) => self.once_done(key, failure, held),
+                None => self.deliver(route.requester, failure, held),
+            }
+        }
+        for entry in self.once.entries.values_mut() {
+            if let OnceEntry::Running { waiters } = entry {
+                waiters.retain(|(waiter, _)| *waiter != peer);
+            }
+        }
+    }
+}

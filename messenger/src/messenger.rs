@@ -1,0 +1,634 @@
+//! The typed API every process holds: handlers in, calls out.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::transport::{self, Outbox};
+use crate::wire::{Envelope, Kind, Target, ENVELOPE_OVERHEAD};
+use crate::{BoxFuture, Config, Dispatch, Error, Event, Peer, Result, WorkerId};
+
+/// A handler with its types erased: MessagePack in, MessagePack out.
+type Erased = Arc<dyn Fn(Bytes, Peer) -> BoxFuture<'static, Result<Bytes>> + Send + Sync>;
+
+type PanicHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The heartbeat every Messenger answers without announcing it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Ping;
+
+impl Event for Ping {
+    const NAME: &'static str = "multiprocess.ping";
+    type Reply = ();
+}
+
+/// A process's end of the messenger: register handlers with [`on`](Messenger::on), call other
+/// processes with [`broadcast`](Messenger::broadcast), [`consume`](Messenger::consume),
+/// [`map`](Messenger::map) and the rest. Cheap to clone; every clone is the same end.
+///
+/// Every call has a deadline ([`Config::request_timeout`], or [`Messenger::timeout`] for one
+/// handle) and fails with an [`Error`] rather than hang. Calls may run concurrently; each has
+/// its own id, so replies never mix.
+///
+/// Payloads are MessagePack with field names (structs as maps), so a field added with
+/// `#[serde(default)]` keeps old and new workers talking during a rolling reload.
+#[derive(Clone)]
+pub struct Messenger {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+struct Shared {
+    peer: Peer,
+    config: Config,
+    out: mpsc::UnboundedSender<Outgoing>,
+    /// Bounds the frames queued by calls: a caller waits for room (backpressure).
+    room: Arc<Semaphore>,
+    handlers: RwLock<HashMap<Bytes, Arc<[Erased]>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
+    next_id: AtomicU64,
+    closed: CancellationToken,
+    broadcasts: mpsc::Sender<Envelope>,
+    panic_hook: RwLock<Option<PanicHook>>,
+}
+
+/// A frame on its way out; `counted` frames hold a unit of `room` until written.
+pub(crate) struct Outgoing {
+    env: Envelope,
+    counted: bool,
+}
+
+enum Waiter {
+    One(oneshot::Sender<Envelope>),
+    Many(mpsc::UnboundedSender<Envelope>),
+}
+
+/// The receiving side of a Messenger's outbound queue.
+pub(crate) struct OutQueue {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    room: Arc<Semaphore>,
+}
+
+impl OutQueue {
+    /// Takes the next frame (for in-process links), giving its room back.
+    pub(crate) async fn recv(&mut self) -> Option<Envelope> {
+        let out = self.rx.recv().await?;
+        if out.counted {
+            self.room.add_permits(1);
+        }
+        Some(out.env)
+    }
+}
+
+impl Outbox for OutQueue {
+    async fn recv_batch(&mut self, batch: &mut Vec<Envelope>, limit: usize) -> usize {
+        let mut taken = Vec::with_capacity(limit.min(64));
+        let n = self.rx.recv_many(&mut taken, limit).await;
+        let counted = taken.iter().filter(|out| out.counted).count();
+        self.room.add_permits(counted);
+        batch.extend(taken.into_iter().map(|out| out.env));
+        n
+    }
+}
+
+impl Messenger {
+    /// Connects to a Hub over `io` (a worker's end of its socket) and checks that both ends
+    /// speak the same protocol version.
+    ///
+    /// Must be called inside a tokio runtime: the connection's tasks are spawned on it.
+    pub async fn connect<IO>(io: IO, config: Config) -> Result<Messenger>
+    where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, mut write) = tokio::io::split(io);
+        let mut codec = transport::codec(&config);
+        transport::write_one(&mut write, &mut codec, &transport::hello(None)).await?;
+        let mut reader = FramedRead::with_capacity(read, codec.clone(), 64 * 1024);
+        let hello = transport::read_hello(&mut reader, &config).await?;
+        let peer = hello.peer.ok_or_else(|| Error::Malformed { detail: "the hub's hello names no peer".into() })?;
+
+        let (messenger, outbox) = Messenger::start(peer, config);
+        let stop = messenger.shared.closed.clone();
+        tokio::spawn(transport::write_frames(write, outbox, codec, stop.clone()));
+        let shared = messenger.shared.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                let frame = tokio::select! {
+                    frame = reader.next() => frame,
+                    () = stop.cancelled() => break "closed".to_string(),
+                };
+                match frame {
+                    Some(Ok(env)) => shared.dispatch(env).await,
+                    Some(Err(err)) => break err.to_string(),
+                    None => break "the hub closed the connection".to_string(),
+                }
+            };
+            tracing::debug!(peer = %shared.peer, "messenger connection ended: {reason}");
+            shared.shut();
+        });
+        Ok(messenger)
+    }
+
+    /// A Messenger for `peer` whose frames leave through the returned queue; the caller feeds
+    /// incoming frames to [`Messenger::dispatch`].
+    pub(crate) fn start(peer: Peer, config: Config) -> (Messenger, OutQueue) {
+        let (out, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(config.queue_frames));
+        let (broadcasts, lane) = mpsc::channel(config.queue_frames);
+        let timeout = config.request_timeout;
+        let shared = Arc::new(Shared {
+            peer,
+            config,
+            out,
+            room: room.clone(),
+            handlers: RwLock::default(),
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            closed: CancellationToken::new(),
+            broadcasts,
+            panic_hook: RwLock::default(),
+        });
+        tokio::spawn(run_broadcasts(Arc::downgrade(&shared), lane));
+        let messenger = Messenger { shared, timeout };
+        messenger.register::<Ping>(false, Arc::new(|_, _| Box::pin(async { Ok(Bytes::from_static(&[0xc0])) })));
+        (messenger, OutQueue { rx, room })
+    }
+
+    /// Hands an incoming frame to this Messenger.
+    pub(crate) async fn dispatch(&self, env: Envelope) {
+        self.shared.dispatch(env).await
+    }
+
+    /// Who this end is, as the Hub named it.
+    pub fn id(&self) -> Peer {
+        self.shared.peer
+    }
+
+    /// The configuration this Messenger was made with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// A handle to the same Messenger whose calls wait at most `timeout` for their replies.
+    pub fn timeout(&self, timeout: Duration) -> Messenger {
+        Messenger { shared: self.shared.clone(), timeout }
+    }
+
+    /// Registers a handler for `E`. Every handler of an event runs for a `broadcast`; the first
+    /// one registered answers `consume`, `map` and requests.
+    ///
+    /// ```
+    /// # use messenger::{Event, Messenger};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Event)]
+    /// #[event(reply = u32)]
+    /// struct Pid;
+    ///
+    /// fn handlers(messenger: &Messenger) {
+    ///     messenger.on(|_: Pid| async { std::process::id() });
+    /// }
+    /// ```
+    pub fn on<E, F, Fut>(&self, handler: F)
+    where
+        E: Event,
+        F: Fn(E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = E::Reply> + Send + 'static,
+    {
+        self.on_from(move |_: Peer, event: E| handler(event))
+    }
+
+    /// Registers a handler for `E` that also learns who sent the event. The sender is stamped by
+    /// the Hub from the connection it came on, so it cannot be forged.
+    pub fn on_from<E, F, Fut>(&self, handler: F)
+    where
+        E: Event,
+        F: Fn(Peer, E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = E::Reply> + Send + 'static,
+    {
+        let erased: Erased = Arc::new(move |body: Bytes, from: Peer| match decode::<E>(E::NAME, &body) {
+            Ok(event) => {
+                let reply = handler(from, event);
+                Box::pin(async move { encode(E::NAME, &reply.await) })
+            }
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        });
+        self.register::<E>(true, erased);
+    }
+
+    /// Registers one object that handles every case of an enum event: the
+    /// `<Enum>Handler` trait that `#[derive(Event)]` writes.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use messenger::{async_trait, Event, Messenger};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Event)]
+    /// #[event(reply = String)]
+    /// enum Admin {
+    ///     Echo(String),
+    ///     Flush,
+    /// }
+    ///
+    /// struct Service;
+    ///
+    /// #[async_trait]
+    /// impl AdminHandler for Service {
+    ///     async fn echo(&self, text: String) -> String {
+    ///         text
+    ///     }
+    ///     async fn flush(&self) -> String {
+    ///         "flushed".into()
+    ///     }
+    /// }
+    ///
+    /// fn handlers(messenger: &Messenger) {
+    ///     messenger.serve::<Admin>(Arc::new(Service));
+    /// }
+    /// ```
+    pub fn serve<E: Dispatch>(&self, handler: Arc<E::Handler>) {
+        self.on(move |event: E| event.dispatch(handler.clone()));
+    }
+
+    fn register<E: Event>(&self, announce: bool, erased: Erased) {
+        let name = Bytes::from_static(E::NAME.as_bytes());
+        let first = {
+            let mut handlers = self.shared.handlers.write().unwrap_or_else(|e| e.into_inner());
+            let entry = handlers.entry(name.clone()).or_insert_with(|| Arc::from(Vec::new()));
+            let first = entry.is_empty();
+            let mut list = entry.to_vec();
+            list.push(erased);
+            *entry = Arc::from(list);
+            first
+        };
+        if announce && first {
+            // Uncounted, so it never waits: it must be queued before a later `ready()`.
+            let _ = self.shared.out.send(Outgoing { env: Envelope::new(Kind::Announce, E::NAME, Bytes::new()), counted: false });
+        }
+    }
+
+    /// Calls `hook` with a description whenever a handler panics (the caller of that call gets
+    /// [`Error::HandlerPanicked`]; the process goes on). A cluster uses it to report the worker
+    /// unhealthy.
+    pub fn set_panic_hook(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        *self.shared.panic_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Tells the Hub that this worker is Ready: from now on it gets messages and counts for
+    /// `map`. Returns once the Hub has it, so handlers registered before are known by then.
+    pub async fn ready(&self) -> Result<()> {
+        let env = Envelope::new(Kind::Ready, "", Bytes::new());
+        self.ask(env).await.map(drop)
+    }
+
+    /// Sends `event` to every Ready worker, this one included when it is Ready; every handler of
+    /// the event runs there. Returns once the frame is queued for the Hub: frames from one
+    /// sender keep their order. Workers that have no handler for it do not get it.
+    pub async fn broadcast<E: Event>(&self, event: E) -> Result<()> {
+        let env = self.envelope::<E>(Kind::Broadcast, Target::Hub, Bytes::new(), &event)?;
+        self.shared.send(env).await
+    }
+
+    /// Runs `event` on exactly one Ready worker that handles it, spreading calls evenly, and
+    /// returns its reply. [`Error::NoHandler`] if no Ready worker handles it.
+    pub async fn consume<E: Event>(&self, event: E) -> Result<E::Reply> {
+        self.call(Target::Any, Bytes::new(), event).await
+    }
+
+    /// Runs `event` on one worker once per `key` for the master's lifetime, however many workers
+    /// ask: every caller, also one that asks while it runs, gets the same reply. A failed run is
+    /// not remembered, so the next caller tries again. The Hub remembers
+    /// [`Config::once_keys`] keys per event, forgetting the oldest first.
+    pub async fn consume_once<E: Event>(&self, key: &str, event: E) -> Result<E::Reply> {
+        self.call(Target::Once, Bytes::copy_from_slice(key.as_bytes()), event).await
+    }
+
+    /// Runs `event` on the Ready worker of `slot` and returns its reply.
+    pub async fn request<E: Event>(&self, slot: u32, event: E) -> Result<E::Reply> {
+        self.call(Target::Slot(slot), Bytes::new(), event).await
+    }
+
+    /// Runs `event` on the master's handler and returns its reply.
+    pub async fn request_master<E: Event>(&self, event: E) -> Result<E::Reply> {
+        self.call(Target::Master, Bytes::new(), event).await
+    }
+
+    /// Runs `event` on the exact worker `id`, whatever its state. Only the master may.
+    pub(crate) async fn request_worker<E: Event>(&self, id: WorkerId, event: E) -> Result<E::Reply> {
+        self.call(Target::Worker(id), Bytes::new(), event).await
+    }
+
+    /// Runs `event` on every Ready worker at the time of the call (its first handler) and
+    /// returns the replies in slot order. Fails with the first worker's error, if any: use
+    /// [`map_each`](Messenger::map_each) to keep the others' results.
+    pub async fn map<E: Event>(&self, event: E) -> Result<Vec<E::Reply>> {
+        self.map_each(event).await?.into_iter().map(|(_, reply)| reply).collect()
+    }
+
+    /// Like [`map`](Messenger::map), but every worker's own result, with its slot: a worker that
+    /// has no handler, dies or does not answer in time fails its entry alone.
+    pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
+        let env = self.envelope::<E>(Kind::Request, Target::All, Bytes::new(), &event)?;
+        let deadline = Instant::now() + self.timeout;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let call = self.shared.begin(Waiter::Many(tx));
+        let sent = tokio::time::timeout_at(deadline, self.shared.send(Envelope { id: call.id, ..env })).await;
+        sent.map_err(|_| self.timed_out(E::NAME, None))??;
+
+        let first = tokio::time::timeout_at(deadline, rx.recv()).await.map_err(|_| self.timed_out(E::NAME, None))?;
+        let fanout = first.ok_or(Error::Closed)?;
+        let workers: Vec<WorkerId> = match fanout.kind {
+            Kind::Fanout => rmp_serde::from_slice(&fanout.body).map_err(|e| Error::Malformed { detail: format!("fanout: {e}") })?,
+            _ => return Err(decode_failure(&fanout)),
+        };
+        let mut results: Vec<Option<Result<E::Reply>>> = workers.iter().map(|_| None).collect();
+        let mut missing = workers.len();
+        while missing > 0 {
+            let answer = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => break,
+                Err(_) => break,
+            };
+            let Some(index) = workers.iter().position(|id| Peer::Worker(*id) == answer.from) else {
+                tracing::warn!(from = %answer.from, "a map answer from a worker that was not asked");
+                continue;
+            };
+            if results[index].is_none() {
+                results[index] = Some(decode_answer::<E::Reply>(E::NAME, &answer));
+                missing -= 1;
+            }
+        }
+        call.finish();
+        let closed = self.shared.closed.is_cancelled();
+        Ok(workers
+            .iter()
+            .zip(results)
+            .map(|(id, result)| {
+                let result = result.unwrap_or_else(|| {
+                    Err(if closed { Error::Closed } else { self.timed_out(E::NAME, Some(Peer::Worker(*id))) })
+                });
+                (id.slot, result)
+            })
+            .collect())
+    }
+
+    /// Resolves when the connection to the Hub has ended (the master went away, or
+    /// [`close`](Messenger::close) was called). Pending calls have failed with
+    /// [`Error::Closed`] by then.
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await
+    }
+
+    /// Whether the connection to the Hub has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Closes the connection to the Hub: pending calls fail with [`Error::Closed`], and the
+    /// Hub treats this end as gone.
+    pub fn close(&self) {
+        self.shared.shut();
+    }
+
+    async fn call<E: Event>(&self, to: Target, key: Bytes, event: E) -> Result<E::Reply> {
+        let env = self.envelope::<E>(Kind::Request, to, key, &event)?;
+        let answer = self.ask(env).await?;
+        decode_answer::<E::Reply>(E::NAME, &answer)
+    }
+
+    /// Sends a request and waits for its one answer, within the deadline.
+    async fn ask(&self, env: Envelope) -> Result<Envelope> {
+        let name = env.event.clone();
+        let (tx, rx) = oneshot::channel();
+        let call = self.shared.begin(Waiter::One(tx));
+        let env = Envelope { id: call.id, ..env };
+        let answer = tokio::time::timeout(self.timeout, async {
+            self.shared.send(env).await?;
+            rx.await.map_err(|_| Error::Closed)
+        })
+        .await;
+        match answer {
+            Ok(answer) => {
+                call.finish();
+                answer
+            }
+            Err(_) => Err(Error::Timeout { event: String::from_utf8_lossy(&name).into(), after: self.timeout, peer: None }),
+        }
+    }
+
+    fn timed_out(&self, event: &str, peer: Option<Peer>) -> Error {
+        Error::Timeout { event: event.into(), after: self.timeout, peer }
+    }
+
+    /// Encodes `event` into an envelope, refusing one that would be over the maximum frame.
+    fn envelope<E: Event>(&self, kind: Kind, to: Target, key: Bytes, event: &E) -> Result<Envelope> {
+        let body = encode(E::NAME, event)?;
+        let env = Envelope { kind, id: 0, from: self.shared.peer, to, event: Bytes::from_static(E::NAME.as_bytes()), key, body };
+        self.shared.check_size(&env)?;
+        Ok(env)
+    }
+}
+
+impl std::fmt::Debug for Messenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messenger").field("peer", &self.shared.peer).field("timeout", &self.timeout).finish()
+    }
+}
+
+/// A pending call: forgets its waiter when dropped, and tells the Hub the caller gave up
+/// unless the call finished (so a timed-out or abandoned call leaves nothing behind).
+struct Call<'a> {
+    shared: &'a Shared,
+    id: u64,
+    done: bool,
+}
+
+impl Call<'_> {
+    fn finish(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        if !self.done {
+            let cancel = Envelope { id: self.id, ..Envelope::new(Kind::Cancel, "", Bytes::new()) };
+            let _ = self.shared.out.send(Outgoing { env: cancel, counted: false });
+        }
+    }
+}
+
+impl Shared {
+    fn begin(&self, waiter: Waiter) -> Call<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, waiter);
+        Call { shared: self, id, done: false }
+    }
+
+    /// Queues a frame for the Hub, waiting while the queue is full.
+    async fn send(&self, env: Envelope) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let permit = self.room.acquire().await.map_err(|_| Error::Closed)?;
+        permit.forget();
+        self.out.send(Outgoing { env, counted: true }).map_err(|_| Error::Closed)
+    }
+
+    fn check_size(&self, env: &Envelope) -> Result<()> {
+        let size = env.payload_len() + ENVELOPE_OVERHEAD;
+        if size > self.config.max_frame {
+            return Err(Error::FrameTooLarge { size, max: self.config.max_frame });
+        }
+        Ok(())
+    }
+
+    fn shut(&self) {
+        self.closed.cancel();
+        self.room.close();
+        // Dropping the waiters fails every pending call with `Closed`.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    async fn dispatch(self: &Arc<Self>, env: Envelope) {
+        match env.kind {
+            Kind::Reply | Kind::Failure | Kind::Fanout => self.answer(env),
+            Kind::Request => self.clone().spawn_handler(env),
+            Kind::Broadcast => {
+                // Bounded: when handlers fall behind, reading waits (backpressure to the Hub).
+                let _ = self.broadcasts.send(env).await;
+            }
+            Kind::Hello | Kind::Announce | Kind::Ready | Kind::Cancel => {
+                tracing::debug!(kind = ?env.kind, "unexpected frame ignored");
+            }
+        }
+    }
+
+    fn answer(&self, env: Envelope) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get(&env.id) {
+            Some(Waiter::Many(tx)) => {
+                let _ = tx.send(env);
+            }
+            Some(Waiter::One(_)) => {
+                if let Some(Waiter::One(tx)) = pending.remove(&env.id) {
+                    let _ = tx.send(env);
+                }
+            }
+            None => tracing::debug!(id = env.id, "an answer for a call that gave up"),
+        }
+    }
+
+    fn first_handler(&self, event: &[u8]) -> Option<Erased> {
+        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+        handlers.get(event).and_then(|list| list.first().cloned())
+    }
+
+    fn all_handlers(&self, event: &[u8]) -> Option<Arc<[Erased]>> {
+        self.handlers.read().unwrap_or_else(|e| e.into_inner()).get(event).cloned()
+    }
+
+    fn spawn_handler(self: Arc<Self>, env: Envelope) {
+        tokio::spawn(async move {
+            let result = match self.first_handler(&env.event) {
+                Some(handler) => self.run(&handler, &env).await,
+                None => Err(Error::NoHandler { event: env.event_name(), peer: Some(self.peer) }),
+            };
+            let answer = match result {
+                Ok(body) => {
+                    let reply = Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
+                    match self.check_size(&reply) {
+                        Ok(()) => reply,
+                        Err(err) => Envelope::failure(env.id, self.peer, env.event.clone(), &err),
+                    }
+                }
+                Err(err) => Envelope::failure(env.id, self.peer, env.event.clone(), &err),
+            };
+            let _ = self.send(answer).await;
+        });
+    }
+
+    /// Runs one handler, turning a panic into an error (and a call of the panic hook).
+    async fn run(&self, handler: &Erased, env: &Envelope) -> Result<Bytes> {
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler(env.body.clone(), env.from)));
+        let result = match started {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        result.unwrap_or_else(|panic| {
+            let message = panic_message(&*panic);
+            let event = env.event_name();
+            tracing::error!(event, "handler panicked: {message}");
+            let hook = self.panic_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(hook) = hook {
+                hook(&format!("the handler of `{event}` panicked: {message}"));
+            }
+            Err(Error::HandlerPanicked { event, message })
+        })
+    }
+}
+
+/// Runs broadcast handlers one frame at a time, in arrival order, so that each sender's order
+/// is kept. Stops when the Messenger is gone.
+async fn run_broadcasts(shared: std::sync::Weak<Shared>, mut lane: mpsc::Receiver<Envelope>) {
+    while let Some(env) = lane.recv().await {
+        let Some(shared) = shared.upgrade() else { return };
+        let Some(handlers) = shared.all_handlers(&env.event) else {
+            tracing::debug!(event = %env.event_name(), "a broadcast with no handler here");
+            continue;
+        };
+        for handler in handlers.iter() {
+            if let Err(err) = shared.run(handler, &env).await {
+                // The sender does not wait for broadcast results: say it here.
+                tracing::warn!(event = %env.event_name(), from = %env.from, "broadcast handler failed: {err}");
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic with no message".into()
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(event: &str, value: &T) -> Result<Bytes> {
+    rmp_serde::to_vec_named(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Encode { event: event.into(), detail: e.to_string() })
+}
+
+fn decode<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(body).map_err(|e| Error::Decode { event: event.into(), detail: e.to_string() })
+}
+
+/// The error a `Failure` frame carries.
+pub(crate) fn decode_failure(env: &Envelope) -> Error {
+    rmp_serde::from_slice(&env.body)
+        .unwrap_or_else(|e| Error::Malformed { detail: format!("a failure that did not decode: {e}") })
+}
+
+fn decode_answer<R: DeserializeOwned>(event: &str, answer: &Envelope) -> Result<R> {
+    match answer.kind {
+        Kind::Reply => decode(event, &answer.body),
+        Kind::Failure => Err(decode_failure(answer)),
+        other => Err(Error::Malformed { detail: format!("expected an answer, got {other:?}") }),
+    }
+}

@@ -1,0 +1,396 @@
+//! The wire format: length-prefixed frames, each one MessagePack [`Envelope`].
+//!
+//! A frame is a 4-byte big-endian length, then that many bytes of MessagePack: an array
+//! `[kind, id, from, to, event, key, body]`. `body` is the event's (or reply's) own MessagePack
+//! bytes, carried as a binary string, so the Hub routes on the envelope alone and never decodes
+//! a user type. Decoding is zero-copy: `event`, `key` and `body` are slices of the frame.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use messenger::wire::{Envelope, FrameCodec, Kind};
+//! use tokio_util::codec::{Decoder, Encoder};
+//!
+//! let mut codec = FrameCodec::new();
+//! let mut buf = BytesMut::new();
+//! let sent = Envelope::new(Kind::Broadcast, "tick", vec![0x2a]); // 42 as MessagePack
+//! codec.encode(sent.clone(), &mut buf).unwrap();
+//!
+//! // a 4-byte big-endian length, then the envelope: a MessagePack array of 7 fields
+//! assert_eq!(&buf[..5], &[0, 0, 0, 19, 0x97]);
+//! let got = codec.decode(&mut buf).unwrap().unwrap();
+//! assert_eq!(got, sent);
+//! assert!(buf.is_empty());
+//! ```
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::{Error, Peer, WorkerId};
+
+/// The protocol version sent in the first frame of every connection.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The default maximum frame size: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// An upper bound of an envelope's size without its `event`, `key` and `body` bytes. Senders
+/// check `bytes + ENVELOPE_OVERHEAD` against the maximum, so a frame that passes that check is
+/// never refused by the encoder.
+pub const ENVELOPE_OVERHEAD: usize = 64;
+
+const PREFIX: usize = 4;
+
+/// What a frame is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// The first frame each way: the protocol version (and, from the Hub, who you are).
+    Hello = 0,
+    /// A peer handles the event named in `event` from now on.
+    Announce = 1,
+    /// A worker is Ready; answered with a `Reply` of the same id once the Hub has it.
+    Ready = 2,
+    /// A one-way event for every Ready worker.
+    Broadcast = 3,
+    /// A call that wants an answer, addressed by `to`.
+    Request = 4,
+    /// A handler's answer to the request with the same id.
+    Reply = 5,
+    /// A call's failure: `body` is an [`Error`].
+    Failure = 6,
+    /// Before a `map`'s answers: the slots that will answer, as a MessagePack array.
+    Fanout = 7,
+    /// The caller gave up waiting for the request with this id.
+    Cancel = 8,
+}
+
+impl Kind {
+    fn from_u8(value: u8) -> Option<Kind> {
+        Some(match value {
+            0 => Kind::Hello,
+            1 => Kind::Announce,
+            2 => Kind::Ready,
+            3 => Kind::Broadcast,
+            4 => Kind::Request,
+            5 => Kind::Reply,
+            6 => Kind::Failure,
+            7 => Kind::Fanout,
+            8 => Kind::Cancel,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The Hub itself (control frames) or nobody in particular.
+    Hub,
+    /// One Ready worker that handles the event (`consume`).
+    Any,
+    /// Every Ready worker (`map`).
+    All,
+    /// The Ready worker of a slot.
+    Slot(u32),
+    /// The master.
+    Master,
+    /// One exact worker in any state; only the master may address workers so.
+    Worker(WorkerId),
+    /// Once per `key` (`consume_once`).
+    Once,
+}
+
+impl Target {
+    fn to_wire(self) -> (u8, u64, u64) {
+        match self {
+            Target::Hub => (0, 0, 0),
+            Target::Any => (1, 0, 0),
+            Target::All => (2, 0, 0),
+            Target::Slot(slot) => (3, slot.into(), 0),
+            Target::Master => (4, 0, 0),
+            Target::Worker(id) => (5, id.slot.into(), id.generation),
+            Target::Once => (6, 0, 0),
+        }
+    }
+
+    fn from_wire((tag, a, b): (u8, u64, u64)) -> Option<Target> {
+        let slot = || u32::try_from(a).ok();
+        Some(match tag {
+            0 => Target::Hub,
+            1 => Target::Any,
+            2 => Target::All,
+            3 => Target::Slot(slot()?),
+            4 => Target::Master,
+            5 => Target::Worker(WorkerId::new(slot()?, b)),
+            6 => Target::Once,
+            _ => return None,
+        })
+    }
+}
+
+/// One message: routing information around the payload's own MessagePack bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// What the frame is for.
+    pub kind: Kind,
+    /// The request id: chosen by the caller, unique among its pending calls (0 if none).
+    pub id: u64,
+    /// The sender, as stamped by the Hub (a sender's own claim is overwritten).
+    pub from: Peer,
+    /// Where a request goes.
+    pub to: Target,
+    /// The event's wire name, UTF-8.
+    pub event: Bytes,
+    /// The `consume_once` key; empty otherwise.
+    pub key: Bytes,
+    /// The event's, reply's or error's MessagePack bytes.
+    pub body: Bytes,
+}
+
+impl Envelope {
+    /// An envelope of `kind` for `event` with `body`, from the master, to the Hub, id 0.
+    pub fn new(kind: Kind, event: &'static str, body: impl Into<Bytes>) -> Self {
+        Envelope {
+            kind,
+            id: 0,
+            from: Peer::Master,
+            to: Target::Hub,
+            event: Bytes::from_static(event.as_bytes()),
+            key: Bytes::new(),
+            body: body.into(),
+        }
+    }
+
+    /// An answer of `kind` (reply, failure, fanout) to the request `id`.
+    pub fn answer(kind: Kind, id: u64, from: Peer, event: Bytes, body: Bytes) -> Self {
+        Envelope { kind, id, from, to: Target::Hub, event, key: Bytes::new(), body }
+    }
+
+    /// A failure answer carrying `error`.
+    pub fn failure(id: u64, from: Peer, event: Bytes, error: &Error) -> Self {
+        let body = rmp_serde::to_vec(error).unwrap_or_default();
+        Envelope::answer(Kind::Failure, id, from, event, body.into())
+    }
+
+    /// The event's name as text (lossy for a peer that sent invalid UTF-8).
+    pub fn event_name(&self) -> String {
+        String::from_utf8_lossy(&self.event).into_owned()
+    }
+
+    /// The bytes this envelope adds to its payload, at most.
+    pub fn payload_len(&self) -> usize {
+        self.event.len() + self.key.len() + self.body.len()
+    }
+}
+
+/// The envelope as MessagePack sees it, borrowing from the frame.
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    kind: u8,
+    id: u64,
+    from: Option<(u32, u64)>,
+    to: (u8, u64, u64),
+    #[serde(with = "serde_bytes", borrow)]
+    event: &'a [u8],
+    #[serde(with = "serde_bytes", borrow)]
+    key: &'a [u8],
+    #[serde(with = "serde_bytes", borrow)]
+    body: &'a [u8],
+}
+
+impl<'a> From<&'a Envelope> for Wire<'a> {
+    fn from(env: &'a Envelope) -> Self {
+        Wire {
+            kind: env.kind as u8,
+            id: env.id,
+            from: env.from.worker().map(|id| (id.slot, id.generation)),
+            to: env.to.to_wire(),
+            event: &env.event,
+            key: &env.key,
+            body: &env.body,
+        }
+    }
+}
+
+/// The codec of the messenger's connections: [`Envelope`]s in 4-byte length-prefixed frames.
+///
+/// Both directions refuse a frame over the maximum size with [`Error::FrameTooLarge`]. The
+/// encoder leaves the buffer as it was, so the connection stays usable (the messengers check
+/// sizes before they queue a frame, so this only guards against misuse). The decoder cannot
+/// skip what it cannot trust: a peer that sends an oversize or malformed frame gets its
+/// connection closed.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame: usize,
+}
+
+/// Configures a [`FrameCodec`].
+///
+/// ```
+/// use messenger::wire::FrameCodec;
+///
+/// let codec = FrameCodec::builder().max_frame(1024).new_codec();
+/// assert_eq!(codec.max_frame(), 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    max_frame: usize,
+}
+
+impl Builder {
+    /// The largest frame, length prefix excluded, the codec encodes or decodes.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// The codec.
+    pub fn new_codec(&self) -> FrameCodec {
+        FrameCodec { max_frame: self.max_frame }
+    }
+}
+
+impl FrameCodec {
+    /// A codec with the default maximum frame size ([`DEFAULT_MAX_FRAME`]).
+    pub fn new() -> Self {
+        Self::builder().new_codec()
+    }
+
+    /// A builder to configure a codec.
+    pub fn builder() -> Builder {
+        Builder { max_frame: DEFAULT_MAX_FRAME }
+    }
+
+    /// The largest frame this codec accepts, in bytes.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Envelope;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Envelope>, Error> {
+        if src.len() < PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max_frame {
+            return Err(Error::FrameTooLarge { size: len, max: self.max_frame });
+        }
+        if src.len() < PREFIX + len {
+            src.reserve(PREFIX + len - src.len());
+            return Ok(None);
+        }
+        src.advance(PREFIX);
+        let frame = src.split_to(len).freeze();
+        decode_envelope(&frame).map(Some)
+    }
+}
+
+fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
+    let malformed = |detail: String| Error::Malformed { detail };
+    let wire: Wire<'_> = rmp_serde::from_slice(frame).map_err(|e| malformed(e.to_string()))?;
+    let kind = Kind::from_u8(wire.kind).ok_or_else(|| malformed(format!("unknown kind {}", wire.kind)))?;
+    let to = Target::from_wire(wire.to).ok_or_else(|| malformed(format!("bad target {:?}", wire.to)))?;
+    if std::str::from_utf8(wire.event).is_err() {
+        return Err(malformed("an event name that is not UTF-8".into()));
+    }
+    let from = match wire.from {
+        None => Peer::Master,
+        Some((slot, generation)) => Peer::Worker(WorkerId::new(slot, generation)),
+    };
+    Ok(Envelope {
+        kind,
+        id: wire.id,
+        from,
+        to,
+        event: frame.slice_ref(wire.event),
+        key: frame.slice_ref(wire.key),
+        body: frame.slice_ref(wire.body),
+    })
+}
+
+impl Encoder<&Envelope> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
+        let start = dst.len();
+        dst.reserve(PREFIX + ENVELOPE_OVERHEAD + env.payload_len());
+        dst.put_u32(0);
+        let written = rmp_serde::encode::write(&mut (&mut *dst).writer(), &Wire::from(env));
+        let len = dst.len() - start - PREFIX;
+        if let Err(e) = written {
+            dst.truncate(start);
+            return Err(Error::Malformed { detail: e.to_string() });
+        }
+        if len > self.max_frame {
+            dst.truncate(start);
+            return Err(Error::FrameTooLarge { size: len, max: self.max_frame });
+        }
+        dst[start..start + PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}
+
+impl Encoder<Envelope> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, env: Envelope, dst: &mut BytesMut) -> Result<(), Error> {
+        self.encode(&env, dst)
+    }
+}
+
+/// The body of a `Hello` frame: the protocol version and, from the Hub, who the connection is.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub version: u32,
+    pub peer: Option<Peer>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversize_frames_are_refused_both_ways() {
+        let mut codec = FrameCodec::builder().max_frame(100).new_codec();
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let big = Envelope::new(Kind::Broadcast, "big", vec![0u8; 200]);
+        let err = codec.encode(&big, &mut buf).unwrap_err();
+        assert!(matches!(err, Error::FrameTooLarge { max: 100, .. }), "{err}");
+        assert_eq!(&buf[..], b"keep", "a refused frame leaves the buffer as it was");
+
+        let mut incoming = BytesMut::new();
+        incoming.put_u32(101);
+        let err = codec.decode(&mut incoming).unwrap_err();
+        assert!(matches!(err, Error::FrameTooLarge { size: 101, max: 100 }), "{err}");
+    }
+
+    #[test]
+    fn a_frame_within_the_overhead_bound_always_encodes() {
+        let mut codec = FrameCodec::builder().max_frame(1000).new_codec();
+        let mut env = Envelope::new(Kind::Request, "e", vec![0u8; 1000 - ENVELOPE_OVERHEAD - 1]);
+        env.id = u64::MAX;
+        env.from = Peer::Worker(WorkerId::new(u32::MAX, u64::MAX));
+        env.to = Target::Worker(WorkerId::new(u32::MAX, u64::MAX));
+        codec.encode(&env, &mut BytesMut::new()).unwrap();
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::new();
+        buf.put_u32(3);
+        buf.put_slice(&[0xc1, 0xc1, 0xc1]);
+        assert!(matches!(codec.decode(&mut buf), Err(Error::Malformed { .. })));
+    }
+}

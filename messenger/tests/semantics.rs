@@ -1,0 +1,506 @@
+//! Every row of the messenger's semantics table, through the mock transport and the real Hub.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use messenger::testing::MockCluster;
+use messenger::{Config, Error, Event, HubEvent, Peer, PeerState, WorkerId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "whoami", reply = u32)]
+struct WhoAmI;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
+struct Tick(u64);
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "echo", reply = String)]
+struct Echo(String);
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "never", reply = u32)]
+struct Never;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "nobody", reply = ())]
+struct Nobody;
+
+/// Every worker answers `WhoAmI` with its slot.
+fn answer_slots(cluster: &MockCluster) {
+    for (slot, worker) in cluster.workers().iter().enumerate() {
+        worker.on(move |_: WhoAmI| async move { slot as u32 });
+    }
+}
+
+async fn ready_cluster(workers: u32) -> MockCluster {
+    let cluster = MockCluster::new(workers).await.unwrap();
+    answer_slots(&cluster);
+    cluster.ready().await.unwrap();
+    cluster
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_ready_worker_the_sender_too_in_order() {
+    let cluster = MockCluster::new(3).await.unwrap();
+    let seen: Arc<Mutex<Vec<(usize, u64)>>> = Arc::default();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (slot, worker) in cluster.workers().iter().enumerate() {
+        let seen = seen.clone();
+        let done_tx = done_tx.clone();
+        worker.on(move |Tick(n): Tick| {
+            seen.lock().unwrap().push((slot, n));
+            if n == 99 {
+                done_tx.send(slot).unwrap();
+            }
+            async {}
+        });
+    }
+    cluster.ready().await.unwrap();
+
+    for n in 0..100 {
+        cluster.worker(1).broadcast(Tick(n)).await.unwrap();
+    }
+    let mut finished: Vec<usize> = Vec::new();
+    for _ in 0..3 {
+        finished.push(done_rx.recv().await.unwrap());
+    }
+    finished.sort();
+    assert_eq!(finished, vec![0, 1, 2], "every worker, the sender (slot 1) included");
+    let seen = seen.lock().unwrap();
+    for slot in 0..3 {
+        let order: Vec<u64> = seen.iter().filter(|(s, _)| *s == slot).map(|(_, n)| *n).collect();
+        assert_eq!(order, (0..100).collect::<Vec<_>>(), "slot {slot} got the sender's order");
+    }
+}
+
+#[tokio::test]
+async fn broadcast_runs_every_handler_of_the_event() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..2 {
+        let (count, done_tx) = (count.clone(), done_tx.clone());
+        cluster.worker(0).on(move |_: Tick| {
+            count.fetch_add(1, Ordering::SeqCst);
+            done_tx.send(()).unwrap();
+            async {}
+        });
+    }
+    cluster.ready().await.unwrap();
+    cluster.master().broadcast(Tick(1)).await.unwrap();
+    done_rx.recv().await.unwrap();
+    done_rx.recv().await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn only_ready_workers_get_messages() {
+    let cluster = MockCluster::new(2).await.unwrap();
+    answer_slots(&cluster);
+    cluster.worker(1).ready().await.unwrap();
+    // Slot 0 handles the event but is still Starting: not asked, not counted.
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), vec![1]);
+    for _ in 0..4 {
+        assert_eq!(cluster.master().consume(WhoAmI).await.unwrap(), 1);
+    }
+    assert!(matches!(cluster.master().request(0, WhoAmI).await, Err(Error::NoWorker { slot: 0 })));
+    // A worker may call before it is Ready.
+    assert_eq!(cluster.worker(0).consume(WhoAmI).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn consume_runs_on_one_worker_spread_evenly() {
+    let cluster = ready_cluster(3).await;
+    let mut counts = [0; 3];
+    for _ in 0..30 {
+        counts[cluster.worker(0).consume(WhoAmI).await.unwrap() as usize] += 1;
+    }
+    assert_eq!(counts, [10, 10, 10]);
+}
+
+#[tokio::test]
+async fn consume_with_no_handler_anywhere_is_an_error() {
+    let cluster = ready_cluster(2).await;
+    let err = cluster.worker(0).consume(Nobody).await.unwrap_err();
+    assert!(matches!(err, Error::NoHandler { ref event, peer: None } if event == "nobody"), "{err}");
+    let err = cluster.master().consume(Nobody).await.unwrap_err();
+    assert!(matches!(err, Error::NoHandler { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn consume_skips_workers_without_the_handler() {
+    let cluster = MockCluster::new(3).await.unwrap();
+    cluster.worker(2).on(|_: WhoAmI| async { 2 });
+    cluster.ready().await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(cluster.worker(0).consume(WhoAmI).await.unwrap(), 2);
+    }
+}
+
+#[tokio::test]
+async fn consume_once_runs_once_per_key_and_everyone_gets_the_reply() {
+    let cluster = MockCluster::new(3).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    for (slot, worker) in cluster.workers().iter().enumerate() {
+        let (runs, gate) = (runs.clone(), gate.clone());
+        worker.on(move |_: WhoAmI| {
+            let (runs, gate) = (runs.clone(), gate.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                100 + slot as u32
+            }
+        });
+    }
+    cluster.ready().await.unwrap();
+
+    // Every worker asks while the first run is still under way.
+    let calls: Vec<_> = (0..3)
+        .map(|slot| {
+            let worker = cluster.worker(slot).clone();
+            tokio::spawn(async move { worker.consume_once("boot", WhoAmI).await })
+        })
+        .collect();
+    while runs.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Make sure the others are waiting on the run before letting it finish: a fourth caller
+    // through the master proves the Hub has seen earlier ones (frames are handled in order).
+    let master_call = {
+        let master = cluster.master();
+        tokio::spawn(async move { master.consume_once("boot", WhoAmI).await })
+    };
+    gate.notify_one();
+    let mut replies = Vec::new();
+    for call in calls {
+        replies.push(call.await.unwrap().unwrap());
+    }
+    replies.push(master_call.await.unwrap().unwrap());
+    assert!(replies.iter().all(|r| *r == replies[0]), "one reply for all: {replies:?}");
+    // Later callers get the remembered reply without a run.
+    assert_eq!(cluster.worker(2).consume_once("boot", WhoAmI).await.unwrap(), replies[0]);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // Another key is another run.
+    gate.notify_one();
+    cluster.worker(1).consume_once("other", WhoAmI).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn consume_once_does_not_remember_a_failure() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = attempts.clone();
+    cluster.worker(0).on(move |_: WhoAmI| {
+        let attempt = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if attempt == 0 {
+                panic!("first boot fails");
+            }
+            7
+        }
+    });
+    cluster.ready().await.unwrap();
+    let err = cluster.master().consume_once("boot", WhoAmI).await.unwrap_err();
+    assert!(matches!(err, Error::HandlerPanicked { .. }), "{err}");
+    assert_eq!(cluster.master().consume_once("boot", WhoAmI).await.unwrap(), 7);
+    assert_eq!(cluster.master().consume_once("boot", WhoAmI).await.unwrap(), 7);
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn consume_once_forgets_the_oldest_keys_first() {
+    let cluster = MockCluster::with_config(1, Config::default().once_keys(2)).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    cluster.worker(0).on(move |_: WhoAmI| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { 1 }
+    });
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+    for key in ["a", "b", "c"] {
+        master.consume_once(key, WhoAmI).await.unwrap();
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    master.consume_once("c", WhoAmI).await.unwrap();
+    master.consume_once("b", WhoAmI).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "b and c are remembered");
+    master.consume_once("a", WhoAmI).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 4, "a was forgotten");
+}
+
+#[tokio::test]
+async fn map_returns_one_reply_per_ready_worker_in_slot_order() {
+    let cluster = MockCluster::new(4).await.unwrap();
+    answer_slots(&cluster);
+    // Ready in reverse order: the result is still slot order.
+    for slot in (0..4).rev() {
+        cluster.worker(slot).ready().await.unwrap();
+    }
+    let replies: Vec<u32> = cluster.worker(2).map(WhoAmI).await.unwrap();
+    assert_eq!(replies, vec![0, 1, 2, 3]);
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), vec![0, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn map_each_reports_a_worker_without_the_handler() {
+    let cluster = MockCluster::new(2).await.unwrap();
+    cluster.worker(1).on(|_: WhoAmI| async { 1 });
+    cluster.ready().await.unwrap();
+    let results = cluster.master().map_each(WhoAmI).await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].0, 0);
+    assert!(matches!(results[0].1, Err(Error::NoHandler { peer: Some(Peer::Worker(WorkerId { slot: 0, .. })), .. })));
+    assert_eq!(results[1].0, 1);
+    assert_eq!(*results[1].1.as_ref().unwrap(), 1);
+    assert!(cluster.master().map(WhoAmI).await.is_err(), "map fails with the first error");
+}
+
+#[tokio::test]
+async fn a_worker_that_vanishes_mid_map_fails_its_entry_at_once() {
+    let cluster = MockCluster::with_config(3, Config::default().request_timeout(Duration::from_secs(3600))).await.unwrap();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (slot, worker) in cluster.workers().iter().enumerate() {
+        let started_tx = started_tx.clone();
+        worker.on(move |_: WhoAmI| {
+            let _ = started_tx.send(slot);
+            async move {
+                if slot == 1 {
+                    std::future::pending::<()>().await;
+                }
+                slot as u32
+            }
+        });
+    }
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+    let map = tokio::spawn(async move { master.map_each(WhoAmI).await });
+    for _ in 0..3 {
+        started_rx.recv().await.unwrap();
+    }
+    cluster.worker(1).close();
+    // The deadline is an hour: finishing at all proves the Hub failed the entry at once.
+    let results = map.await.unwrap().unwrap();
+    assert_eq!(*results[0].1.as_ref().unwrap(), 0);
+    assert!(matches!(results[1].1, Err(Error::WorkerGone { .. })), "{:?}", results[1].1);
+    assert_eq!(*results[2].1.as_ref().unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_never_answers_times_out_its_entry() {
+    let cluster = MockCluster::with_config(2, Config::default().request_timeout(Duration::from_secs(5))).await.unwrap();
+    cluster.worker(0).on(|_: WhoAmI| async { 0 });
+    cluster.worker(1).on(|_: WhoAmI| std::future::pending::<u32>());
+    cluster.ready().await.unwrap();
+    let results = cluster.master().map_each(WhoAmI).await.unwrap();
+    assert_eq!(*results[0].1.as_ref().unwrap(), 0);
+    assert!(matches!(results[1].1, Err(Error::Timeout { peer: Some(_), .. })), "{:?}", results[1].1);
+    let err = cluster.master().request(1, WhoAmI).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    // The timed-out calls left nothing that blocks later ones.
+    assert_eq!(cluster.master().request(0, WhoAmI).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn map_with_no_ready_worker_is_empty() {
+    let cluster = MockCluster::new(0).await.unwrap();
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), Vec::<u32>::new());
+}
+
+#[tokio::test]
+async fn request_reaches_the_worker_of_a_slot() {
+    let cluster = ready_cluster(3).await;
+    for slot in 0..3 {
+        assert_eq!(cluster.worker(0).request(slot, WhoAmI).await.unwrap(), slot);
+    }
+    assert!(matches!(cluster.worker(0).request(7, WhoAmI).await, Err(Error::NoWorker { slot: 7 })));
+    let err = cluster.worker(0).request(1, Nobody).await.unwrap_err();
+    assert!(matches!(err, Error::NoHandler { peer: Some(_), .. }), "{err}");
+}
+
+#[tokio::test]
+async fn workers_request_the_master_and_the_master_requests_workers() {
+    let cluster = ready_cluster(2).await;
+    let err = cluster.worker(0).request_master(Echo("hi".into())).await.unwrap_err();
+    assert!(matches!(err, Error::NoHandler { peer: Some(Peer::Master), .. }), "{err}");
+
+    cluster.master().on_from(|from: Peer, Echo(text): Echo| async move { format!("{text} from {from}") });
+    let reply = cluster.worker(1).request_master(Echo("hi".into())).await.unwrap();
+    assert_eq!(reply, "hi from worker slot 1 gen 1");
+
+    let master = cluster.master();
+    assert_eq!(master.request(1, WhoAmI).await.unwrap(), 1);
+    assert_eq!(master.map(WhoAmI).await.unwrap(), vec![0, 1]);
+    assert!(master.consume(WhoAmI).await.unwrap() < 2);
+}
+
+#[tokio::test]
+async fn concurrent_calls_never_mix_their_replies() {
+    let cluster = MockCluster::new(2).await.unwrap();
+    for worker in cluster.workers() {
+        worker.on(|Echo(text): Echo| async move {
+            tokio::task::yield_now().await;
+            text
+        });
+    }
+    cluster.master().on(|Echo(text): Echo| async move { text });
+    cluster.ready().await.unwrap();
+    let mut calls = Vec::new();
+    for i in 0..300 {
+        let worker = cluster.worker(i % 2).clone();
+        calls.push(tokio::spawn(async move {
+            let text = format!("call {i}");
+            let got = match i % 3 {
+                0 => worker.consume(Echo(text.clone())).await.unwrap(),
+                1 => worker.request_master(Echo(text.clone())).await.unwrap(),
+                _ => worker.map(Echo(text.clone())).await.unwrap().concat(),
+            };
+            (text, got)
+        }));
+    }
+    for call in calls {
+        let (sent, got) = call.await.unwrap();
+        assert!(got.starts_with(&sent) && got.len() % sent.len() == 0, "{sent} got {got}");
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct EchoNumber(u64);
+
+impl Event for EchoNumber {
+    // Same wire name as `Echo`, another shape: what a worker built from other code might send.
+    const NAME: &'static str = "echo";
+    type Reply = u64;
+}
+
+#[tokio::test]
+async fn a_payload_that_does_not_decode_fails_only_its_call() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    cluster.worker(0).on(|Echo(text): Echo| async move { text });
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+    let err = master.consume(EchoNumber(5)).await.unwrap_err();
+    assert!(matches!(err, Error::Decode { ref event, .. } if event == "echo"), "{err}");
+    assert_eq!(master.consume(Echo("still fine".into())).await.unwrap(), "still fine");
+
+    // The reply side: a reply that does not decode into the caller's type.
+    let other = MockCluster::new(1).await.unwrap();
+    other.worker(0).on(|EchoNumber(n): EchoNumber| async move { n });
+    other.ready().await.unwrap();
+    let err = other.master().consume(Echo("text".into())).await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    assert_eq!(other.master().consume(EchoNumber(3)).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn oversize_frames_are_refused_and_the_connection_stays_usable() {
+    let config = Config::default().max_frame(4096);
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster.worker(0).on(|Echo(text): Echo| async move { text.repeat(100) });
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+
+    let err = master.consume(Echo("x".repeat(5000))).await.unwrap_err();
+    assert!(matches!(err, Error::FrameTooLarge { max: 4096, .. }), "{err}");
+    let err = cluster.worker(0).broadcast(Echo("x".repeat(5000))).await.unwrap_err();
+    assert!(matches!(err, Error::FrameTooLarge { .. }), "{err}");
+    // The reply would be 100 times the request: the worker refuses it and says so.
+    let err = master.consume(Echo("y".repeat(100))).await.unwrap_err();
+    assert!(matches!(err, Error::FrameTooLarge { .. }), "{err}");
+    // Nothing was sent, nothing broke.
+    assert_eq!(master.consume(Echo("z".into())).await.unwrap(), "z".repeat(100));
+}
+
+#[tokio::test]
+async fn a_handler_panic_fails_its_call_and_calls_the_hook() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel();
+    cluster.worker(0).set_panic_hook(move |what| hook_tx.send(what.to_string()).unwrap());
+    cluster.worker(0).on(|Echo(text): Echo| async move {
+        if text == "boom" {
+            panic!("asked to");
+        }
+        text
+    });
+    cluster.ready().await.unwrap();
+    let err = cluster.master().consume(Echo("boom".into())).await.unwrap_err();
+    assert!(matches!(err, Error::HandlerPanicked { ref message, .. } if message == "asked to"), "{err}");
+    assert!(hook_rx.recv().await.unwrap().contains("asked to"));
+    assert_eq!(cluster.master().consume(Echo("ok".into())).await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_worker_that_disconnects_fails_its_pending_calls_at_once() {
+    let cluster = MockCluster::with_config(1, Config::default().request_timeout(Duration::from_secs(3600))).await.unwrap();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    cluster.worker(0).on(move |_: Never| {
+        started_tx.send(()).unwrap();
+        std::future::pending::<u32>()
+    });
+    cluster.ready().await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let master = cluster.master();
+    let call = tokio::spawn(async move { master.consume(Never).await });
+    started_rx.recv().await.unwrap();
+    cluster.worker(0).close();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::WorkerGone { peer: Peer::Worker(WorkerId { slot: 0, generation: 1 }), .. }), "{err}");
+    assert!(matches!(events.recv().await, Some(HubEvent::Closed { id: WorkerId { slot: 0, generation: 1 }, .. })));
+    assert!(cluster.worker(0).is_closed());
+    let err = cluster.worker(0).consume(Never).await.unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+}
+
+#[tokio::test]
+async fn the_master_detaching_a_worker_closes_its_messenger() {
+    let cluster = ready_cluster(1).await;
+    cluster.hub().detach(WorkerId::new(0, 1)).await;
+    cluster.worker(0).closed().await;
+    assert!(matches!(cluster.worker(0).map(WhoAmI).await, Err(Error::Closed)));
+}
+
+#[tokio::test]
+async fn a_new_ready_worker_takes_its_slot_over() {
+    let cluster = ready_cluster(2).await;
+    let mut events = cluster.hub().subscribe();
+    let replacement = cluster.connect(WorkerId::new(1, 2)).await.unwrap();
+    replacement.on(|_: WhoAmI| async { 21 });
+    assert_eq!(
+        cluster.hub().peers(),
+        vec![
+            (WorkerId::new(0, 1), PeerState::Ready),
+            (WorkerId::new(1, 1), PeerState::Ready),
+            (WorkerId::new(1, 2), PeerState::Starting)
+        ]
+    );
+    replacement.ready().await.unwrap();
+    assert_eq!(events.recv().await, Some(HubEvent::Ready(WorkerId::new(1, 2))));
+    assert_eq!(cluster.hub().peers()[1], (WorkerId::new(1, 1), PeerState::Draining));
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), vec![0, 21], "one worker per slot");
+    // The draining worker still calls out and gets answers.
+    assert_eq!(cluster.worker(1).request(1, WhoAmI).await.unwrap(), 21);
+
+    cluster.hub().drain(WorkerId::new(0, 1));
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), vec![21]);
+}
+
+#[tokio::test]
+async fn the_hub_pings_a_worker_in_any_state() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    cluster.hub().ping(WorkerId::new(0, 1)).await.unwrap();
+    let err = cluster.hub().ping(WorkerId::new(0, 9)).await.unwrap_err();
+    assert!(matches!(err, Error::WorkerGone { .. }), "{err}");
+    cluster.hub().request_worker(WorkerId::new(0, 1), Nobody).await.unwrap_err();
+}
+
+#[tokio::test]
+async fn the_master_cannot_be_ready() {
+    let cluster = MockCluster::new(0).await.unwrap();
+    assert!(matches!(cluster.master().ready().await, Err(Error::Forbidden { .. })));
+}
