@@ -20,7 +20,8 @@ pub struct Options {
     pub heartbeat_interval: Duration,
     /// A Ready worker that answers no ping for this long is unhealthy (replaced, new first).
     pub heartbeat_timeout: Duration,
-    /// The first delay before restarting a slot whose worker died soon after its start.
+    /// The first delay before restarting a slot whose workers died soon after their start
+    /// twice in a row (the first such death is restarted at once).
     pub backoff_initial: Duration,
     /// The longest such delay.
     pub backoff_max: Duration,
@@ -58,16 +59,16 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The delay before the next start of a slot after `failures` quick deaths in a row
-    /// (0: at once), with up to 25% jitter so that slots failing together do not restart in
-    /// lock step.
+    /// The delay before the next start of a slot after `failures` quick deaths in a row: the
+    /// first is restarted at once, then `backoff_initial` doubling up to `backoff_max`, with
+    /// up to 25% jitter so that slots failing together do not restart in lock step.
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
-        if failures == 0 {
+        if failures <= 1 {
             return Duration::ZERO;
         }
         let exp = self
             .backoff_initial
-            .saturating_mul(1u32 << (failures - 1).min(20));
+            .saturating_mul(1u32 << (failures - 2).min(20));
         let capped = exp.min(self.backoff_max);
         capped.mul_f64(1.0 - 0.25 * fastrand::f64())
     }
@@ -85,10 +86,11 @@ mod tests {
             ..Options::default()
         };
         assert_eq!(o.backoff(0), Duration::ZERO);
-        let first = o.backoff(1);
-        assert!(first <= Duration::from_millis(100) && first >= Duration::from_millis(75));
-        let third = o.backoff(3);
-        assert!(third <= Duration::from_millis(400) && third >= Duration::from_millis(300));
+        assert_eq!(o.backoff(1), Duration::ZERO);
+        let second = o.backoff(2);
+        assert!(second <= Duration::from_millis(100) && second >= Duration::from_millis(75));
+        let fourth = o.backoff(4);
+        assert!(fourth <= Duration::from_millis(400) && fourth >= Duration::from_millis(300));
         for n in 6..40 {
             let d = o.backoff(n);
             assert!(

@@ -540,7 +540,7 @@ impl Supervisor {
         if expected {
             tracing::info!(slot, generation, pid = proc.pid, %cause, "worker exited after draining");
         }
-        self.hub.detach(id);
+        self.hub.detach(id).await;
         let s = &mut self.slots[slot as usize];
         let was_pending = s.pending.as_ref().map(|p| p.id) == Some(id);
         let was_current = s.current == Some(id);

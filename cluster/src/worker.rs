@@ -25,6 +25,8 @@ struct Inner {
     messenger: Messenger,
     listeners: Mutex<Vec<Option<(ListenerKind, OwnedFd)>>>,
     drain: CancellationToken,
+    /// A rollout waits for every batch to get Ready: the reload request's deadline.
+    reload_timeout: std::time::Duration,
 }
 
 impl Worker {
@@ -104,6 +106,7 @@ impl Worker {
     pub async fn request_reload(&self) -> Result<(), Error> {
         self.inner
             .messenger
+            .timeout(self.inner.reload_timeout)
             .request_master(Reload)
             .await?
             .map_err(Error::Reload)
@@ -172,6 +175,7 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
                 messenger,
                 listeners: Mutex::new(listeners),
                 drain,
+                reload_timeout: opts.ready_timeout * (opts.workers as u32 + 1),
             }),
         };
         tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
