@@ -91,7 +91,7 @@ mod tests {
         assert!(second <= Duration::from_millis(100) && second >= Duration::from_millis(75));
         let fourth = o.backoff(4);
         assert!(fourth <= Duration::from_millis(400) && fourth >= Duration::from_millis(300));
-        for n in 6..40 {
+        for n in 7..40 {
             let d = o.backoff(n);
             assert!(
                 d <= Duration::from_secs(2) && d >= Duration::from_millis(1500),
