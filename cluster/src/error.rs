@@ -6,7 +6,7 @@ use std::io;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can go wrong while starting, running or steering a cluster.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum Error {
     /// The builder was given something it cannot use (no worker bootstrap, a bad address, ...).
     #[error("invalid configuration: {0}")]
@@ -54,4 +54,12 @@ pub enum Error {
     /// The user's master or worker bootstrap returned an error.
     #[error("bootstrap failed: {0}")]
     Bootstrap(BoxError),
+}
+
+/// Shows the message: `fn main() -> Result<(), Error>` prints an error with `Debug`, and the
+/// person reading it wants the sentence, not the variant.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
