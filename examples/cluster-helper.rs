@@ -83,9 +83,13 @@ fn main() -> Result<(), multiprocess::Error> {
         .init();
     let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
     let workers = std::env::var("WORKERS").map_or(2, |w| w.parse().expect("WORKERS"));
-    Cluster::builder()
+    let mut builder = Cluster::builder()
         .workers(workers)
-        .listen(format!("127.0.0.1:{port}"))
+        .listen(format!("127.0.0.1:{port}"));
+    if let Some(path) = std::env::var_os("HELPER_UNIX") {
+        builder = builder.listen_unix(path);
+    }
+    builder
         .worker_threads(1)
         .ready_timeout(ms("HELPER_READY_TIMEOUT_MS", 20_000))
         .kill_timeout(ms("HELPER_KILL_TIMEOUT_MS", 10_000))
@@ -183,12 +187,23 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/crash", post(crash))
         .with_state(app);
     let listener = w.tcp_listener(0)?;
+    let unix = match std::env::var_os("HELPER_UNIX") {
+        Some(_) => Some(w.unix_listener(1)?),
+        None => None,
+    };
     if switch_on("HELPER_HOLD_FILE") {
         tracing::warn!("hold switch is on: never getting Ready");
     } else {
         w.ready().await?;
     }
-    multiprocess::serve(listener, router, w.drained()).await?;
+    let on_unix = async {
+        match unix {
+            Some(unix) => multiprocess::serve(unix, router.clone(), w.drained()).await,
+            None => Ok(()),
+        }
+    };
+    let on_tcp = multiprocess::serve(listener, router.clone(), w.drained());
+    tokio::try_join!(on_tcp, on_unix)?;
     Ok(())
 }
 

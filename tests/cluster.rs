@@ -484,3 +484,55 @@ fn a_misdirected_worker_identity_fails_loudly() {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("LISTENING"));
     }
 }
+
+#[test]
+fn a_unix_listener_is_shared_and_removed_on_stop() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let mut helper = Helper::start(2, &[("HELPER_UNIX", sock.display().to_string())]);
+    let pids = ready_pids(&helper.wait_ready(2));
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    stream
+        .write_all(b"GET /id HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(pids.contains(&(body["pid"].as_u64().unwrap() as u32)));
+    helper.signal(Signal::SIGTERM);
+    assert_eq!(helper.wait_exit().code(), Some(0));
+    assert!(
+        !sock.exists(),
+        "the socket file is removed when the master exits"
+    );
+}
+
+#[test]
+fn concurrent_reloads_are_coalesced() {
+    let helper = Helper::start(2, &[]);
+    let old = ready_pids(&helper.wait_ready(2));
+    let port = helper.port;
+    let asks: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || request(port, "POST", "/reload")))
+        .collect();
+    for ask in asks {
+        assert_eq!(
+            ask.join().unwrap().unwrap(),
+            serde_json::json!({ "ok": true })
+        );
+    }
+    let rollouts = helper
+        .out
+        .lines()
+        .iter()
+        .filter(|l| l.contains("reload: rolling every slot"))
+        .count();
+    assert!(
+        (1..=2).contains(&rollouts),
+        "{rollouts} rollouts for 3 requests"
+    );
+    let new = ready_pids(&helper.wait_ready(2));
+    assert!(new.iter().all(|p| !old.contains(p)));
+}

@@ -561,10 +561,17 @@ impl Supervisor {
             for waiter in pending.waiters {
                 let _ = waiter.send(Err(format!("slot {slot}: {why}")));
             }
-            if pending.stop_old_on_failure {
-                if let Some(old) = s.current {
+            match s.current {
+                Some(old) if pending.stop_old_on_failure => {
                     self.drain(old, "unhealthy, and its replacement failed");
                 }
+                Some(_) => {}
+                // The current worker died while its replacement was starting.
+                None if self.stopping.is_none() => {
+                    let delay = self.opts.backoff(s.failures);
+                    self.schedule_respawn(slot, delay);
+                }
+                None => {}
             }
             return;
         }
@@ -575,6 +582,11 @@ impl Supervisor {
             return;
         }
         s.current = None;
+        if s.pending.is_some() {
+            // Its replacement is already starting and takes the slot when Ready.
+            tracing::warn!(slot, generation, pid = proc.pid, %cause, "worker exited while being replaced");
+            return;
+        }
         if self.stopping.is_some() {
             if !expected {
                 tracing::warn!(slot, generation, pid = proc.pid, %cause, "worker exited while stopping");
