@@ -152,7 +152,13 @@ where
         tokio::select! {
             _ = &mut drained => break,
             accepted = listener.accept() => match accepted {
-                Ok(io) => spawn(&mut connections, io),
+                Ok(io) => {
+                    spawn(&mut connections, io);
+                    // Let the new connection start before taking the next one: a worker that
+                    // drains a burst from the shared queue in a tight loop would take nearly
+                    // all of it while the other workers are still waking up.
+                    tokio::task::yield_now().await;
+                }
                 Err(e) => {
                     // EMFILE and friends: keep serving the open connections, retry shortly.
                     tracing::warn!("accept failed: {e}");
