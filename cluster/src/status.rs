@@ -52,7 +52,8 @@ pub struct SlotStatus {
     pub slot: u32,
     /// Its live processes: usually one; two while one replaces the other.
     pub workers: Vec<WorkerStatus>,
-    /// How many times a worker of this slot exited unexpectedly and was restarted.
+    /// How many times the slot lost its worker, or a replacement being started for it, other
+    /// than by replacing it.
     pub restarts: u64,
     /// When the slot is backing off after repeated crashes: the time left before the next start.
     pub backoff: Option<Duration>,

@@ -475,8 +475,11 @@ impl Supervisor {
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
-                if self.slots[slot as usize].current.is_none() {
-                    self.schedule_respawn(slot, self.opts.backoff_max);
+                let s = &mut self.slots[slot as usize];
+                if s.current.is_none() {
+                    s.failures += 1;
+                    let delay = self.opts.backoff(s.failures);
+                    self.schedule_respawn(slot, delay);
                 }
             }
         }
@@ -544,7 +547,8 @@ impl Supervisor {
         let s = &mut self.slots[slot as usize];
         let was_pending = s.pending.as_ref().map(|p| p.id) == Some(id);
         let was_current = s.current == Some(id);
-        if !expected || was_current || was_pending {
+        // Only the slot's own failures count: a drained worker killed at its deadline is not one.
+        if was_current || was_pending {
             s.restarts += 1;
             if lived >= self.opts.stable_after {
                 s.failures = 0;
@@ -667,6 +671,8 @@ pub(crate) async fn reload_loop(
     opts: Arc<Options>,
     phase: Arc<watch::Sender<Phase>>,
 ) {
+    // A reload asked for (SIGUSR2) while the first workers are being started waits for them.
+    let _ = phase.subscribe().wait_for(|p| *p != Phase::Starting).await;
     while let Some(first) = requests.recv().await {
         let mut waiters = vec![first];
         while let Ok(more) = requests.try_recv() {
