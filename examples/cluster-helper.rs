@@ -20,50 +20,41 @@ use multiprocess::{BoxError, Cluster, Event, LocalAddr, Messenger, Status, Worke
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-macro_rules! event {
-    ($ty:ty, $name:literal, $reply:ty) => {
-        impl Event for $ty {
-            const NAME: &'static str = $name;
-            type Reply = $reply;
-        }
-    };
-}
-
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "pid", reply = u32)]
 struct Pid;
-event!(Pid, "pid", u32);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "who-am-i", reply = (u32, u64, u32))]
 struct WhoAmI;
-event!(WhoAmI, "who-am-i", (u32, u64, u32));
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
 struct Tick;
-event!(Tick, "tick", ());
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "ticks", reply = u64)]
 struct Ticks;
-event!(Ticks, "ticks", u64);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "work", reply = u32)]
 struct Work;
-event!(Work, "work", u32);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "work-done", reply = u64)]
 struct WorkDone;
-event!(WorkDone, "work-done", u64);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "echo", reply = String)]
 struct Echo(String);
-event!(Echo, "echo", String);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "master-map", reply = Result<Vec<u32>, String>)]
 struct MasterMap;
-event!(MasterMap, "master-map", Result<Vec<u32>, String>);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "status", reply = Option<Status>)]
 struct StatusQuery;
-event!(StatusQuery, "status", Option<Status>);
 
 fn ms(name: &str, default: u64) -> Duration {
     let value = std::env::var(name).ok().map(|v| {

@@ -19,36 +19,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// `pid`: the worker's pid.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "pid", reply = u32)]
 struct Pid;
-impl Event for Pid {
-    const NAME: &'static str = "pid";
-    type Reply = u32;
-}
 
 /// `tick`: counted by every worker.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
 struct Tick(u64);
-impl Event for Tick {
-    const NAME: &'static str = "tick";
-    type Reply = ();
-}
 
 /// `ticks`: how many ticks this worker counted.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "ticks", reply = u64)]
 struct Ticks;
-impl Event for Ticks {
-    const NAME: &'static str = "ticks";
-    type Reply = u64;
-}
 
 /// `echo`: answered by the master.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "echo", reply = String)]
 struct Echo(String);
-impl Event for Echo {
-    const NAME: &'static str = "echo";
-    type Reply = String;
-}
 
 fn main() -> Result<(), multiprocess::Error> {
     tracing_subscriber::fmt()
@@ -56,8 +44,8 @@ fn main() -> Result<(), multiprocess::Error> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let port: u16 = env_or("PORT", 3000);
-    let workers: usize = env_or("WORKERS", 0);
+    let port: u16 = env_or("PORT", 3000)?;
+    let workers: usize = env_or("WORKERS", 0)?;
     Cluster::builder()
         .workers(workers)
         .listen(format!("127.0.0.1:{port}"))
@@ -70,13 +58,14 @@ fn main() -> Result<(), multiprocess::Error> {
         .run()
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+/// A setting from the environment, or `default` when unset; a value that does not parse is an
+/// error, not a silent fallback.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, multiprocess::Error> {
     match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| {
-            eprintln!("{name}={v:?} is not valid; using the default");
-            default
-        }),
-        Err(_) => default,
+        Ok(v) => v
+            .parse()
+            .map_err(|_| multiprocess::Error::Config(format!("{name}={v:?} is not valid"))),
+        Err(_) => Ok(default),
     }
 }
 
