@@ -5,9 +5,10 @@
 //! that very moment: that request fails (this is where think-cluster loses requests on every
 //! reload). [`serve`] drains in a way that has no such race:
 //! 1. it stops accepting, after taking the connections the kernel already queued for it;
-//! 2. every response from then on carries `Connection: close` (HTTP/1; HTTP/2 gets GOAWAY at
-//!    step 3), so a busy connection ends cleanly right after a response: the client knows not
-//!    to reuse it and opens a new one, which another worker accepts;
+//! 2. every HTTP/1 response from then on carries `Connection: close`, so a busy connection
+//!    ends cleanly right after a response: the client knows not to reuse it and opens a new
+//!    one, which another worker accepts. An HTTP/2 connection gets GOAWAY at once (race-free
+//!    by design: the client learns which streams were taken);
 //! 3. only connections still open after [`ServeOptions::idle_grace`] are shut down gracefully
 //!    (idle ones closed, in-flight ones finished).
 //!
@@ -137,14 +138,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let draining = Arc::new(AtomicBool::new(false));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
     let mut connections = JoinSet::new();
     let spawn = |connections: &mut JoinSet<()>, io: L::Io| {
         connections.spawn(connection(
             io,
             service.clone(),
             draining.clone(),
-            shutdown_rx.clone(),
+            stage_rx.clone(),
         ));
     };
     tokio::pin!(drained);
@@ -169,6 +170,7 @@ where
         }
     }
     draining.store(true, Ordering::SeqCst);
+    let _ = stage_tx.send(Stage::Draining);
     while let Ok(Some(io)) = listener.accept_queued() {
         spawn(&mut connections, io);
     }
@@ -182,18 +184,29 @@ where
     loop {
         tokio::select! {
             joined = connections.join_next() => if joined.is_none() { return Ok(()) },
-            _ = &mut grace, if !*shutdown_tx.borrow() => {
-                let _ = shutdown_tx.send(true);
+            _ = &mut grace, if *stage_tx.borrow() != Stage::Closing => {
+                let _ = stage_tx.send(Stage::Closing);
             }
         }
     }
+}
+
+/// Where a draining server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Serving,
+    /// Not accepting; HTTP/1 answers say `Connection: close`, HTTP/2 connections get GOAWAY
+    /// (race-free: the client learns which streams were taken).
+    Draining,
+    /// The idle grace is over: every connection is shut down gracefully.
+    Closing,
 }
 
 async fn connection<I, S, B>(
     io: I,
     service: S,
     draining: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stage: watch::Receiver<Stage>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -205,10 +218,15 @@ async fn connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let h2 = Arc::new(AtomicBool::new(false));
+    let is_h2 = h2.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut service = service.clone();
         let draining = draining.clone();
         let version = req.version();
+        if version == Version::HTTP_2 {
+            is_h2.store(true, Ordering::Relaxed);
+        }
         async move {
             std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
             let mut response = service.call(req).await?;
@@ -223,12 +241,23 @@ async fn connection<I, S, B>(
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        // The guard `wait_for` returns must not live across the await below (it is not Send).
-        true = async { shutdown.wait_for(|s| *s).await.is_ok() } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut shut = false;
+    let result = loop {
+        // The guard `wait_for` returns must not live across an await (it is not Send).
+        let time_to_shut = async {
+            stage
+                .wait_for(|s| {
+                    *s == Stage::Closing || (*s == Stage::Draining && h2.load(Ordering::Relaxed))
+                })
+                .await
+                .is_ok()
+        };
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            true = time_to_shut, if !shut => {
+                conn.as_mut().graceful_shutdown();
+                shut = true;
+            }
         }
     };
     if let Err(e) = result {
