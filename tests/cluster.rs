@@ -470,11 +470,11 @@ fn a_misdirected_worker_identity_fails_loudly() {
             "not the master pid",
         ),
     ] {
-        let out = std::process::Command::new(helper_exe())
-            .env(multiprocess::WORKER_ENV, value)
-            .env("PORT", "0")
-            .output()
-            .unwrap();
+        let out = run_to_exit(
+            std::process::Command::new(helper_exe())
+                .env(multiprocess::WORKER_ENV, value)
+                .env("PORT", "0"),
+        );
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(

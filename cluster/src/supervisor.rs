@@ -598,6 +598,7 @@ impl Supervisor {
             return;
         }
         let delay = self.opts.backoff(s.failures);
+        let ready = self.ready_summary();
         tracing::warn!(
             slot,
             generation,
@@ -605,6 +606,7 @@ impl Supervisor {
             %cause,
             lived = ?lived,
             restart_in = ?delay,
+            %ready,
             "worker exited; restarting its slot"
         );
         if delay.is_zero() {
@@ -612,6 +614,16 @@ impl Supervisor {
         } else {
             self.schedule_respawn(slot, delay);
         }
+    }
+
+    /// "3 of 4 Ready": how degraded the cluster is, for the log.
+    fn ready_summary(&self) -> String {
+        let ready = self
+            .procs
+            .values()
+            .filter(|p| p.state == WorkerState::Ready)
+            .count();
+        format!("{ready} of {} Ready", self.slots.len())
     }
 
     fn status(&self) -> Status {

@@ -400,3 +400,34 @@ pub fn request(port: u16, method: &str, path: &str) -> io::Result<Value> {
     }
     Ok(serde_json::from_str(&response.body).unwrap_or(Value::String(response.body)))
 }
+
+/// Runs `cmd` in its own process group to its exit (within [`DEADLINE`]) and returns what it
+/// printed; the group is killed when this returns or fails, so nothing it started survives.
+pub fn run_to_exit(cmd: &mut Command) -> std::process::Output {
+    struct KillGroup(i32);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start the process");
+    let _guard = KillGroup(child.id() as i32);
+    let deadline = Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit within {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
