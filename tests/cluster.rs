@@ -536,3 +536,14 @@ fn concurrent_reloads_are_coalesced() {
     let new = ready_pids(&helper.wait_ready(2));
     assert!(new.iter().all(|p| !old.contains(p)));
 }
+
+#[test]
+fn a_cluster_started_from_the_test_harness_is_refused() {
+    // Re-executing this test binary as a worker would run every test again in every worker.
+    let err = multiprocess::Cluster::builder()
+        .workers(2)
+        .worker(|_| async { Ok(()) })
+        .run()
+        .unwrap_err();
+    assert!(err.to_string().contains("cargo test harness"), "{err}");
+}

@@ -89,6 +89,14 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
     // Resolved once: after a deploy renames a new binary over this path, it names the new one
     // (while /proc/self/exe keeps naming the old, deleted file).
     let exe = std::env::current_exe()?;
+    if looks_like_test_harness(&exe) {
+        return Err(Error::Config(format!(
+            "refusing to start workers by re-executing {}: it looks like a cargo test harness, \
+             which would run the tests again in every worker; start the cluster from a \
+             dedicated binary (an example or a [[bin]]) instead",
+            exe.display()
+        )));
+    }
     let args = std::env::args_os().skip(1).collect();
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
@@ -219,4 +227,41 @@ fn watch_signals(master: &Master) -> Result<(), Error> {
         }
     });
     Ok(())
+}
+
+/// Whether `exe` is a test binary built by cargo (`target/<profile>/deps/<name>-<16 hex>`):
+/// re-executing one as a worker runs its tests again, and a test that starts a cluster would
+/// start one more in every worker.
+fn looks_like_test_harness(exe: &std::path::Path) -> bool {
+    let in_deps = exe
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|d| d == "deps");
+    let hashed = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('-'))
+        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    in_deps && hashed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_test_harness;
+    use std::path::Path;
+
+    #[test]
+    fn test_harnesses_are_recognised() {
+        assert!(looks_like_test_harness(Path::new(
+            "/w/target/debug/deps/cluster-653d3c72ebc678c2"
+        )));
+        assert!(looks_like_test_harness(&std::env::current_exe().unwrap()));
+        assert!(!looks_like_test_harness(Path::new(
+            "/w/target/debug/examples/demo-cluster"
+        )));
+        assert!(!looks_like_test_harness(Path::new(
+            "/w/target/release/my-server"
+        )));
+        assert!(!looks_like_test_harness(Path::new("/usr/bin/deps/app")));
+    }
 }
