@@ -124,6 +124,7 @@ fn a_killed_worker_is_replaced_and_the_port_never_refuses() {
             Instant::now() < deadline,
             "no load served after the replacement"
         );
+        std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::SeqCst);
     load.join().unwrap();

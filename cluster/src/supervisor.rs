@@ -379,9 +379,20 @@ impl Supervisor {
         let hub = self.hub.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = hub.request_worker(id, Drain).await {
-                let cause = format!("did not take the drain order: {e}");
-                let _ = tx.send(Cmd::Kill { id, cause });
+            match hub.request_worker(id, Drain).await {
+                Ok(()) => {}
+                // A hung worker: its kill deadline, already set, ends it.
+                Err(e @ messenger::Error::Timeout { .. }) => {
+                    tracing::warn!(
+                        slot = id.slot,
+                        generation = id.generation,
+                        "drain order unanswered: {e}"
+                    );
+                }
+                Err(e) => {
+                    let cause = format!("could not be told to drain: {e}");
+                    let _ = tx.send(Cmd::Kill { id, cause });
+                }
             }
         });
         self.after(self.opts.kill_timeout, Cmd::KillDeadline { id });
