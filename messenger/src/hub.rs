@@ -121,26 +121,9 @@ impl Hub {
     pub fn new(config: Config) -> Hub {
         let (master, mut outbox) = Messenger::start(Peer::Master, config.clone());
         let (tx, mut inbox) = mpsc::channel(config.queue_frames);
-        let mut state = State {
-            once_keys: config.once_keys,
-            ..State::default()
-        };
-        state.conns.insert(
-            Peer::Master,
-            Conn {
-                state: PeerState::Ready,
-                handlers: HashSet::new(),
-                tx,
-                stop: CancellationToken::new(),
-            },
-        );
-        let hub = Hub {
-            shared: Arc::new(Shared {
-                config,
-                state: Mutex::new(state),
-                master: master.clone(),
-            }),
-        };
+        let mut state = State { once_keys: config.once_keys, ..State::default() };
+        state.conns.insert(Peer::Master, Conn { state: PeerState::Ready, handlers: HashSet::new(), tx, stop: CancellationToken::new() });
+        let hub = Hub { shared: Arc::new(Shared { config, state: Mutex::new(state), master: master.clone() }) };
 
         // The master's link: no socket, no codec; the same routing.
         let weak = Arc::downgrade(&hub.shared);
@@ -204,23 +187,13 @@ impl Hub {
             let _ = transport::write_one(&mut write, &mut codec, &refusal).await;
             return format!("handshake failed: {err}");
         }
-        if let Err(err) =
-            transport::write_one(&mut write, &mut codec, &transport::hello(Some(peer))).await
-        {
+        if let Err(err) = transport::write_one(&mut write, &mut codec, &transport::hello(Some(peer))).await {
             return format!("handshake failed: {err}");
         }
 
         let (tx, rx) = mpsc::channel(config.queue_frames);
         let stop = CancellationToken::new();
-        self.lock().conns.insert(
-            peer,
-            Conn {
-                state: PeerState::Starting,
-                handlers: HashSet::new(),
-                tx,
-                stop: stop.clone(),
-            },
-        );
+        self.lock().conns.insert(peer, Conn { state: PeerState::Starting, handlers: HashSet::new(), tx, stop: stop.clone() });
         tokio::spawn(transport::write_frames(write, rx, codec, stop.clone()));
         loop {
             let frame = tokio::select! {
@@ -249,18 +222,13 @@ impl Hub {
 
     /// Closes worker `id`'s connection from the master's side.
     pub async fn detach(&self, id: WorkerId) {
-        self.disconnected(Peer::Worker(id), "detached by the master".into())
-            .await;
+        self.disconnected(Peer::Worker(id), "detached by the master".into()).await;
     }
 
     /// Every connected worker and its state, in slot then generation order.
     pub fn peers(&self) -> Vec<(WorkerId, PeerState)> {
         let state = self.lock();
-        let mut peers: Vec<_> = state
-            .conns
-            .iter()
-            .filter_map(|(peer, conn)| Some((peer.worker()?, conn.state)))
-            .collect();
+        let mut peers: Vec<_> = state.conns.iter().filter_map(|(peer, conn)| Some((peer.worker()?, conn.state))).collect();
         peers.sort_by_key(|(id, _)| *id);
         peers
     }
@@ -315,10 +283,7 @@ impl Hub {
             match tokio::time::timeout(self.shared.config.stall_timeout, tx.send(env)).await {
                 Ok(_) => {}
                 Err(_) => {
-                    let reason = format!(
-                        "stuck: its queue stayed full for {:?}",
-                        self.shared.config.stall_timeout
-                    );
+                    let reason = format!("stuck: its queue stayed full for {:?}", self.shared.config.stall_timeout);
                     tracing::error!(%peer, "{reason}");
                     Box::pin(self.disconnected(peer, reason)).await;
                 }
@@ -331,17 +296,11 @@ impl Hub {
         let mut held = Held::new();
         {
             let mut state = self.lock();
-            let Some(conn) = state.conns.remove(&peer) else {
-                return;
-            };
+            let Some(conn) = state.conns.remove(&peer) else { return };
             conn.stop.cancel();
             state.forget(peer, &mut held);
             if let Peer::Worker(id) = peer {
-                tracing::info!(
-                    slot = id.slot,
-                    generation = id.generation,
-                    "worker connection ended: {reason}"
-                );
+                tracing::info!(slot = id.slot, generation = id.generation, "worker connection ended: {reason}");
                 state.emit(HubEvent::Closed { id, reason });
             }
         }
@@ -357,9 +316,7 @@ impl State {
     /// Queues `env` for `to`, or holds it if the queue is full. A closed queue belongs to a
     /// connection being torn down, whose teardown answers for what it owed.
     fn deliver(&self, to: Peer, env: Envelope, held: &mut Held) {
-        let Some(conn) = self.conns.get(&to) else {
-            return;
-        };
+        let Some(conn) = self.conns.get(&to) else { return };
         match conn.tx.try_send(env) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(env)) => held.push((to, conn.tx.clone(), env)),
@@ -372,16 +329,12 @@ impl State {
     }
 
     fn handles(&self, peer: Peer, event: &[u8]) -> bool {
-        self.conns
-            .get(&peer)
-            .is_some_and(|conn| conn.handlers.contains(event))
+        self.conns.get(&peer).is_some_and(|conn| conn.handlers.contains(event))
     }
 
     fn ready(&mut self, env: Envelope, held: &mut Held) {
         let Peer::Worker(id) = env.from else {
-            let error = Error::Forbidden {
-                reason: "only a worker can be Ready".into(),
-            };
+            let error = Error::Forbidden { reason: "only a worker can be Ready".into() };
             return self.fail(env.from, env.id, Peer::Master, env.event, &error, held);
         };
         if let Some(conn) = self.conns.get_mut(&env.from) {
@@ -394,17 +347,7 @@ impl State {
             }
         }
         self.emit(HubEvent::Ready(id));
-        self.deliver(
-            env.from,
-            Envelope::answer(
-                Kind::Reply,
-                env.id,
-                Peer::Master,
-                env.event,
-                Bytes::from_static(&[0xc0]),
-            ),
-            held,
-        );
+        self.deliver(env.from, Envelope::answer(Kind::Reply, env.id, Peer::Master, env.event, Bytes::from_static(&[0xc0])), held);
     }
 
     fn broadcast(&self, env: Envelope, held: &mut Held) {
@@ -418,12 +361,8 @@ impl State {
 
     /// A Ready worker that handles `event`, taking turns; one with room in its queue if any.
     fn pick(&mut self, event: &Bytes) -> Option<Peer> {
-        let candidates: Vec<Peer> = self
-            .ready
-            .values()
-            .map(|id| Peer::Worker(*id))
-            .filter(|peer| self.handles(*peer, event))
-            .collect();
+        let candidates: Vec<Peer> =
+            self.ready.values().map(|id| Peer::Worker(*id)).filter(|peer| self.handles(*peer, event)).collect();
         if candidates.is_empty() {
             return None;
         }
@@ -431,11 +370,7 @@ impl State {
         let start = *turn;
         *turn = turn.wrapping_add(1);
         let n = candidates.len();
-        let has_room = |peer: &Peer| {
-            self.conns
-                .get(peer)
-                .is_some_and(|conn| conn.tx.capacity() > 0)
-        };
+        let has_room = |peer: &Peer| self.conns.get(peer).is_some_and(|conn| conn.tx.capacity() > 0);
         let mut turns = (0..n).map(|i| candidates[(start + i) % n]);
         Some(turns.find(has_room).unwrap_or(candidates[start % n]))
     }
@@ -443,40 +378,22 @@ impl State {
     fn request(&mut self, env: Envelope, held: &mut Held) {
         let (from, id) = (env.from, env.id);
         let responder = match env.to {
-            Target::Any => self.pick(&env.event).ok_or_else(|| Error::NoHandler {
-                event: env.event_name(),
-                peer: None,
-            }),
+            Target::Any => self.pick(&env.event).ok_or_else(|| Error::NoHandler { event: env.event_name(), peer: None }),
             Target::Slot(slot) => match self.ready.get(&slot) {
                 None => Err(Error::NoWorker { slot }),
-                Some(worker) if self.handles(Peer::Worker(*worker), &env.event) => {
-                    Ok(Peer::Worker(*worker))
-                }
-                Some(worker) => Err(Error::NoHandler {
-                    event: env.event_name(),
-                    peer: Some(Peer::Worker(*worker)),
-                }),
+                Some(worker) if self.handles(Peer::Worker(*worker), &env.event) => Ok(Peer::Worker(*worker)),
+                Some(worker) => Err(Error::NoHandler { event: env.event_name(), peer: Some(Peer::Worker(*worker)) }),
             },
             Target::Master if self.handles(Peer::Master, &env.event) => Ok(Peer::Master),
-            Target::Master => Err(Error::NoHandler {
-                event: env.event_name(),
-                peer: Some(Peer::Master),
-            }),
-            Target::Worker(_) if from != Peer::Master => Err(Error::Forbidden {
-                reason: "only the master addresses a worker by its id".into(),
-            }),
-            Target::Worker(worker) if self.conns.contains_key(&Peer::Worker(worker)) => {
-                Ok(Peer::Worker(worker))
+            Target::Master => Err(Error::NoHandler { event: env.event_name(), peer: Some(Peer::Master) }),
+            Target::Worker(_) if from != Peer::Master => {
+                Err(Error::Forbidden { reason: "only the master addresses a worker by its id".into() })
             }
-            Target::Worker(worker) => Err(Error::WorkerGone {
-                event: env.event_name(),
-                peer: Peer::Worker(worker),
-            }),
+            Target::Worker(worker) if self.conns.contains_key(&Peer::Worker(worker)) => Ok(Peer::Worker(worker)),
+            Target::Worker(worker) => Err(Error::WorkerGone { event: env.event_name(), peer: Peer::Worker(worker) }),
             Target::All => return self.map(env, held),
             Target::Once => return self.once(env, held),
-            Target::Hub => Err(Error::Malformed {
-                detail: "a request addressed to nobody".into(),
-            }),
+            Target::Hub => Err(Error::Malformed { detail: "a request addressed to nobody".into() }),
         };
         match responder {
             Ok(responder) => self.forward(env, responder, None, held),
@@ -488,16 +405,7 @@ impl State {
     fn forward(&mut self, env: Envelope, responder: Peer, once: Option<OnceKey>, held: &mut Held) {
         self.next_route += 1;
         let route = self.next_route;
-        self.routes.insert(
-            route,
-            Route {
-                requester: env.from,
-                id: env.id,
-                responder,
-                event: env.event.clone(),
-                once,
-            },
-        );
+        self.routes.insert(route, Route { requester: env.from, id: env.id, responder, event: env.event.clone(), once });
         self.deliver(responder, Envelope { id: route, ..env }, held);
     }
 
@@ -505,26 +413,13 @@ impl State {
         let workers: Vec<WorkerId> = self.ready.values().copied().collect();
         // The caller learns first who will answer, so it knows when it has every answer.
         let fanout = rmp_serde::to_vec(&workers).unwrap_or_default();
-        self.deliver(
-            env.from,
-            Envelope::answer(
-                Kind::Fanout,
-                env.id,
-                Peer::Master,
-                env.event.clone(),
-                fanout.into(),
-            ),
-            held,
-        );
+        self.deliver(env.from, Envelope::answer(Kind::Fanout, env.id, Peer::Master, env.event.clone(), fanout.into()), held);
         for worker in workers {
             let peer = Peer::Worker(worker);
             if self.handles(peer, &env.event) {
                 self.forward(env.clone(), peer, None, held);
             } else {
-                let error = Error::NoHandler {
-                    event: env.event_name(),
-                    peer: Some(peer),
-                };
+                let error = Error::NoHandler { event: env.event_name(), peer: Some(peer) };
                 self.fail(env.from, env.id, peer, env.event.clone(), &error, held);
             }
         }
@@ -540,19 +435,11 @@ impl State {
             Some(OnceEntry::Running { waiters }) => waiters.push((env.from, env.id)),
             None => match self.pick(&env.event) {
                 None => {
-                    let error = Error::NoHandler {
-                        event: env.event_name(),
-                        peer: None,
-                    };
+                    let error = Error::NoHandler { event: env.event_name(), peer: None };
                     self.fail(env.from, env.id, Peer::Master, env.event, &error, held);
                 }
                 Some(responder) => {
-                    self.once.entries.insert(
-                        key.clone(),
-                        OnceEntry::Running {
-                            waiters: vec![(env.from, env.id)],
-                        },
-                    );
+                    self.once.entries.insert(key.clone(), OnceEntry::Running { waiters: vec![(env.from, env.id)] });
                     self.forward(env, responder, Some(key), held);
                 }
             },
@@ -567,35 +454,18 @@ impl State {
             }
             Some(_) => {}
         }
-        let Some(route) = self.routes.remove(&env.id) else {
-            return;
-        };
+        let Some(route) = self.routes.remove(&env.id) else { return };
         match route.once {
             Some(key) => self.once_done(key, env, held),
-            None => self.deliver(
-                route.requester,
-                Envelope {
-                    id: route.id,
-                    ..env
-                },
-                held,
-            ),
+            None => self.deliver(route.requester, Envelope { id: route.id, ..env }, held),
         }
     }
 
     /// A `consume_once` run ended: answer every waiter; remember a success, forget a failure.
     fn once_done(&mut self, key: OnceKey, answer: Envelope, held: &mut Held) {
-        let Some(OnceEntry::Running { waiters }) = self.once.entries.remove(&key) else {
-            return;
-        };
+        let Some(OnceEntry::Running { waiters }) = self.once.entries.remove(&key) else { return };
         if answer.kind == Kind::Reply {
-            self.once.entries.insert(
-                key.clone(),
-                OnceEntry::Done {
-                    from: answer.from,
-                    body: answer.body.clone(),
-                },
-            );
+            self.once.entries.insert(key.clone(), OnceEntry::Done { from: answer.from, body: answer.body.clone() });
             self.once.done.push_back(key);
             while self.once.done.len() > self.once_keys {
                 if let Some(oldest) = self.once.done.pop_front() {
@@ -604,21 +474,12 @@ impl State {
             }
         }
         for (peer, id) in waiters {
-            self.deliver(
-                peer,
-                Envelope {
-                    id,
-                    ..answer.clone()
-                },
-                held,
-            );
+            self.deliver(peer, Envelope { id, ..answer.clone() }, held);
         }
     }
 
     fn cancel(&mut self, from: Peer, id: u64) {
-        self.routes.retain(|_, route| {
-            route.once.is_some() || !(route.requester == from && route.id == id)
-        });
+        self.routes.retain(|_, route| route.once.is_some() || !(route.requester == from && route.id == id));
         for entry in self.once.entries.values_mut() {
             if let OnceEntry::Running { waiters } = entry {
                 waiters.retain(|waiter| *waiter != (from, id));
@@ -637,22 +498,15 @@ impl State {
         let owed: Vec<u64> = self
             .routes
             .iter()
-            .filter(|(_, route)| {
-                route.responder == peer || (route.requester == peer && route.once.is_none())
-            })
+            .filter(|(_, route)| route.responder == peer || (route.requester == peer && route.once.is_none()))
             .map(|(route, _)| *route)
             .collect();
         for route_id in owed {
-            let Some(route) = self.routes.remove(&route_id) else {
-                continue;
-            };
+            let Some(route) = self.routes.remove(&route_id) else { continue };
             if route.responder != peer {
                 continue;
             }
-            let error = Error::WorkerGone {
-                event: String::from_utf8_lossy(&route.event).into(),
-                peer,
-            };
+            let error = Error::WorkerGone { event: String::from_utf8_lossy(&route.event).into(), peer };
             let failure = Envelope::failure(route.id, peer, route.event.clone(), &error);
             match route.once {
                 Some(key) => self.once_done(key, failure, held),

@@ -118,9 +118,7 @@ impl Messenger {
         transport::write_one(&mut write, &mut codec, &transport::hello(None)).await?;
         let mut reader = FramedRead::with_capacity(read, codec.clone(), 64 * 1024);
         let hello = transport::read_hello(&mut reader, &config).await?;
-        let peer = hello.peer.ok_or_else(|| Error::Malformed {
-            detail: "the hub's hello names no peer".into(),
-        })?;
+        let peer = hello.peer.ok_or_else(|| Error::Malformed { detail: "the hub's hello names no peer".into() })?;
 
         let (messenger, outbox) = Messenger::start(peer, config);
         let stop = messenger.shared.closed.clone();
@@ -165,10 +163,7 @@ impl Messenger {
         });
         tokio::spawn(run_broadcasts(Arc::downgrade(&shared), lane));
         let messenger = Messenger { shared, timeout };
-        messenger.register::<Ping>(
-            false,
-            Arc::new(|_, _| Box::pin(async { Ok(Bytes::from_static(&[0xc0])) })),
-        );
+        messenger.register::<Ping>(false, Arc::new(|_, _| Box::pin(async { Ok(Bytes::from_static(&[0xc0])) })));
         (messenger, OutQueue { rx, room })
     }
 
@@ -189,10 +184,7 @@ impl Messenger {
 
     /// A handle to the same Messenger whose calls wait at most `timeout` for their replies.
     pub fn timeout(&self, timeout: Duration) -> Messenger {
-        Messenger {
-            shared: self.shared.clone(),
-            timeout,
-        }
+        Messenger { shared: self.shared.clone(), timeout }
     }
 
     /// Registers a handler for `E`. Every handler of an event runs for a `broadcast`; the first
@@ -226,16 +218,13 @@ impl Messenger {
         F: Fn(Peer, E) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = E::Reply> + Send + 'static,
     {
-        let erased: Erased =
-            Arc::new(
-                move |body: Bytes, from: Peer| match decode::<E>(E::NAME, &body) {
-                    Ok(event) => {
-                        let reply = handler(from, event);
-                        Box::pin(async move { encode(E::NAME, &reply.await) })
-                    }
-                    Err(err) => Box::pin(std::future::ready(Err(err))),
-                },
-            );
+        let erased: Erased = Arc::new(move |body: Bytes, from: Peer| match decode::<E>(E::NAME, &body) {
+            Ok(event) => {
+                let reply = handler(from, event);
+                Box::pin(async move { encode(E::NAME, &reply.await) })
+            }
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        });
         self.register::<E>(true, erased);
     }
 
@@ -276,14 +265,8 @@ impl Messenger {
     fn register<E: Event>(&self, announce: bool, erased: Erased) {
         let name = Bytes::from_static(E::NAME.as_bytes());
         let first = {
-            let mut handlers = self
-                .shared
-                .handlers
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            let entry = handlers
-                .entry(name.clone())
-                .or_insert_with(|| Arc::from(Vec::new()));
+            let mut handlers = self.shared.handlers.write().unwrap_or_else(|e| e.into_inner());
+            let entry = handlers.entry(name.clone()).or_insert_with(|| Arc::from(Vec::new()));
             let first = entry.is_empty();
             let mut list = entry.to_vec();
             list.push(erased);
@@ -292,10 +275,7 @@ impl Messenger {
         };
         if announce && first {
             // Uncounted, so it never waits: it must be queued before a later `ready()`.
-            let _ = self.shared.out.send(Outgoing {
-                env: Envelope::new(Kind::Announce, E::NAME, Bytes::new()),
-                counted: false,
-            });
+            let _ = self.shared.out.send(Outgoing { env: Envelope::new(Kind::Announce, E::NAME, Bytes::new()), counted: false });
         }
     }
 
@@ -303,11 +283,7 @@ impl Messenger {
     /// [`Error::HandlerPanicked`]; the process goes on). A cluster uses it to report the worker
     /// unhealthy.
     pub fn set_panic_hook(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
-        *self
-            .shared
-            .panic_hook
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+        *self.shared.panic_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
     }
 
     /// Tells the Hub that this worker is Ready: from now on it gets messages and counts for
@@ -336,8 +312,7 @@ impl Messenger {
     /// not remembered, so the next caller tries again. The Hub remembers
     /// [`Config::once_keys`] keys per event, forgetting the oldest first.
     pub async fn consume_once<E: Event>(&self, key: &str, event: E) -> Result<E::Reply> {
-        self.call(Target::Once, Bytes::copy_from_slice(key.as_bytes()), event)
-            .await
+        self.call(Target::Once, Bytes::copy_from_slice(key.as_bytes()), event).await
     }
 
     /// Runs `event` on the Ready worker of `slot` and returns its reply.
@@ -351,11 +326,7 @@ impl Messenger {
     }
 
     /// Runs `event` on the exact worker `id`, whatever its state. Only the master may.
-    pub(crate) async fn request_worker<E: Event>(
-        &self,
-        id: WorkerId,
-        event: E,
-    ) -> Result<E::Reply> {
+    pub(crate) async fn request_worker<E: Event>(&self, id: WorkerId, event: E) -> Result<E::Reply> {
         self.call(Target::Worker(id), Bytes::new(), event).await
     }
 
@@ -363,11 +334,7 @@ impl Messenger {
     /// returns the replies in slot order. Fails with the first worker's error, if any: use
     /// [`map_each`](Messenger::map_each) to keep the others' results.
     pub async fn map<E: Event>(&self, event: E) -> Result<Vec<E::Reply>> {
-        self.map_each(event)
-            .await?
-            .into_iter()
-            .map(|(_, reply)| reply)
-            .collect()
+        self.map_each(event).await?.into_iter().map(|(_, reply)| reply).collect()
     }
 
     /// Like [`map`](Messenger::map), but every worker's own result, with its slot: a worker that
@@ -377,19 +344,13 @@ impl Messenger {
         let deadline = Instant::now() + self.timeout;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let call = self.shared.begin(Waiter::Many(tx));
-        let sent =
-            tokio::time::timeout_at(deadline, self.shared.send(Envelope { id: call.id, ..env }))
-                .await;
+        let sent = tokio::time::timeout_at(deadline, self.shared.send(Envelope { id: call.id, ..env })).await;
         sent.map_err(|_| self.timed_out(E::NAME, None))??;
 
-        let first = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .map_err(|_| self.timed_out(E::NAME, None))?;
+        let first = tokio::time::timeout_at(deadline, rx.recv()).await.map_err(|_| self.timed_out(E::NAME, None))?;
         let fanout = first.ok_or(Error::Closed)?;
         let workers: Vec<WorkerId> = match fanout.kind {
-            Kind::Fanout => rmp_serde::from_slice(&fanout.body).map_err(|e| Error::Malformed {
-                detail: format!("fanout: {e}"),
-            })?,
+            Kind::Fanout => rmp_serde::from_slice(&fanout.body).map_err(|e| Error::Malformed { detail: format!("fanout: {e}") })?,
             _ => return Err(decode_failure(&fanout)),
         };
         let mut results: Vec<Option<Result<E::Reply>>> = workers.iter().map(|_| None).collect();
@@ -400,10 +361,7 @@ impl Messenger {
                 Ok(None) => break,
                 Err(_) => break,
             };
-            let Some(index) = workers
-                .iter()
-                .position(|id| Peer::Worker(*id) == answer.from)
-            else {
+            let Some(index) = workers.iter().position(|id| Peer::Worker(*id) == answer.from) else {
                 tracing::warn!(from = %answer.from, "a map answer from a worker that was not asked");
                 continue;
             };
@@ -419,11 +377,7 @@ impl Messenger {
             .zip(results)
             .map(|(id, result)| {
                 let result = result.unwrap_or_else(|| {
-                    Err(if closed {
-                        Error::Closed
-                    } else {
-                        self.timed_out(E::NAME, Some(Peer::Worker(*id)))
-                    })
+                    Err(if closed { Error::Closed } else { self.timed_out(E::NAME, Some(Peer::Worker(*id))) })
                 });
                 (id.slot, result)
             })
@@ -470,40 +424,18 @@ impl Messenger {
                 call.finish();
                 answer
             }
-            Err(_) => Err(Error::Timeout {
-                event: String::from_utf8_lossy(&name).into(),
-                after: self.timeout,
-                peer: None,
-            }),
+            Err(_) => Err(Error::Timeout { event: String::from_utf8_lossy(&name).into(), after: self.timeout, peer: None }),
         }
     }
 
     fn timed_out(&self, event: &str, peer: Option<Peer>) -> Error {
-        Error::Timeout {
-            event: event.into(),
-            after: self.timeout,
-            peer,
-        }
+        Error::Timeout { event: event.into(), after: self.timeout, peer }
     }
 
     /// Encodes `event` into an envelope, refusing one that would be over the maximum frame.
-    fn envelope<E: Event>(
-        &self,
-        kind: Kind,
-        to: Target,
-        key: Bytes,
-        event: &E,
-    ) -> Result<Envelope> {
+    fn envelope<E: Event>(&self, kind: Kind, to: Target, key: Bytes, event: &E) -> Result<Envelope> {
         let body = encode(E::NAME, event)?;
-        let env = Envelope {
-            kind,
-            id: 0,
-            from: self.shared.peer,
-            to,
-            event: Bytes::from_static(E::NAME.as_bytes()),
-            key,
-            body,
-        };
+        let env = Envelope { kind, id: 0, from: self.shared.peer, to, event: Bytes::from_static(E::NAME.as_bytes()), key, body };
         self.shared.check_size(&env)?;
         Ok(env)
     }
@@ -511,10 +443,7 @@ impl Messenger {
 
 impl std::fmt::Debug for Messenger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Messenger")
-            .field("peer", &self.shared.peer)
-            .field("timeout", &self.timeout)
-            .finish()
+        f.debug_struct("Messenger").field("peer", &self.shared.peer).field("timeout", &self.timeout).finish()
     }
 }
 
@@ -534,20 +463,10 @@ impl Call<'_> {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
         if !self.done {
-            let cancel = Envelope {
-                id: self.id,
-                ..Envelope::new(Kind::Cancel, "", Bytes::new())
-            };
-            let _ = self.shared.out.send(Outgoing {
-                env: cancel,
-                counted: false,
-            });
+            let cancel = Envelope { id: self.id, ..Envelope::new(Kind::Cancel, "", Bytes::new()) };
+            let _ = self.shared.out.send(Outgoing { env: cancel, counted: false });
         }
     }
 }
@@ -555,15 +474,8 @@ impl Drop for Call<'_> {
 impl Shared {
     fn begin(&self, waiter: Waiter) -> Call<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, waiter);
-        Call {
-            shared: self,
-            id,
-            done: false,
-        }
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, waiter);
+        Call { shared: self, id, done: false }
     }
 
     /// Queues a frame for the Hub, waiting while the queue is full.
@@ -573,18 +485,13 @@ impl Shared {
         }
         let permit = self.room.acquire().await.map_err(|_| Error::Closed)?;
         permit.forget();
-        self.out
-            .send(Outgoing { env, counted: true })
-            .map_err(|_| Error::Closed)
+        self.out.send(Outgoing { env, counted: true }).map_err(|_| Error::Closed)
     }
 
     fn check_size(&self, env: &Envelope) -> Result<()> {
         let size = env.payload_len() + ENVELOPE_OVERHEAD;
         if size > self.config.max_frame {
-            return Err(Error::FrameTooLarge {
-                size,
-                max: self.config.max_frame,
-            });
+            return Err(Error::FrameTooLarge { size, max: self.config.max_frame });
         }
         Ok(())
     }
@@ -593,10 +500,7 @@ impl Shared {
         self.closed.cancel();
         self.room.close();
         // Dropping the waiters fails every pending call with `Closed`.
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     async fn dispatch(self: &Arc<Self>, env: Envelope) {
@@ -634,26 +538,18 @@ impl Shared {
     }
 
     fn all_handlers(&self, event: &[u8]) -> Option<Arc<[Erased]>> {
-        self.handlers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(event)
-            .cloned()
+        self.handlers.read().unwrap_or_else(|e| e.into_inner()).get(event).cloned()
     }
 
     fn spawn_handler(self: Arc<Self>, env: Envelope) {
         tokio::spawn(async move {
             let result = match self.first_handler(&env.event) {
                 Some(handler) => self.run(&handler, &env).await,
-                None => Err(Error::NoHandler {
-                    event: env.event_name(),
-                    peer: Some(self.peer),
-                }),
+                None => Err(Error::NoHandler { event: env.event_name(), peer: Some(self.peer) }),
             };
             let answer = match result {
                 Ok(body) => {
-                    let reply =
-                        Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
+                    let reply = Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
                     match self.check_size(&reply) {
                         Ok(()) => reply,
                         Err(err) => Envelope::failure(env.id, self.peer, env.event.clone(), &err),
@@ -667,8 +563,7 @@ impl Shared {
 
     /// Runs one handler, turning a panic into an error (and a call of the panic hook).
     async fn run(&self, handler: &Erased, env: &Envelope) -> Result<Bytes> {
-        let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| handler(env.body.clone(), env.from)));
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler(env.body.clone(), env.from)));
         let result = match started {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
             Err(panic) => Err(panic),
@@ -677,11 +572,7 @@ impl Shared {
             let message = panic_message(&*panic);
             let event = env.event_name();
             tracing::error!(event, "handler panicked: {message}");
-            let hook = self
-                .panic_hook
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let hook = self.panic_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(hook) = hook {
                 hook(&format!("the handler of `{event}` panicked: {message}"));
             }
@@ -694,9 +585,7 @@ impl Shared {
 /// is kept. Stops when the Messenger is gone.
 async fn run_broadcasts(shared: std::sync::Weak<Shared>, mut lane: mpsc::Receiver<Envelope>) {
     while let Some(env) = lane.recv().await {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
+        let Some(shared) = shared.upgrade() else { return };
         let Some(handlers) = shared.all_handlers(&env.event) else {
             tracing::debug!(event = %env.event_name(), "a broadcast with no handler here");
             continue;
@@ -723,32 +612,23 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn encode<T: Serialize + ?Sized>(event: &str, value: &T) -> Result<Bytes> {
     rmp_serde::to_vec_named(value)
         .map(Bytes::from)
-        .map_err(|e| Error::Encode {
-            event: event.into(),
-            detail: e.to_string(),
-        })
+        .map_err(|e| Error::Encode { event: event.into(), detail: e.to_string() })
 }
 
 fn decode<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(body).map_err(|e| Error::Decode {
-        event: event.into(),
-        detail: e.to_string(),
-    })
+    rmp_serde::from_slice(body).map_err(|e| Error::Decode { event: event.into(), detail: e.to_string() })
 }
 
 /// The error a `Failure` frame carries.
 pub(crate) fn decode_failure(env: &Envelope) -> Error {
-    rmp_serde::from_slice(&env.body).unwrap_or_else(|e| Error::Malformed {
-        detail: format!("a failure that did not decode: {e}"),
-    })
+    rmp_serde::from_slice(&env.body)
+        .unwrap_or_else(|e| Error::Malformed { detail: format!("a failure that did not decode: {e}") })
 }
 
 fn decode_answer<R: DeserializeOwned>(event: &str, answer: &Envelope) -> Result<R> {
     match answer.kind {
         Kind::Reply => decode(event, &answer.body),
         Kind::Failure => Err(decode_failure(answer)),
-        other => Err(Error::Malformed {
-            detail: format!("expected an answer, got {other:?}"),
-        }),
+        other => Err(Error::Malformed { detail: format!("expected an answer, got {other:?}") }),
     }
 }

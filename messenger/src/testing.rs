@@ -49,10 +49,7 @@ impl MockCluster {
 
     /// Like [`new`](MockCluster::new), with `config` for the Hub and every Messenger.
     pub async fn with_config(workers: u32, config: Config) -> Result<MockCluster> {
-        let mut cluster = MockCluster {
-            hub: Hub::new(config),
-            workers: Vec::new(),
-        };
+        let mut cluster = MockCluster { hub: Hub::new(config), workers: Vec::new() };
         for slot in 0..workers {
             let worker = cluster.connect(WorkerId::new(slot, 1)).await?;
             cluster.workers.push(worker);

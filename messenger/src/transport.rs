@@ -36,12 +36,8 @@ impl Outbox for mpsc::Receiver<Envelope> {
 
 /// Writes what `outbox` yields to `io`, a batch of frames per write: when busy, one system call
 /// carries many frames. Ends when the outbox closes, `stop` fires, or the write fails.
-pub(crate) async fn write_frames<W, O>(
-    mut io: W,
-    mut outbox: O,
-    mut codec: FrameCodec,
-    stop: CancellationToken,
-) where
+pub(crate) async fn write_frames<W, O>(mut io: W, mut outbox: O, mut codec: FrameCodec, stop: CancellationToken)
+where
     W: AsyncWrite + Unpin,
     O: Outbox,
 {
@@ -76,17 +72,11 @@ pub(crate) async fn write_frames<W, O>(
 
 /// The codec for `config`.
 pub(crate) fn codec(config: &Config) -> FrameCodec {
-    FrameCodec::builder()
-        .max_frame(config.max_frame)
-        .new_codec()
+    FrameCodec::builder().max_frame(config.max_frame).new_codec()
 }
 
 /// Writes one frame at once (handshakes happen before the writer task exists).
-pub(crate) async fn write_one<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    codec: &mut FrameCodec,
-    env: &Envelope,
-) -> Result<(), Error> {
+pub(crate) async fn write_one<W: AsyncWrite + Unpin>(io: &mut W, codec: &mut FrameCodec, env: &Envelope) -> Result<(), Error> {
     let mut buf = BytesMut::new();
     codec.encode(env, &mut buf)?;
     io.write_all(&buf).await?;
@@ -96,47 +86,29 @@ pub(crate) async fn write_one<W: AsyncWrite + Unpin>(
 
 /// The `Hello` frame of this protocol version, telling `peer` who it is (from the Hub).
 pub(crate) fn hello(peer: Option<Peer>) -> Envelope {
-    let body = rmp_serde::to_vec(&Hello {
-        version: PROTOCOL_VERSION,
-        peer,
-    })
-    .unwrap_or_default();
+    let body = rmp_serde::to_vec(&Hello { version: PROTOCOL_VERSION, peer }).unwrap_or_default();
     Envelope::new(Kind::Hello, "", body)
 }
 
 /// Reads the first frame, which must be a `Hello` of our protocol version; a `Failure` frame
 /// (the Hub refusing us) becomes its error.
-pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
-    reader: &mut FramedRead<R, FrameCodec>,
-    config: &Config,
-) -> Result<Hello, Error> {
+pub(crate) async fn read_hello<R: AsyncRead + Unpin>(reader: &mut FramedRead<R, FrameCodec>, config: &Config) -> Result<Hello, Error> {
     let first = tokio::time::timeout(config.handshake_timeout, reader.next())
         .await
-        .map_err(|_| Error::Timeout {
-            event: "hello".into(),
-            after: config.handshake_timeout,
-            peer: None,
-        })?;
+        .map_err(|_| Error::Timeout { event: "hello".into(), after: config.handshake_timeout, peer: None })?;
     let env = match first {
         None => return Err(Error::Closed),
         Some(frame) => frame?,
     };
     match env.kind {
         Kind::Hello => {
-            let hello: Hello = rmp_serde::from_slice(&env.body).map_err(|e| Error::Malformed {
-                detail: format!("hello: {e}"),
-            })?;
+            let hello: Hello = rmp_serde::from_slice(&env.body).map_err(|e| Error::Malformed { detail: format!("hello: {e}") })?;
             if hello.version != PROTOCOL_VERSION {
-                return Err(Error::ProtocolMismatch {
-                    ours: PROTOCOL_VERSION,
-                    theirs: hello.version,
-                });
+                return Err(Error::ProtocolMismatch { ours: PROTOCOL_VERSION, theirs: hello.version });
             }
             Ok(hello)
         }
         Kind::Failure => Err(crate::messenger::decode_failure(&env)),
-        other => Err(Error::Malformed {
-            detail: format!("expected a hello frame, got {other:?}"),
-        }),
+        other => Err(Error::Malformed { detail: format!("expected a hello frame, got {other:?}") }),
     }
 }

@@ -164,15 +164,7 @@ impl Envelope {
 
     /// An answer of `kind` (reply, failure, fanout) to the request `id`.
     pub fn answer(kind: Kind, id: u64, from: Peer, event: Bytes, body: Bytes) -> Self {
-        Envelope {
-            kind,
-            id,
-            from,
-            to: Target::Hub,
-            event,
-            key: Bytes::new(),
-            body,
-        }
+        Envelope { kind, id, from, to: Target::Hub, event, key: Bytes::new(), body }
     }
 
     /// A failure answer carrying `error`.
@@ -255,9 +247,7 @@ impl Builder {
 
     /// The codec.
     pub fn new_codec(&self) -> FrameCodec {
-        FrameCodec {
-            max_frame: self.max_frame,
-        }
+        FrameCodec { max_frame: self.max_frame }
     }
 }
 
@@ -269,9 +259,7 @@ impl FrameCodec {
 
     /// A builder to configure a codec.
     pub fn builder() -> Builder {
-        Builder {
-            max_frame: DEFAULT_MAX_FRAME,
-        }
+        Builder { max_frame: DEFAULT_MAX_FRAME }
     }
 
     /// The largest frame this codec accepts, in bytes.
@@ -296,10 +284,7 @@ impl Decoder for FrameCodec {
         }
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         if len > self.max_frame {
-            return Err(Error::FrameTooLarge {
-                size: len,
-                max: self.max_frame,
-            });
+            return Err(Error::FrameTooLarge { size: len, max: self.max_frame });
         }
         if src.len() < PREFIX + len {
             src.reserve(PREFIX + len - src.len());
@@ -314,10 +299,8 @@ impl Decoder for FrameCodec {
 fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let malformed = |detail: String| Error::Malformed { detail };
     let wire: Wire<'_> = rmp_serde::from_slice(frame).map_err(|e| malformed(e.to_string()))?;
-    let kind =
-        Kind::from_u8(wire.kind).ok_or_else(|| malformed(format!("unknown kind {}", wire.kind)))?;
-    let to =
-        Target::from_wire(wire.to).ok_or_else(|| malformed(format!("bad target {:?}", wire.to)))?;
+    let kind = Kind::from_u8(wire.kind).ok_or_else(|| malformed(format!("unknown kind {}", wire.kind)))?;
+    let to = Target::from_wire(wire.to).ok_or_else(|| malformed(format!("bad target {:?}", wire.to)))?;
     if std::str::from_utf8(wire.event).is_err() {
         return Err(malformed("an event name that is not UTF-8".into()));
     }
@@ -347,16 +330,11 @@ impl Encoder<&Envelope> for FrameCodec {
         let len = dst.len() - start - PREFIX;
         if let Err(e) = written {
             dst.truncate(start);
-            return Err(Error::Malformed {
-                detail: e.to_string(),
-            });
+            return Err(Error::Malformed { detail: e.to_string() });
         }
         if len > self.max_frame {
             dst.truncate(start);
-            return Err(Error::FrameTooLarge {
-                size: len,
-                max: self.max_frame,
-            });
+            return Err(Error::FrameTooLarge { size: len, max: self.max_frame });
         }
         dst[start..start + PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())
@@ -388,29 +366,13 @@ mod tests {
         let mut buf = BytesMut::from(&b"keep"[..]);
         let big = Envelope::new(Kind::Broadcast, "big", vec![0u8; 200]);
         let err = codec.encode(&big, &mut buf).unwrap_err();
-        assert!(
-            matches!(err, Error::FrameTooLarge { max: 100, .. }),
-            "{err}"
-        );
-        assert_eq!(
-            &buf[..],
-            b"keep",
-            "a refused frame leaves the buffer as it was"
-        );
+        assert!(matches!(err, Error::FrameTooLarge { max: 100, .. }), "{err}");
+        assert_eq!(&buf[..], b"keep", "a refused frame leaves the buffer as it was");
 
         let mut incoming = BytesMut::new();
         incoming.put_u32(101);
         let err = codec.decode(&mut incoming).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::FrameTooLarge {
-                    size: 101,
-                    max: 100
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, Error::FrameTooLarge { size: 101, max: 100 }), "{err}");
     }
 
     #[test]
@@ -429,9 +391,6 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32(3);
         buf.put_slice(&[0xc1, 0xc1, 0xc1]);
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(Error::Malformed { .. })
-        ));
+        assert!(matches!(codec.decode(&mut buf), Err(Error::Malformed { .. })));
     }
 }

@@ -68,23 +68,11 @@ async fn broadcast_reaches_every_ready_worker_the_sender_too_in_order() {
         finished.push(done_rx.recv().await.unwrap());
     }
     finished.sort();
-    assert_eq!(
-        finished,
-        vec![0, 1, 2],
-        "every worker, the sender (slot 1) included"
-    );
+    assert_eq!(finished, vec![0, 1, 2], "every worker, the sender (slot 1) included");
     let seen = seen.lock().unwrap();
     for slot in 0..3 {
-        let order: Vec<u64> = seen
-            .iter()
-            .filter(|(s, _)| *s == slot)
-            .map(|(_, n)| *n)
-            .collect();
-        assert_eq!(
-            order,
-            (0..100).collect::<Vec<_>>(),
-            "slot {slot} got the sender's order"
-        );
+        let order: Vec<u64> = seen.iter().filter(|(s, _)| *s == slot).map(|(_, n)| *n).collect();
+        assert_eq!(order, (0..100).collect::<Vec<_>>(), "slot {slot} got the sender's order");
     }
 }
 
@@ -118,10 +106,7 @@ async fn only_ready_workers_get_messages() {
     for _ in 0..4 {
         assert_eq!(cluster.master().consume(WhoAmI).await.unwrap(), 1);
     }
-    assert!(matches!(
-        cluster.master().request(0, WhoAmI).await,
-        Err(Error::NoWorker { slot: 0 })
-    ));
+    assert!(matches!(cluster.master().request(0, WhoAmI).await, Err(Error::NoWorker { slot: 0 })));
     // A worker may call before it is Ready.
     assert_eq!(cluster.worker(0).consume(WhoAmI).await.unwrap(), 1);
 }
@@ -140,10 +125,7 @@ async fn consume_runs_on_one_worker_spread_evenly() {
 async fn consume_with_no_handler_anywhere_is_an_error() {
     let cluster = ready_cluster(2).await;
     let err = cluster.worker(0).consume(Nobody).await.unwrap_err();
-    assert!(
-        matches!(err, Error::NoHandler { ref event, peer: None } if event == "nobody"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::NoHandler { ref event, peer: None } if event == "nobody"), "{err}");
     let err = cluster.master().consume(Nobody).await.unwrap_err();
     assert!(matches!(err, Error::NoHandler { .. }), "{err}");
 }
@@ -198,28 +180,14 @@ async fn consume_once_runs_once_per_key_and_everyone_gets_the_reply() {
         replies.push(call.await.unwrap().unwrap());
     }
     replies.push(master_call.await.unwrap().unwrap());
-    assert!(
-        replies.iter().all(|r| *r == replies[0]),
-        "one reply for all: {replies:?}"
-    );
+    assert!(replies.iter().all(|r| *r == replies[0]), "one reply for all: {replies:?}");
     // Later callers get the remembered reply without a run.
-    assert_eq!(
-        cluster
-            .worker(2)
-            .consume_once("boot", WhoAmI)
-            .await
-            .unwrap(),
-        replies[0]
-    );
+    assert_eq!(cluster.worker(2).consume_once("boot", WhoAmI).await.unwrap(), replies[0]);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     // Another key is another run.
     gate.notify_one();
-    cluster
-        .worker(1)
-        .consume_once("other", WhoAmI)
-        .await
-        .unwrap();
+    cluster.worker(1).consume_once("other", WhoAmI).await.unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
@@ -238,28 +206,16 @@ async fn consume_once_does_not_remember_a_failure() {
         }
     });
     cluster.ready().await.unwrap();
-    let err = cluster
-        .master()
-        .consume_once("boot", WhoAmI)
-        .await
-        .unwrap_err();
+    let err = cluster.master().consume_once("boot", WhoAmI).await.unwrap_err();
     assert!(matches!(err, Error::HandlerPanicked { .. }), "{err}");
-    assert_eq!(
-        cluster.master().consume_once("boot", WhoAmI).await.unwrap(),
-        7
-    );
-    assert_eq!(
-        cluster.master().consume_once("boot", WhoAmI).await.unwrap(),
-        7
-    );
+    assert_eq!(cluster.master().consume_once("boot", WhoAmI).await.unwrap(), 7);
+    assert_eq!(cluster.master().consume_once("boot", WhoAmI).await.unwrap(), 7);
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn consume_once_forgets_the_oldest_keys_first() {
-    let cluster = MockCluster::with_config(1, Config::default().once_keys(2))
-        .await
-        .unwrap();
+    let cluster = MockCluster::with_config(1, Config::default().once_keys(2)).await.unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
     cluster.worker(0).on(move |_: WhoAmI| {
@@ -289,10 +245,7 @@ async fn map_returns_one_reply_per_ready_worker_in_slot_order() {
     }
     let replies: Vec<u32> = cluster.worker(2).map(WhoAmI).await.unwrap();
     assert_eq!(replies, vec![0, 1, 2, 3]);
-    assert_eq!(
-        cluster.master().map(WhoAmI).await.unwrap(),
-        vec![0, 1, 2, 3]
-    );
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), vec![0, 1, 2, 3]);
 }
 
 #[tokio::test]
@@ -303,29 +256,15 @@ async fn map_each_reports_a_worker_without_the_handler() {
     let results = cluster.master().map_each(WhoAmI).await.unwrap();
     assert_eq!(results.len(), 2);
     assert_eq!(results[0].0, 0);
-    assert!(matches!(
-        results[0].1,
-        Err(Error::NoHandler {
-            peer: Some(Peer::Worker(WorkerId { slot: 0, .. })),
-            ..
-        })
-    ));
+    assert!(matches!(results[0].1, Err(Error::NoHandler { peer: Some(Peer::Worker(WorkerId { slot: 0, .. })), .. })));
     assert_eq!(results[1].0, 1);
     assert_eq!(*results[1].1.as_ref().unwrap(), 1);
-    assert!(
-        cluster.master().map(WhoAmI).await.is_err(),
-        "map fails with the first error"
-    );
+    assert!(cluster.master().map(WhoAmI).await.is_err(), "map fails with the first error");
 }
 
 #[tokio::test]
 async fn a_worker_that_vanishes_mid_map_fails_its_entry_at_once() {
-    let cluster = MockCluster::with_config(
-        3,
-        Config::default().request_timeout(Duration::from_secs(3600)),
-    )
-    .await
-    .unwrap();
+    let cluster = MockCluster::with_config(3, Config::default().request_timeout(Duration::from_secs(3600))).await.unwrap();
     let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
     for (slot, worker) in cluster.workers().iter().enumerate() {
         let started_tx = started_tx.clone();
@@ -349,32 +288,19 @@ async fn a_worker_that_vanishes_mid_map_fails_its_entry_at_once() {
     // The deadline is an hour: finishing at all proves the Hub failed the entry at once.
     let results = map.await.unwrap().unwrap();
     assert_eq!(*results[0].1.as_ref().unwrap(), 0);
-    assert!(
-        matches!(results[1].1, Err(Error::WorkerGone { .. })),
-        "{:?}",
-        results[1].1
-    );
+    assert!(matches!(results[1].1, Err(Error::WorkerGone { .. })), "{:?}", results[1].1);
     assert_eq!(*results[2].1.as_ref().unwrap(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_never_answers_times_out_its_entry() {
-    let cluster =
-        MockCluster::with_config(2, Config::default().request_timeout(Duration::from_secs(5)))
-            .await
-            .unwrap();
+    let cluster = MockCluster::with_config(2, Config::default().request_timeout(Duration::from_secs(5))).await.unwrap();
     cluster.worker(0).on(|_: WhoAmI| async { 0 });
-    cluster
-        .worker(1)
-        .on(|_: WhoAmI| std::future::pending::<u32>());
+    cluster.worker(1).on(|_: WhoAmI| std::future::pending::<u32>());
     cluster.ready().await.unwrap();
     let results = cluster.master().map_each(WhoAmI).await.unwrap();
     assert_eq!(*results[0].1.as_ref().unwrap(), 0);
-    assert!(
-        matches!(results[1].1, Err(Error::Timeout { peer: Some(_), .. })),
-        "{:?}",
-        results[1].1
-    );
+    assert!(matches!(results[1].1, Err(Error::Timeout { peer: Some(_), .. })), "{:?}", results[1].1);
     let err = cluster.master().request(1, WhoAmI).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     // The timed-out calls left nothing that blocks later ones.
@@ -384,10 +310,7 @@ async fn a_worker_that_never_answers_times_out_its_entry() {
 #[tokio::test]
 async fn map_with_no_ready_worker_is_empty() {
     let cluster = MockCluster::new(0).await.unwrap();
-    assert_eq!(
-        cluster.master().map(WhoAmI).await.unwrap(),
-        Vec::<u32>::new()
-    );
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), Vec::<u32>::new());
 }
 
 #[tokio::test]
@@ -396,44 +319,19 @@ async fn request_reaches_the_worker_of_a_slot() {
     for slot in 0..3 {
         assert_eq!(cluster.worker(0).request(slot, WhoAmI).await.unwrap(), slot);
     }
-    assert!(matches!(
-        cluster.worker(0).request(7, WhoAmI).await,
-        Err(Error::NoWorker { slot: 7 })
-    ));
+    assert!(matches!(cluster.worker(0).request(7, WhoAmI).await, Err(Error::NoWorker { slot: 7 })));
     let err = cluster.worker(0).request(1, Nobody).await.unwrap_err();
-    assert!(
-        matches!(err, Error::NoHandler { peer: Some(_), .. }),
-        "{err}"
-    );
+    assert!(matches!(err, Error::NoHandler { peer: Some(_), .. }), "{err}");
 }
 
 #[tokio::test]
 async fn workers_request_the_master_and_the_master_requests_workers() {
     let cluster = ready_cluster(2).await;
-    let err = cluster
-        .worker(0)
-        .request_master(Echo("hi".into()))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::NoHandler {
-                peer: Some(Peer::Master),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = cluster.worker(0).request_master(Echo("hi".into())).await.unwrap_err();
+    assert!(matches!(err, Error::NoHandler { peer: Some(Peer::Master), .. }), "{err}");
 
-    cluster
-        .master()
-        .on_from(|from: Peer, Echo(text): Echo| async move { format!("{text} from {from}") });
-    let reply = cluster
-        .worker(1)
-        .request_master(Echo("hi".into()))
-        .await
-        .unwrap();
+    cluster.master().on_from(|from: Peer, Echo(text): Echo| async move { format!("{text} from {from}") });
+    let reply = cluster.worker(1).request_master(Echo("hi".into())).await.unwrap();
     assert_eq!(reply, "hi from worker slot 1 gen 1");
 
     let master = cluster.master();
@@ -468,10 +366,7 @@ async fn concurrent_calls_never_mix_their_replies() {
     }
     for call in calls {
         let (sent, got) = call.await.unwrap();
-        assert!(
-            got.starts_with(&sent) && got.len() % sent.len() == 0,
-            "{sent} got {got}"
-        );
+        assert!(got.starts_with(&sent) && got.len() % sent.len() == 0, "{sent} got {got}");
     }
 }
 
@@ -491,26 +386,14 @@ async fn a_payload_that_does_not_decode_fails_only_its_call() {
     cluster.ready().await.unwrap();
     let master = cluster.master();
     let err = master.consume(EchoNumber(5)).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Decode { ref event, .. } if event == "echo"),
-        "{err}"
-    );
-    assert_eq!(
-        master.consume(Echo("still fine".into())).await.unwrap(),
-        "still fine"
-    );
+    assert!(matches!(err, Error::Decode { ref event, .. } if event == "echo"), "{err}");
+    assert_eq!(master.consume(Echo("still fine".into())).await.unwrap(), "still fine");
 
     // The reply side: a reply that does not decode into the caller's type.
     let other = MockCluster::new(1).await.unwrap();
-    other
-        .worker(0)
-        .on(|EchoNumber(n): EchoNumber| async move { n });
+    other.worker(0).on(|EchoNumber(n): EchoNumber| async move { n });
     other.ready().await.unwrap();
-    let err = other
-        .master()
-        .consume(Echo("text".into()))
-        .await
-        .unwrap_err();
+    let err = other.master().consume(Echo("text".into())).await.unwrap_err();
     assert!(matches!(err, Error::Decode { .. }), "{err}");
     assert_eq!(other.master().consume(EchoNumber(3)).await.unwrap(), 3);
 }
@@ -519,40 +402,26 @@ async fn a_payload_that_does_not_decode_fails_only_its_call() {
 async fn oversize_frames_are_refused_and_the_connection_stays_usable() {
     let config = Config::default().max_frame(4096);
     let cluster = MockCluster::with_config(1, config).await.unwrap();
-    cluster
-        .worker(0)
-        .on(|Echo(text): Echo| async move { text.repeat(100) });
+    cluster.worker(0).on(|Echo(text): Echo| async move { text.repeat(100) });
     cluster.ready().await.unwrap();
     let master = cluster.master();
 
     let err = master.consume(Echo("x".repeat(5000))).await.unwrap_err();
-    assert!(
-        matches!(err, Error::FrameTooLarge { max: 4096, .. }),
-        "{err}"
-    );
-    let err = cluster
-        .worker(0)
-        .broadcast(Echo("x".repeat(5000)))
-        .await
-        .unwrap_err();
+    assert!(matches!(err, Error::FrameTooLarge { max: 4096, .. }), "{err}");
+    let err = cluster.worker(0).broadcast(Echo("x".repeat(5000))).await.unwrap_err();
     assert!(matches!(err, Error::FrameTooLarge { .. }), "{err}");
     // The reply would be 100 times the request: the worker refuses it and says so.
     let err = master.consume(Echo("y".repeat(100))).await.unwrap_err();
     assert!(matches!(err, Error::FrameTooLarge { .. }), "{err}");
     // Nothing was sent, nothing broke.
-    assert_eq!(
-        master.consume(Echo("z".into())).await.unwrap(),
-        "z".repeat(100)
-    );
+    assert_eq!(master.consume(Echo("z".into())).await.unwrap(), "z".repeat(100));
 }
 
 #[tokio::test]
 async fn a_handler_panic_fails_its_call_and_calls_the_hook() {
     let cluster = MockCluster::new(1).await.unwrap();
     let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel();
-    cluster
-        .worker(0)
-        .set_panic_hook(move |what| hook_tx.send(what.to_string()).unwrap());
+    cluster.worker(0).set_panic_hook(move |what| hook_tx.send(what.to_string()).unwrap());
     cluster.worker(0).on(|Echo(text): Echo| async move {
         if text == "boom" {
             panic!("asked to");
@@ -560,30 +429,15 @@ async fn a_handler_panic_fails_its_call_and_calls_the_hook() {
         text
     });
     cluster.ready().await.unwrap();
-    let err = cluster
-        .master()
-        .consume(Echo("boom".into()))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::HandlerPanicked { ref message, .. } if message == "asked to"),
-        "{err}"
-    );
+    let err = cluster.master().consume(Echo("boom".into())).await.unwrap_err();
+    assert!(matches!(err, Error::HandlerPanicked { ref message, .. } if message == "asked to"), "{err}");
     assert!(hook_rx.recv().await.unwrap().contains("asked to"));
-    assert_eq!(
-        cluster.master().consume(Echo("ok".into())).await.unwrap(),
-        "ok"
-    );
+    assert_eq!(cluster.master().consume(Echo("ok".into())).await.unwrap(), "ok");
 }
 
 #[tokio::test]
 async fn a_worker_that_disconnects_fails_its_pending_calls_at_once() {
-    let cluster = MockCluster::with_config(
-        1,
-        Config::default().request_timeout(Duration::from_secs(3600)),
-    )
-    .await
-    .unwrap();
+    let cluster = MockCluster::with_config(1, Config::default().request_timeout(Duration::from_secs(3600))).await.unwrap();
     let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
     cluster.worker(0).on(move |_: Never| {
         started_tx.send(()).unwrap();
@@ -596,29 +450,8 @@ async fn a_worker_that_disconnects_fails_its_pending_calls_at_once() {
     started_rx.recv().await.unwrap();
     cluster.worker(0).close();
     let err = call.await.unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::WorkerGone {
-                peer: Peer::Worker(WorkerId {
-                    slot: 0,
-                    generation: 1
-                }),
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(matches!(
-        events.recv().await,
-        Some(HubEvent::Closed {
-            id: WorkerId {
-                slot: 0,
-                generation: 1
-            },
-            ..
-        })
-    ));
+    assert!(matches!(err, Error::WorkerGone { peer: Peer::Worker(WorkerId { slot: 0, generation: 1 }), .. }), "{err}");
+    assert!(matches!(events.recv().await, Some(HubEvent::Closed { id: WorkerId { slot: 0, generation: 1 }, .. })));
     assert!(cluster.worker(0).is_closed());
     let err = cluster.worker(0).consume(Never).await.unwrap_err();
     assert!(matches!(err, Error::Closed), "{err}");
@@ -629,10 +462,7 @@ async fn the_master_detaching_a_worker_closes_its_messenger() {
     let cluster = ready_cluster(1).await;
     cluster.hub().detach(WorkerId::new(0, 1)).await;
     cluster.worker(0).closed().await;
-    assert!(matches!(
-        cluster.worker(0).map(WhoAmI).await,
-        Err(Error::Closed)
-    ));
+    assert!(matches!(cluster.worker(0).map(WhoAmI).await, Err(Error::Closed)));
 }
 
 #[tokio::test]
@@ -650,19 +480,9 @@ async fn a_new_ready_worker_takes_its_slot_over() {
         ]
     );
     replacement.ready().await.unwrap();
-    assert_eq!(
-        events.recv().await,
-        Some(HubEvent::Ready(WorkerId::new(1, 2)))
-    );
-    assert_eq!(
-        cluster.hub().peers()[1],
-        (WorkerId::new(1, 1), PeerState::Draining)
-    );
-    assert_eq!(
-        cluster.master().map(WhoAmI).await.unwrap(),
-        vec![0, 21],
-        "one worker per slot"
-    );
+    assert_eq!(events.recv().await, Some(HubEvent::Ready(WorkerId::new(1, 2))));
+    assert_eq!(cluster.hub().peers()[1], (WorkerId::new(1, 1), PeerState::Draining));
+    assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), vec![0, 21], "one worker per slot");
     // The draining worker still calls out and gets answers.
     assert_eq!(cluster.worker(1).request(1, WhoAmI).await.unwrap(), 21);
 
@@ -676,18 +496,11 @@ async fn the_hub_pings_a_worker_in_any_state() {
     cluster.hub().ping(WorkerId::new(0, 1)).await.unwrap();
     let err = cluster.hub().ping(WorkerId::new(0, 9)).await.unwrap_err();
     assert!(matches!(err, Error::WorkerGone { .. }), "{err}");
-    cluster
-        .hub()
-        .request_worker(WorkerId::new(0, 1), Nobody)
-        .await
-        .unwrap_err();
+    cluster.hub().request_worker(WorkerId::new(0, 1), Nobody).await.unwrap_err();
 }
 
 #[tokio::test]
 async fn the_master_cannot_be_ready() {
     let cluster = MockCluster::new(0).await.unwrap();
-    assert!(matches!(
-        cluster.master().ready().await,
-        Err(Error::Forbidden { .. })
-    ));
+    assert!(matches!(cluster.master().ready().await, Err(Error::Forbidden { .. })));
 }
