@@ -166,8 +166,9 @@ fn reject_on_fields(cx: &Ctxt, fields: &Fields, type_name: &Ident) {
 /// syntax walk, so that `Self` inside a macro type like `ty!(Self)` is replaced too).
 pub fn replace_self(ty: &Type, enum_ident: &Ident) -> Type {
     let tokens = replace_self_tokens(quote::ToTokens::to_token_stream(ty), enum_ident);
-    // Replacing an identifier by an identifier keeps the type well-formed.
-    syn::parse2(tokens).expect("a type with `Self` replaced is still a type")
+    // Replacing an identifier by an identifier keeps the type well-formed; should it not, the
+    // original type still compiles in the enum and gives rustc's own error in the trait.
+    syn::parse2(tokens).unwrap_or_else(|_| ty.clone())
 }
 
 fn replace_self_tokens(tokens: TokenStream, enum_ident: &Ident) -> TokenStream {

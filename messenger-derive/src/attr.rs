@@ -207,18 +207,50 @@ fn pair_value<'a>(cx: &Ctxt, pair: &'a Pair, key: &str) -> Option<&'a TokenStrea
     }
 }
 
+/// Why a value could not be used.
+enum Invalid {
+    /// Not the expected kind of value: the caller reports it, with a message for its key.
+    Wrong,
+    /// Already reported (a forgotten comma).
+    Reported,
+}
+
+/// Parses all of `value` with `parse`. A value that starts right and goes on is most likely a
+/// forgotten comma (`name = "ping" reply = u32`) and is reported as such, instead of "`name` must
+/// be a string literal", which would be puzzling.
+fn parse_value<T>(
+    cx: &Ctxt,
+    key: &str,
+    value: &TokenStream,
+    parse: impl FnOnce(ParseStream) -> syn::Result<T>,
+) -> Result<T, Invalid> {
+    let parser = |input: ParseStream| Ok((parse(input)?, input.parse::<TokenStream>()?));
+    match parser.parse2(value.clone()) {
+        Err(_) => Err(Invalid::Wrong),
+        Ok((parsed, rest)) if rest.is_empty() => Ok(parsed),
+        Ok((_, rest)) => {
+            let msg =
+                format!("unexpected `{rest}` after the value of `{key}`; is a comma missing?");
+            cx.error_spanned_by(rest, msg);
+            Err(Invalid::Reported)
+        }
+    }
+}
+
 /// `name = "..."`: a non-empty string literal.
 fn parse_name(cx: &Ctxt, value: &TokenStream) -> Option<LitStr> {
-    let Ok(lit) = syn::parse2::<LitStr>(value.clone()) else {
-        let msg = "`name` must be a string literal, e.g. `name = \"ping\"`";
-        cx.error_spanned_by(value, msg);
-        return None;
+    let lit = match parse_value(cx, "name", value, |input| input.parse::<LitStr>()) {
+        Ok(lit) => lit,
+        Err(Invalid::Reported) => return None,
+        Err(Invalid::Wrong) => {
+            let msg = "`name` must be a string literal, e.g. `name = \"ping\"`";
+            cx.error_spanned_by(value, msg);
+            return None;
+        }
     };
     if lit.value().is_empty() {
-        cx.error_spanned_by(
-            &lit,
-            "`name` must not be empty: it identifies the event on the wire",
-        );
+        let msg = "`name` must not be empty: it identifies the event on the wire";
+        cx.error_spanned_by(&lit, msg);
         return None;
     }
     Some(lit)
@@ -235,9 +267,10 @@ fn parse_reply(cx: &Ctxt, value: &TokenStream) -> Option<Type> {
         cx.error_spanned_by(value, msg);
         return None;
     }
-    match syn::parse2::<Type>(value.clone()) {
+    match parse_value(cx, "reply", value, |input| input.parse::<Type>()) {
         Ok(ty) => Some(ty),
-        Err(_) => {
+        Err(Invalid::Reported) => None,
+        Err(Invalid::Wrong) => {
             let msg = "`reply` must be a type, e.g. `reply = u32` or `reply = Vec<String>`";
             cx.error_spanned_by(value, msg);
             None
@@ -247,13 +280,17 @@ fn parse_reply(cx: &Ctxt, value: &TokenStream) -> Option<Type> {
 
 /// `crate = "path"` (as serde's `#[serde(crate = "...")]`) or `crate = path`.
 fn parse_crate(cx: &Ctxt, value: &TokenStream) -> Option<Path> {
-    let parsed = match syn::parse2::<LitStr>(value.clone()) {
-        Ok(lit) => lit.parse_with(Path::parse_mod_style),
-        Err(_) => Path::parse_mod_style.parse2(value.clone()),
+    let parse = |input: ParseStream| {
+        if input.peek(LitStr) {
+            input.parse::<LitStr>()?.parse_with(Path::parse_mod_style)
+        } else {
+            Path::parse_mod_style(input)
+        }
     };
-    match parsed {
+    match parse_value(cx, "crate", value, parse) {
         Ok(path) => Some(path),
-        Err(_) => {
+        Err(Invalid::Reported) => None,
+        Err(Invalid::Wrong) => {
             let msg = "`crate` must be the path of the messenger crate, as a string or a path: \
                        `crate = \"::messenger\"` or `crate = ::messenger`";
             cx.error_spanned_by(value, msg);

@@ -1,9 +1,11 @@
 //! The generated code: `impl Event`, and for an enum the handler trait and `impl Dispatch`.
 //!
 //! Every path is absolute (`::std::...`, `<krate>::...`), so that the user's own `Event`,
-//! `Result`, `Box` or `Arc` in scope cannot change its meaning. Local names use
+//! `Result`, `Box` or `Arc` in scope cannot change its meaning (the `#[async_trait]` expansion of
+//! the handler trait is not ours: it names `Box` unqualified). Local names use
 //! `Span::mixed_site()`, so that they cannot clash with the user's field names (a field called
-//! `handler`) or be shadowed by them.
+//! `handler`). Hygiene does not cover constants, which a binding of the same name would match
+//! against; hence the unlikely `__handler` and `__fieldN`, the same convention as serde's.
 //!
 //! This also runs after errors were reported (see `crate::expand`): it then tolerates what
 //! `check` rejected, so that the user sees the real errors and not follow-ups such as "the trait

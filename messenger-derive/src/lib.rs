@@ -1,13 +1,13 @@
 //! `#[derive(Event)]` for the `messenger` crate. Use it through `messenger` (or `multiprocess`),
-//! which re-exports it next to the `Event` trait.
-//!
-//! The derive runs in three steps, as serde_derive does:
-//!
-//! - [`ast`] (with [`attr`]): the `syn` input to an internal description, attributes parsed;
-//! - [`check`]: the rules the input must follow;
-//! - [`generate`]: the code.
-//!
-//! Every step reports into one [`ctxt::Ctxt`], so all the errors come out together.
+//! which re-exports it next to the `Event` trait; see [`macro@Event`].
+
+// The derive runs in three steps, as serde_derive does:
+//
+// - `ast` (with `attr`): the `syn` input to an internal description, attributes parsed;
+// - `check`: the rules the input must follow;
+// - `generate`: the code.
+//
+// Every step reports into one `ctxt::Ctxt`, so all the errors come out together.
 
 mod ast;
 mod attr;
@@ -83,6 +83,11 @@ use syn::{parse_macro_input, DeriveInput};
 /// without variants; two variants with the same snake_case name (`FooBar` and `Foo_Bar`); a
 /// variant whose snake_case name cannot be a method (`Super`); `#[event(...)]` on a variant or a
 /// field (it belongs on the type). All the errors of one type are reported together.
+///
+/// The generated code names everything by absolute paths, so your own `Event`, `Result` or `Arc`
+/// in scope do not disturb it. One exception comes from `#[async_trait]`, which writes `Box`
+/// unqualified: a type of your own named `Box` in the module of an enum event breaks its handler
+/// trait (dtolnay/async-trait#132; it would break your `#[async_trait] impl` of it too).
 ///
 /// # Example
 ///

@@ -168,12 +168,19 @@ impl Hub {
     {
         let hub = self.clone();
         tokio::spawn(async move {
-            let reason = hub.serve(id, io).await;
-            hub.disconnected(Peer::Worker(id), reason).await;
+            match hub.serve(id, io).await {
+                Ok(reason) => hub.disconnected(Peer::Worker(id), reason).await,
+                Err(reason) => {
+                    tracing::warn!(slot = id.slot, generation = id.generation, "worker refused: {reason}");
+                    hub.lock().emit(HubEvent::Closed { id, reason });
+                }
+            }
         });
     }
 
-    async fn serve<IO>(&self, id: WorkerId, io: IO) -> String
+    /// Runs worker `id`'s connection: `Err` if the handshake failed (it was never connected),
+    /// else why it ended.
+    async fn serve<IO>(&self, id: WorkerId, io: IO) -> Result<String, String>
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -185,10 +192,10 @@ impl Hub {
         if let Err(err) = transport::read_hello(&mut reader, config).await {
             let refusal = Envelope::failure(0, Peer::Master, Bytes::new(), &err);
             let _ = transport::write_one(&mut write, &mut codec, &refusal).await;
-            return format!("handshake failed: {err}");
+            return Err(format!("handshake failed: {err}"));
         }
         if let Err(err) = transport::write_one(&mut write, &mut codec, &transport::hello(Some(peer))).await {
-            return format!("handshake failed: {err}");
+            return Err(format!("handshake failed: {err}"));
         }
 
         let (tx, rx) = mpsc::channel(config.queue_frames);
@@ -198,12 +205,12 @@ impl Hub {
         loop {
             let frame = tokio::select! {
                 frame = reader.next() => frame,
-                () = stop.cancelled() => return "closed by the master".into(),
+                () = stop.cancelled() => return Ok("closed by the master".into()),
             };
             match frame {
                 Some(Ok(env)) => self.route(peer, env).await,
-                Some(Err(err)) => return format!("connection error: {err}"),
-                None => return "end of file".into(),
+                Some(Err(err)) => return Ok(format!("connection error: {err}")),
+                None => return Ok("end of file".into()),
             }
         }
     }

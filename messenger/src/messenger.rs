@@ -289,8 +289,9 @@ impl Messenger {
     /// Tells the Hub that this worker is Ready: from now on it gets messages and counts for
     /// `map`. Returns once the Hub has it, so handlers registered before are known by then.
     pub async fn ready(&self) -> Result<()> {
-        let env = Envelope::new(Kind::Ready, "", Bytes::new());
-        self.ask(env).await.map(drop)
+        let env = Envelope::new(Kind::Ready, "ready", Bytes::new());
+        let answer = self.ask(env).await?;
+        decode_answer::<()>("ready", &answer)
     }
 
     /// Sends `event` to every Ready worker, this one included when it is Ready; every handler of

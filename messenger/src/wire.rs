@@ -350,9 +350,11 @@ impl Encoder<Envelope> for FrameCodec {
 }
 
 /// The body of a `Hello` frame: the protocol version and, from the Hub, who the connection is.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Hello {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`PROTOCOL_VERSION`].
     pub version: u32,
+    /// From the Hub: the peer this connection is. From a worker: `None`.
     pub peer: Option<Peer>,
 }
 

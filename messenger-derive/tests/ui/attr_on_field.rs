@@ -1,0 +1,10 @@
+use messenger::Event;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Event)]
+struct Ping {
+    #[event(name = "seq")]
+    seq: u64,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use messenger::Event;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "ping", reply = u32, name = "pong")]
+struct Ping;
+
+fn main() {}

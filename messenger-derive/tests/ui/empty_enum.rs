@@ -1,0 +1,7 @@
+use messenger::Event;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Event)]
+enum Never {}
+
+fn main() {}

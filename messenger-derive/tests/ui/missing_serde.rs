@@ -1,0 +1,7 @@
+use messenger::Event;
+
+// Forgot `#[derive(Serialize, Deserialize)]`: events travel as MessagePack.
+#[derive(Event)]
+struct Ping;
+
+fn main() {}

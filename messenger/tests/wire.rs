@@ -1,0 +1,236 @@
+//! The wire seen from outside: a raw peer that speaks frames to a real Hub, and the codec's
+//! properties.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use messenger::testing::MockCluster;
+use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Target, PROTOCOL_VERSION};
+use messenger::{Config, Error, Event, HubEvent, Messenger, Peer, WorkerId};
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio_util::codec::{Decoder, Encoder, Framed};
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "note", reply = String)]
+struct Note(String);
+
+fn hello(version: u32) -> Envelope {
+    Envelope::new(Kind::Hello, "", rmp_serde::to_vec(&Hello { version, peer: None }).unwrap())
+}
+
+/// A peer that speaks raw frames: connected to the Hub as `id`, handshake done.
+async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream, FrameCodec> {
+    let (hub_end, raw) = tokio::io::duplex(64 * 1024);
+    cluster.hub().attach(id, hub_end);
+    let mut framed = Framed::new(raw, FrameCodec::new());
+    framed.send(hello(PROTOCOL_VERSION)).await.unwrap();
+    let answer = framed.next().await.unwrap().unwrap();
+    assert_eq!(answer.kind, Kind::Hello);
+    let hello: Hello = rmp_serde::from_slice(&answer.body).unwrap();
+    assert_eq!(hello.peer, Some(Peer::Worker(id)), "the Hub names the connection");
+    framed
+}
+
+#[tokio::test]
+async fn the_hub_refuses_another_protocol_version() {
+    let cluster = MockCluster::new(0).await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let (hub_end, raw) = tokio::io::duplex(64 * 1024);
+    cluster.hub().attach(WorkerId::new(0, 1), hub_end);
+    let mut framed = Framed::new(raw, FrameCodec::new());
+    framed.send(hello(PROTOCOL_VERSION + 1)).await.unwrap();
+
+    let refusal = framed.next().await.unwrap().unwrap();
+    assert_eq!(refusal.kind, Kind::Failure);
+    let error: Error = rmp_serde::from_slice(&refusal.body).unwrap();
+    assert!(matches!(error, Error::ProtocolMismatch { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1));
+    assert!(framed.next().await.is_none(), "then the connection is closed");
+    match events.recv().await.unwrap() {
+        HubEvent::Closed { reason, .. } => assert!(reason.contains("protocol mismatch"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_worker_refuses_a_hub_of_another_protocol_version() {
+    let (fake_hub, worker_end) = tokio::io::duplex(64 * 1024);
+    let hub = tokio::spawn(async move {
+        let mut framed = Framed::new(fake_hub, FrameCodec::new());
+        let first = framed.next().await.unwrap().unwrap();
+        assert_eq!(first.kind, Kind::Hello);
+        let body = rmp_serde::to_vec(&Hello { version: 99, peer: Some(Peer::Worker(WorkerId::new(0, 1))) }).unwrap();
+        framed.send(Envelope::new(Kind::Hello, "", body)).await.unwrap();
+        framed
+    });
+    let err = Messenger::connect(worker_end, Config::default()).await.unwrap_err();
+    assert!(matches!(err, Error::ProtocolMismatch { ours: PROTOCOL_VERSION, theirs: 99 }), "{err}");
+    drop(hub.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_hub_that_closes_at_once_is_an_error_not_a_hang() {
+    let (fake_hub, worker_end) = tokio::io::duplex(1024);
+    drop(fake_hub);
+    let err = Messenger::connect(worker_end, Config::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Closed | Error::Io(_)), "{err}");
+}
+
+#[tokio::test]
+async fn forged_sender_ids_are_overwritten_by_the_hub() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    cluster.master().on_from(|from: Peer, Note(text): Note| async move { format!("{text} from {from}") });
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    cluster.worker(0).on_from(move |from: Peer, _: Note| {
+        seen_tx.send(from).unwrap();
+        async { String::new() }
+    });
+    cluster.ready().await.unwrap();
+    let liar = WorkerId::new(5, 1);
+    let mut raw = raw_worker(&cluster, liar).await;
+
+    // It claims to be worker 0 (and then the master) in its frames.
+    let body = Bytes::from(rmp_serde::to_vec_named(&Note("hi".into())).unwrap());
+    let mut request = Envelope::new(Kind::Request, "note", body.clone());
+    request.id = 1;
+    request.to = Target::Master;
+    request.from = Peer::Worker(WorkerId::new(0, 1));
+    raw.send(request).await.unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(answer.kind, Kind::Reply);
+    let text: String = rmp_serde::from_slice(&answer.body).unwrap();
+    assert_eq!(text, "hi from worker slot 5 gen 1");
+
+    let mut broadcast = Envelope::new(Kind::Broadcast, "note", body);
+    broadcast.from = Peer::Master;
+    raw.send(broadcast).await.unwrap();
+    assert_eq!(seen_rx.recv().await.unwrap(), Peer::Worker(liar));
+}
+
+#[tokio::test]
+async fn a_worker_cannot_address_a_worker_by_id_or_answer_what_it_was_not_asked() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    cluster.worker(0).on(|Note(text): Note| async move { text });
+    cluster.ready().await.unwrap();
+    let mut raw = raw_worker(&cluster, WorkerId::new(3, 1)).await;
+
+    let mut request = Envelope::new(Kind::Request, "note", rmp_serde::to_vec_named(&Note("x".into())).unwrap());
+    request.id = 7;
+    request.to = Target::Worker(WorkerId::new(0, 1));
+    raw.send(request).await.unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!((answer.kind, answer.id), (Kind::Failure, 7));
+    assert!(matches!(rmp_serde::from_slice::<Error>(&answer.body).unwrap(), Error::Forbidden { .. }));
+
+    // A made-up answer to route 1 goes nowhere, and real calls still work.
+    let mut forged = Envelope::new(Kind::Reply, "note", rmp_serde::to_vec_named("forged").unwrap());
+    forged.id = 1;
+    raw.send(forged).await.unwrap();
+    assert_eq!(cluster.master().consume(Note("real".into())).await.unwrap(), "real");
+}
+
+#[tokio::test]
+async fn an_oversize_frame_from_a_peer_closes_its_connection() {
+    let cluster = MockCluster::with_config(0, Config::default().max_frame(1024)).await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let mut raw = raw_worker(&cluster, WorkerId::new(0, 1)).await;
+    let mut prefix = BytesMut::new();
+    prefix.put_u32(1_000_000);
+    raw.get_mut().write_all(&prefix).await.unwrap();
+    match events.recv().await.unwrap() {
+        HubEvent::Closed { reason, .. } => assert!(reason.contains("over the maximum"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(raw.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_peer_that_says_nothing_is_dropped_after_the_handshake_timeout() {
+    tokio::time::pause();
+    let config = Config::default().handshake_timeout(Duration::from_secs(3));
+    let cluster = MockCluster::with_config(0, config).await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let (hub_end, _silent) = tokio::io::duplex(1024);
+    cluster.hub().attach(WorkerId::new(0, 1), hub_end);
+    match events.recv().await.unwrap() {
+        HubEvent::Closed { reason, .. } => assert!(reason.contains("handshake"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn envelope() -> impl Strategy<Value = Envelope> {
+    let kind = prop::sample::select(vec![
+        Kind::Hello,
+        Kind::Announce,
+        Kind::Ready,
+        Kind::Broadcast,
+        Kind::Request,
+        Kind::Reply,
+        Kind::Failure,
+        Kind::Fanout,
+        Kind::Cancel,
+    ]);
+    let peer = prop_oneof![Just(Peer::Master), (any::<u32>(), any::<u64>()).prop_map(|(s, g)| Peer::Worker(WorkerId::new(s, g)))];
+    let target = prop_oneof![
+        Just(Target::Hub),
+        Just(Target::Any),
+        Just(Target::All),
+        Just(Target::Master),
+        Just(Target::Once),
+        any::<u32>().prop_map(Target::Slot),
+        (any::<u32>(), any::<u64>()).prop_map(|(s, g)| Target::Worker(WorkerId::new(s, g))),
+    ];
+    (kind, any::<u64>(), peer, target, "[a-z.]{0,20}", prop::collection::vec(any::<u8>(), 0..16), prop::collection::vec(any::<u8>(), 0..300))
+        .prop_map(|(kind, id, from, to, event, key, body)| Envelope {
+            kind,
+            id,
+            from,
+            to,
+            event: Bytes::from(event),
+            key: Bytes::from(key),
+            body: Bytes::from(body),
+        })
+}
+
+proptest! {
+    #[test]
+    fn any_frames_round_trip_split_anywhere(frames in prop::collection::vec(envelope(), 1..8), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6)) {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        for frame in &frames {
+            codec.encode(frame, &mut wire).unwrap();
+        }
+        let wire = wire.freeze();
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+        cuts.push(wire.len());
+        cuts.sort();
+
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let mut start = 0;
+        for cut in cuts {
+            buf.extend_from_slice(&wire[start..cut]);
+            start = cut;
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                got.push(frame);
+            }
+        }
+        prop_assert_eq!(got, frames);
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut codec = FrameCodec::builder().max_frame(256).new_codec();
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Ok(None), a frame, or an error: never a panic, and never a loop.
+        for _ in 0..bytes.len() + 1 {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
