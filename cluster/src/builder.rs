@@ -1,0 +1,200 @@
+//! The user's entry point: [`Cluster::builder`].
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use messenger::BoxFuture;
+
+use crate::error::{BoxError, Error};
+use crate::listen::ListenAddr;
+use crate::master::{self, Master};
+use crate::options::Options;
+use crate::worker::{self, Worker};
+
+pub(crate) type MasterBoot =
+    Box<dyn FnOnce(Master) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+pub(crate) type WorkerBoot =
+    Box<dyn FnOnce(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+
+/// A master plus N worker processes.
+///
+/// ```no_run
+/// use cluster::Cluster;
+///
+/// fn main() -> Result<(), cluster::Error> {
+///     Cluster::builder()
+///         .workers(0) // one per CPU
+///         .listen("127.0.0.1:3000")
+///         .worker(|w| async move {
+///             let listener = w.tcp_listener(0)?;
+///             w.ready().await?;
+///             // ... serve on `listener` until `w.drained()` resolves
+///             # drop(listener);
+///             Ok(())
+///         })
+///         .run()
+/// }
+/// ```
+pub struct Cluster;
+
+impl Cluster {
+    /// Starts describing a cluster.
+    pub fn builder() -> Builder {
+        Builder {
+            opts: Options::default(),
+            workers: 0,
+            master: None,
+            worker: None,
+        }
+    }
+}
+
+/// Describes a cluster; [`run`](Builder::run) starts it.
+///
+/// The same binary is both the master and every worker: the master re-executes it with the
+/// worker's identity in the environment, so the builder must be the same in both (build it
+/// from the same code and configuration, before anything that depends on being one or the
+/// other).
+pub struct Builder {
+    opts: Options,
+    workers: usize,
+    master: Option<MasterBoot>,
+    worker: Option<WorkerBoot>,
+}
+
+impl Builder {
+    /// The number of worker slots; 0 (the default) means the number of CPUs.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Adds a TCP listener (`"127.0.0.1:3000"`; port 0 picks one, see
+    /// [`Master::local_addrs`]). Workers take it with [`Worker::tcp_listener`], by the index
+    /// of this call among all `listen*` calls.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.opts.listeners.push(ListenAddr::Tcp(addr.into()));
+        self
+    }
+
+    /// Adds a Unix-domain listener at `path` (a stale socket file there is replaced; the file
+    /// is removed when the master exits). Workers take it with [`Worker::unix_listener`].
+    pub fn listen_unix(mut self, path: impl Into<PathBuf>) -> Self {
+        self.opts.listeners.push(ListenAddr::Unix(path.into()));
+        self
+    }
+
+    /// How long a new worker may take to get Ready (default 30 s).
+    pub fn ready_timeout(mut self, d: Duration) -> Self {
+        self.opts.ready_timeout = d;
+        self
+    }
+
+    /// How long a draining worker may take to exit before it is killed (default 30 s).
+    pub fn kill_timeout(mut self, d: Duration) -> Self {
+        self.opts.kill_timeout = d;
+        self
+    }
+
+    /// How often Ready workers are pinged (default 1 s).
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.opts.heartbeat_interval = d;
+        self
+    }
+
+    /// A worker that answers no ping for this long is replaced (default 30 s).
+    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
+        self.opts.heartbeat_timeout = d;
+        self
+    }
+
+    /// The restart backoff of a slot whose workers keep dying soon after their start: the
+    /// first delay and the cap (defaults 100 ms and 10 s).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.opts.backoff_initial = initial;
+        self.opts.backoff_max = max;
+        self
+    }
+
+    /// A worker that ran this long counts as stable: its death is restarted at once and resets
+    /// the backoff (default 10 s).
+    pub fn stable_after(mut self, d: Duration) -> Self {
+        self.opts.stable_after = d;
+        self
+    }
+
+    /// How many slots a rolling reload replaces at a time (default 1).
+    pub fn reload_batch(mut self, n: usize) -> Self {
+        self.opts.reload_batch = n.max(1);
+        self
+    }
+
+    /// Whether a panic in a worker reports it unhealthy (default true).
+    pub fn unhealthy_on_panic(mut self, yes: bool) -> Self {
+        self.opts.unhealthy_on_panic = yes;
+        self
+    }
+
+    /// Runtime threads per worker (default: one per CPU).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.opts.worker_threads = Some(n);
+        self
+    }
+
+    /// The messenger's settings.
+    pub fn messenger_config(mut self, config: messenger::Config) -> Self {
+        self.opts.messenger = config;
+        self
+    }
+
+    /// The master's bootstrap: runs once in the master, before any worker starts (register
+    /// master handlers here; spawn tasks for anything long-lived).
+    pub fn master<F, Fut>(mut self, f: F) -> Self
+    where
+        F: FnOnce(Master) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.master = Some(Box::new(move |m| Box::pin(f(m))));
+        self
+    }
+
+    /// The worker's bootstrap: runs in every worker process. Register handlers, call
+    /// [`Worker::ready`], serve until [`Worker::drained`] resolves, return. Returning ends
+    /// the worker process (an `Err` is logged and exits with status 1).
+    pub fn worker<F, Fut>(mut self, f: F) -> Self
+    where
+        F: FnOnce(Worker) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.worker = Some(Box::new(move |w| Box::pin(f(w))));
+        self
+    }
+
+    /// The settings as they stand.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Runs the cluster: as the master (binds the listeners, starts the workers, supervises
+    /// them until SIGTERM/SIGINT or [`Master::stop`]), or, in a process the master started, as
+    /// that worker. Decided before any async runtime exists.
+    ///
+    /// Returns `Ok` after a graceful stop. A process started as a worker never becomes a
+    /// master: calling `run` again in it, or with a worker identity that does not check out,
+    /// is an [`Error::WorkerEnv`].
+    pub fn run(mut self) -> Result<(), Error> {
+        let env = crate::env::take_worker_env()?;
+        self.opts.workers = match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let worker = self.worker.ok_or_else(|| {
+            Error::Config("no worker bootstrap: call `.worker(|w| async move { .. })`".into())
+        })?;
+        match env {
+            Some(env) => worker::run(env, self.opts, worker),
+            None => master::run(self.opts, self.master),
+        }
+    }
+}

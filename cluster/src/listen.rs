@@ -1,0 +1,125 @@
+//! Listening sockets: bound once by the master, inherited by every worker.
+//!
+//! # Balancing
+//! All workers accept from one shared listening socket (one accept queue in the kernel). A
+//! connection waits in that queue until some worker that is accepting takes it, so a worker that
+//! crashes, drains or is still starting strands nothing, and the port never refuses a
+//! connection while workers change. The alternative, one `SO_REUSEPORT` socket per worker,
+//! spreads connections by a hash of the client's address, but every connection queued on a
+//! socket whose worker dies is reset, and a slow worker keeps getting its share.
+//! Measured spread: see the crate docs.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::env::ListenerKind;
+use crate::error::Error;
+
+/// An address the master listens on for its workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address such as `127.0.0.1:3000` (port 0 picks a free port).
+    Tcp(String),
+    /// A Unix-domain socket path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "tcp://{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Where a bound listener actually listens (with the port chosen for port 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalAddr {
+    /// A TCP listener.
+    Tcp(SocketAddr),
+    /// A Unix-domain listener.
+    Unix(PathBuf),
+}
+
+/// A listener bound by the master.
+pub(crate) struct Bound {
+    pub kind: ListenerKind,
+    pub fd: OwnedFd,
+    pub local: LocalAddr,
+}
+
+const BACKLOG: i32 = 1024;
+
+pub(crate) fn bind(addr: &ListenAddr) -> Result<Bound, Error> {
+    let err = |source: io::Error| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    match addr {
+        ListenAddr::Tcp(a) => {
+            let sa = a
+                .to_socket_addrs()
+                .map_err(err)?
+                .next()
+                .ok_or_else(|| err(io::Error::other("the address resolves to nothing")))?;
+            let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(err)?;
+            socket.set_reuse_address(true).map_err(err)?;
+            socket.bind(&sa.into()).map_err(err)?;
+            socket.listen(BACKLOG).map_err(err)?;
+            // Non-blocking is a property of the shared open file: set once, for every worker.
+            socket.set_nonblocking(true).map_err(err)?;
+            let local = socket
+                .local_addr()
+                .map_err(err)?
+                .as_socket()
+                .ok_or_else(|| err(io::Error::other("not an inet socket")))?;
+            Ok(Bound {
+                kind: ListenerKind::Tcp,
+                fd: socket.into(),
+                local: LocalAddr::Tcp(local),
+            })
+        }
+        ListenAddr::Unix(path) => {
+            remove_stale_socket(path).map_err(err)?;
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
+            socket
+                .bind(&SockAddr::unix(path).map_err(err)?)
+                .map_err(err)?;
+            socket.listen(BACKLOG).map_err(err)?;
+            socket.set_nonblocking(true).map_err(err)?;
+            Ok(Bound {
+                kind: ListenerKind::Unix,
+                fd: socket.into(),
+                local: LocalAddr::Unix(path.clone()),
+            })
+        }
+    }
+}
+
+/// Removes a socket file that nobody listens on any more (left by a killed master); refuses to
+/// touch a live one or anything that is not a socket.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process listens on this socket",
+                )),
+                Err(_) => std::fs::remove_file(path),
+            }
+        }
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        )),
+    }
+}

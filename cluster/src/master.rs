@@ -1,0 +1,267 @@
+//! The master process: its handle and its life from start to exit.
+
+use std::sync::Arc;
+
+use messenger::{Hub, Messenger, Peer};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::builder::MasterBoot;
+use crate::control::{Reload, Unhealthy};
+use crate::error::Error;
+use crate::listen::{self, LocalAddr};
+use crate::options::Options;
+use crate::spawn::{SpawnConfig, Spawner};
+use crate::status::{Phase, Status};
+use crate::supervisor::{reload_loop, Cmd, Supervisor};
+
+/// What the master's bootstrap gets: the master's messenger and the calls that steer the
+/// cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Master {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Hub,
+    messenger: Messenger,
+    supervisor: mpsc::UnboundedSender<Cmd>,
+    reloads: mpsc::UnboundedSender<oneshot::Sender<Result<(), Error>>>,
+    phase: watch::Receiver<Phase>,
+    local_addrs: Vec<LocalAddr>,
+    workers: usize,
+}
+
+impl Master {
+    /// The master's own messenger: register master handlers, or broadcast / consume / map to
+    /// the workers.
+    pub fn messenger(&self) -> &Messenger {
+        &self.inner.messenger
+    }
+
+    /// The Hub that routes every message.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Rolls every worker, a batch of slots at a time, new first. Resolves when the rollout is
+    /// over; `Err` says where and why it stopped (the old workers of the remaining slots keep
+    /// serving). Calls made while a rollout runs are coalesced into one more rollout.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.reloads.send(tx).map_err(|_| Error::Stopping)?;
+        rx.await.map_err(|_| Error::Stopping)?
+    }
+
+    /// Drains every worker, then the master's `run` returns `Ok`. A second call (like a second
+    /// SIGTERM) kills every worker at once.
+    pub fn stop(&self) {
+        let _ = self.inner.supervisor.send(Cmd::Stop { graceful: true });
+    }
+
+    /// A snapshot of every slot: state, pid, generation, restarts, uptime.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .supervisor
+            .send(Cmd::Status { reply })
+            .map_err(|_| Error::Stopping)?;
+        rx.await.map_err(|_| Error::Stopping)
+    }
+
+    /// The master's phase, to read or to wait on (`changed()`).
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.clone()
+    }
+
+    /// Where the listeners listen, in the order they were added (ports chosen for port 0).
+    pub fn local_addrs(&self) -> &[LocalAddr] {
+        &self.inner.local_addrs
+    }
+
+    /// The number of worker slots.
+    pub fn workers(&self) -> usize {
+        self.inner.workers
+    }
+}
+
+/// The life of the master process.
+pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> {
+    // Resolved once: after a deploy renames a new binary over this path, it names the new one
+    // (while /proc/self/exe keeps naming the old, deleted file).
+    let exe = std::env::current_exe()?;
+    if looks_like_test_harness(&exe) {
+        return Err(Error::Config(format!(
+            "refusing to start workers by re-executing {}: it looks like a cargo test harness, \
+             which would run the tests again in every worker; start the cluster from a \
+             dedicated binary (an example or a [[bin]]) instead",
+            exe.display()
+        )));
+    }
+    let args = std::env::args_os().skip(1).collect();
+    let mut listeners = Vec::new();
+    let mut local_addrs = Vec::new();
+    for addr in &opts.listeners {
+        let bound = listen::bind(addr)?;
+        tracing::info!(addr = ?bound.local, "listening");
+        local_addrs.push(bound.local);
+        listeners.push((bound.kind, bound.fd));
+    }
+    let span = tracing::info_span!("master", pid = std::process::id());
+    let thread_span = span.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || std::mem::forget(thread_span.clone().entered()))
+        .build()?;
+    let _entered = span.entered();
+    let unix_paths: Vec<_> = local_addrs
+        .iter()
+        .filter_map(|a| match a {
+            LocalAddr::Unix(p) => Some(p.clone()),
+            LocalAddr::Tcp(_) => None,
+        })
+        .collect();
+    let opts = Arc::new(opts);
+    let result = runtime.block_on(async move {
+        let hub = Hub::new(opts.messenger.clone());
+        let spawner = Spawner::start(
+            SpawnConfig {
+                exe,
+                args,
+                listeners,
+            },
+            tokio::runtime::Handle::current(),
+        )?;
+        let phase = Arc::new(watch::channel(Phase::Starting).0);
+        let (sup_tx, sup_rx) = mpsc::unbounded_channel();
+        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+        let master = Master {
+            inner: Arc::new(Inner {
+                messenger: hub.messenger(),
+                hub: hub.clone(),
+                supervisor: sup_tx.clone(),
+                reloads: reload_tx,
+                phase: phase.subscribe(),
+                local_addrs,
+                workers: opts.workers,
+            }),
+        };
+        control_handlers(&master);
+        if let Some(boot) = boot {
+            boot(master.clone()).await.map_err(Error::Bootstrap)?;
+        }
+        tokio::spawn(reload_loop(
+            reload_rx,
+            sup_tx.clone(),
+            opts.clone(),
+            phase.clone(),
+        ));
+        watch_signals(&master)?;
+        let supervisor = Supervisor::new(opts.clone(), hub, spawner, sup_tx, phase);
+        if supervisor.run(sup_rx).await {
+            tracing::info!("every worker has exited; the master exits");
+            Ok(())
+        } else {
+            Err(Error::Killed)
+        }
+    });
+    for path in unix_paths {
+        let _ = std::fs::remove_file(path);
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// The master's side of the workers' control calls.
+fn control_handlers(master: &Master) {
+    let sup = master.inner.supervisor.clone();
+    master
+        .messenger()
+        .on_from(move |from: Peer, event: Unhealthy| {
+            if let Peer::Worker(id) = from {
+                let _ = sup.send(Cmd::Unhealthy {
+                    id,
+                    reason: event.reason,
+                });
+            }
+            async {}
+        });
+    let m = master.clone();
+    master.messenger().on_from(move |from: Peer, _: Reload| {
+        let m = m.clone();
+        async move {
+            tracing::info!(?from, "reload asked by a worker");
+            m.reload().await.map_err(|e| e.to_string())
+        }
+    });
+}
+
+/// SIGTERM / SIGINT: drain and stop (a second one kills); SIGUSR2: rolling reload.
+fn watch_signals(master: &Master) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let master = master.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = term.recv() => {
+                    tracing::info!("SIGTERM");
+                    master.stop();
+                }
+                Some(()) = int.recv() => {
+                    tracing::info!("SIGINT");
+                    master.stop();
+                }
+                Some(()) = usr2.recv() => {
+                    tracing::info!("SIGUSR2: reload");
+                    let master = master.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = master.reload().await {
+                            tracing::error!("reload asked by SIGUSR2 failed: {e}");
+                        }
+                    });
+                }
+                else => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Whether `exe` is a test binary built by cargo (`target/<profile>/deps/<name>-<16 hex>`):
+/// re-executing one as a worker runs its tests again, and a test that starts a cluster would
+/// start one more in every worker.
+fn looks_like_test_harness(exe: &std::path::Path) -> bool {
+    let in_deps = exe
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|d| d == "deps");
+    let hashed = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('-'))
+        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    in_deps && hashed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_test_harness;
+    use std::path::Path;
+
+    #[test]
+    fn test_harnesses_are_recognised() {
+        assert!(looks_like_test_harness(Path::new(
+            "/w/target/debug/deps/cluster-653d3c72ebc678c2"
+        )));
+        assert!(looks_like_test_harness(&std::env::current_exe().unwrap()));
+        assert!(!looks_like_test_harness(Path::new(
+            "/w/target/debug/examples/demo-cluster"
+        )));
+        assert!(!looks_like_test_harness(Path::new(
+            "/w/target/release/my-server"
+        )));
+        assert!(!looks_like_test_harness(Path::new("/usr/bin/deps/app")));
+    }
+}

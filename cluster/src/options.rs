@@ -1,0 +1,102 @@
+//! The settings a cluster runs with.
+
+use std::time::Duration;
+
+use crate::listen::ListenAddr;
+
+/// Every setting of a cluster, filled by the [`Builder`](crate::Builder).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many worker slots (already resolved: never 0).
+    pub workers: usize,
+    /// What the master listens on, in the order the workers see the listeners.
+    pub listeners: Vec<ListenAddr>,
+    /// A worker that is not Ready this long after its start is killed (boot failure); a
+    /// replacement in a reload that is not Ready by then stops the rollout.
+    pub ready_timeout: Duration,
+    /// A draining worker still alive this long after it was told to drain is killed.
+    pub kill_timeout: Duration,
+    /// How often the master pings each Ready worker.
+    pub heartbeat_interval: Duration,
+    /// A Ready worker that answers no ping for this long is unhealthy (replaced, new first).
+    pub heartbeat_timeout: Duration,
+    /// The first delay before restarting a slot whose workers died soon after their start
+    /// twice in a row (the first such death is restarted at once).
+    pub backoff_initial: Duration,
+    /// The longest such delay.
+    pub backoff_max: Duration,
+    /// A worker that ran this long before dying is restarted at once, and its slot's backoff
+    /// is reset.
+    pub stable_after: Duration,
+    /// How many slots a rolling reload replaces at a time.
+    pub reload_batch: usize,
+    /// Report a worker unhealthy when any of its threads panics.
+    pub unhealthy_on_panic: bool,
+    /// Runtime threads per worker process (`None`: tokio's default, one per CPU).
+    pub worker_threads: Option<usize>,
+    /// The messenger's settings, for the Hub and every worker.
+    pub messenger: messenger::Config,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 1,
+            listeners: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
+            kill_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            stable_after: Duration::from_secs(10),
+            reload_batch: 1,
+            unhealthy_on_panic: true,
+            worker_threads: None,
+            messenger: messenger::Config::default(),
+        }
+    }
+}
+
+impl Options {
+    /// The delay before the next start of a slot after `failures` quick deaths in a row: the
+    /// first is restarted at once, then `backoff_initial` doubling up to `backoff_max`, with
+    /// up to 25% jitter so that slots failing together do not restart in lock step.
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        if failures <= 1 {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .backoff_initial
+            .saturating_mul(1u32 << (failures - 2).min(20));
+        let capped = exp.min(self.backoff_max);
+        capped.mul_f64(1.0 - 0.25 * fastrand::f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let o = Options {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ..Options::default()
+        };
+        assert_eq!(o.backoff(0), Duration::ZERO);
+        assert_eq!(o.backoff(1), Duration::ZERO);
+        let second = o.backoff(2);
+        assert!(second <= Duration::from_millis(100) && second >= Duration::from_millis(75));
+        let fourth = o.backoff(4);
+        assert!(fourth <= Duration::from_millis(400) && fourth >= Duration::from_millis(300));
+        for n in 7..40 {
+            let d = o.backoff(n);
+            assert!(
+                d <= Duration::from_secs(2) && d >= Duration::from_millis(1500),
+                "{n}: {d:?}"
+            );
+        }
+    }
+}

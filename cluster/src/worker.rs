@@ -1,0 +1,243 @@
+//! The worker process: its handle and its life from start to exit.
+
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use messenger::{Messenger, WorkerId};
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::WorkerBoot;
+use crate::control::{Drain, Reload, Unhealthy};
+use crate::env::{ListenerKind, WorkerEnv};
+use crate::error::Error;
+use crate::options::Options;
+
+/// What a worker's bootstrap gets: its identity, listeners and messenger, and the calls that
+/// steer its life cycle. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: WorkerId,
+    messenger: Messenger,
+    listeners: Mutex<Vec<Option<(ListenerKind, OwnedFd)>>>,
+    drain: CancellationToken,
+    /// A rollout waits for every batch to get Ready: the reload request's deadline.
+    reload_timeout: std::time::Duration,
+}
+
+impl Worker {
+    /// This worker's slot and generation.
+    pub fn id(&self) -> WorkerId {
+        self.inner.id
+    }
+
+    /// This worker's slot, 0..N-1 (kept by its replacements).
+    pub fn slot(&self) -> u32 {
+        self.inner.id.slot
+    }
+
+    /// This worker's generation in its slot (grows with every replacement).
+    pub fn generation(&self) -> u64 {
+        self.inner.id.generation
+    }
+
+    /// The worker's messenger: register handlers, talk to the other workers and the master.
+    pub fn messenger(&self) -> &Messenger {
+        &self.inner.messenger
+    }
+
+    /// Takes the TCP listener added `index`-th to the builder (counting every `listen*` call),
+    /// as a tokio listener ready for [`serve`](crate::serve) or `axum::serve`.
+    ///
+    /// Each listener can be taken once per worker.
+    pub fn tcp_listener(&self, index: usize) -> Result<tokio::net::TcpListener, Error> {
+        let fd = self.take_listener(index, ListenerKind::Tcp)?;
+        let std = std::net::TcpListener::from(fd);
+        Ok(tokio::net::TcpListener::from_std(std)?)
+    }
+
+    /// Takes the Unix-domain listener added `index`-th to the builder.
+    pub fn unix_listener(&self, index: usize) -> Result<tokio::net::UnixListener, Error> {
+        let fd = self.take_listener(index, ListenerKind::Unix)?;
+        let std = std::os::unix::net::UnixListener::from(fd);
+        Ok(tokio::net::UnixListener::from_std(std)?)
+    }
+
+    fn take_listener(&self, index: usize, kind: ListenerKind) -> Result<OwnedFd, Error> {
+        let mut listeners = self.inner.listeners.lock().expect("not poisoned");
+        let entry = listeners
+            .get_mut(index)
+            .ok_or_else(|| Error::Listener(format!("{index} does not exist")))?;
+        match entry {
+            None => Err(Error::Listener(format!("{index} was already taken"))),
+            Some((k, _)) if *k != kind => Err(Error::Listener(format!(
+                "{index} is a {k:?} listener, not {kind:?}"
+            ))),
+            Some(_) => Ok(entry.take().expect("checked").1),
+        }
+    }
+
+    /// Tells the master this worker is Ready: from now on it gets messages, counts for `map`,
+    /// and may replace the worker it was started to replace. Call it once the server runs
+    /// (connections already queue on the inherited listener, so right before serving is fine).
+    pub async fn ready(&self) -> Result<(), Error> {
+        Ok(self.inner.messenger.ready().await?)
+    }
+
+    /// Asks the master to replace this worker: a new one is started, and once it is Ready this
+    /// one is told to drain.
+    pub async fn report_unhealthy(&self, reason: impl Into<String>) -> Result<(), Error> {
+        let reason = reason.into();
+        tracing::warn!(%reason, "reporting this worker unhealthy");
+        Ok(self
+            .inner
+            .messenger
+            .request_master(Unhealthy { reason })
+            .await?)
+    }
+
+    /// Asks the master for a rolling reload of every worker (this one included). Resolves when
+    /// the rollout is over: `Err` says why it stopped. Reloads asked for while one runs are
+    /// coalesced into one more.
+    pub async fn request_reload(&self) -> Result<(), Error> {
+        self.inner
+            .messenger
+            .timeout(self.inner.reload_timeout)
+            .request_master(Reload)
+            .await?
+            .map_err(Error::Reload)
+    }
+
+    /// Resolves when this worker must drain: stop accepting, finish in-flight work, return
+    /// from the bootstrap. Hand it to [`serve`](crate::serve) or `with_graceful_shutdown`.
+    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.drain.clone().cancelled_owned()
+    }
+
+    /// Whether this worker was told to drain.
+    pub fn is_draining(&self) -> bool {
+        self.inner.drain.is_cancelled()
+    }
+}
+
+/// The life of a worker process, from the runtime's creation to its exit.
+pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(), Error> {
+    let span = tracing::info_span!("worker", slot = env.slot, generation = env.generation);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = opts.worker_threads {
+        builder.worker_threads(n.max(1));
+    }
+    // Every log line of this process carries the slot and generation: the span stays entered
+    // on every runtime thread for the thread's whole life.
+    let thread_span = span.clone();
+    builder.on_thread_start(move || std::mem::forget(thread_span.clone().entered()));
+    let runtime = builder.build()?;
+    let _entered = span.entered();
+    // SAFETY: the master placed these descriptors for this process (checked to be sockets by
+    // `take_worker_env`); nothing else in the process owns them.
+    let ipc = unsafe { OwnedFd::from_raw_fd(env.ipc_fd) };
+    let listeners = env
+        .listeners
+        .iter()
+        .map(|(kind, fd)| Some((*kind, unsafe { OwnedFd::from_raw_fd(*fd) })))
+        .collect();
+    let id = WorkerId {
+        slot: env.slot,
+        generation: env.generation,
+    };
+    let result = runtime.block_on(async move {
+        let ipc = std::os::unix::net::UnixStream::from(ipc);
+        ipc.set_nonblocking(true)?;
+        let ipc = tokio::net::UnixStream::from_std(ipc)?;
+        let messenger = Messenger::connect(ipc, opts.messenger.clone()).await?;
+        let drain = CancellationToken::new();
+        let on_drain = drain.clone();
+        messenger.on(move |_: Drain| {
+            if !on_drain.is_cancelled() {
+                tracing::info!("told to drain");
+            }
+            on_drain.cancel();
+            async {}
+        });
+        watch_master(&messenger, &drain, &opts);
+        watch_signals(&drain)?;
+        if opts.unhealthy_on_panic {
+            report_panics(&messenger);
+        }
+        let worker = Worker {
+            inner: Arc::new(Inner {
+                id,
+                messenger,
+                listeners: Mutex::new(listeners),
+                drain,
+                reload_timeout: opts.ready_timeout * (opts.workers as u32 + 1),
+            }),
+        };
+        tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
+        boot(worker).await.map_err(Error::Bootstrap)
+    });
+    match &result {
+        Ok(()) => tracing::info!("worker exits"),
+        Err(e) => tracing::error!("worker fails: {e}"),
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// EOF on the IPC socket means the master is gone: drain, and exit after `kill_timeout` at the
+/// latest (nobody is left to kill this process).
+fn watch_master(messenger: &Messenger, drain: &CancellationToken, opts: &Options) {
+    let messenger = messenger.clone();
+    let drain = drain.clone();
+    let kill_timeout = opts.kill_timeout;
+    tokio::spawn(async move {
+        messenger.closed().await;
+        tracing::warn!("lost the connection to the master: draining, then exiting");
+        drain.cancel();
+        tokio::time::sleep(kill_timeout).await;
+        tracing::error!("still running {kill_timeout:?} after the master was lost: exiting");
+        std::process::exit(1);
+    });
+}
+
+/// SIGTERM sent to a worker alone drains it (the master then replaces it). SIGINT, which a
+/// terminal sends to the whole process group, is the master's to act on: the worker ignores it.
+fn watch_signals(drain: &CancellationToken) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let drain = drain.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = term.recv() => {
+                    tracing::info!("SIGTERM: draining");
+                    drain.cancel();
+                }
+                Some(()) = int.recv() => tracing::debug!("SIGINT ignored: the master stops the workers"),
+                else => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The panic policy: a panic anywhere in the worker (a handler, a task) reports it unhealthy.
+fn report_panics(messenger: &Messenger) {
+    let messenger = messenger.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let reason = format!("panicked: {info}");
+        let messenger = messenger.clone();
+        runtime.spawn(async move {
+            let _ = messenger.request_master(Unhealthy { reason }).await;
+        });
+    }));
+}

@@ -1,0 +1,307 @@
+//! A cluster for the integration tests in `tests/`: they start this binary (never the test
+//! harness itself) and drive it over HTTP, its stdout and its logs (stderr).
+//!
+//! Settings, from the environment: `PORT` (default 0: any; the master prints
+//! `LISTENING <addr>` on stdout), `WORKERS` (default 2), `HELPER_*_MS` timeouts, and two
+//! switch files a test can create or remove while the cluster runs:
+//! `HELPER_CRASH_FILE` (a worker that starts while it exists exits at once with status 3) and
+//! `HELPER_HOLD_FILE` (a worker that starts while it exists never gets Ready).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use multiprocess::{BoxError, Cluster, Event, LocalAddr, Messenger, Status, Worker};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "pid", reply = u32)]
+struct Pid;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "who-am-i", reply = (u32, u64, u32))]
+struct WhoAmI;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
+struct Tick;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "ticks", reply = u64)]
+struct Ticks;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "work", reply = u32)]
+struct Work;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "work-done", reply = u64)]
+struct WorkDone;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "echo", reply = String)]
+struct Echo(String);
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "master-map", reply = Result<Vec<u32>, String>)]
+struct MasterMap;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "status", reply = Option<Status>)]
+struct StatusQuery;
+
+fn ms(name: &str, default: u64) -> Duration {
+    let value = std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number of milliseconds"))
+    });
+    Duration::from_millis(value.unwrap_or(default))
+}
+
+fn main() -> Result<(), multiprocess::Error> {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
+    let workers = std::env::var("WORKERS").map_or(2, |w| w.parse().expect("WORKERS"));
+    let mut builder = Cluster::builder()
+        .workers(workers)
+        .listen(format!("127.0.0.1:{port}"));
+    if let Some(path) = std::env::var_os("HELPER_UNIX") {
+        builder = builder.listen_unix(path);
+    }
+    builder
+        .worker_threads(1)
+        .ready_timeout(ms("HELPER_READY_TIMEOUT_MS", 20_000))
+        .kill_timeout(ms("HELPER_KILL_TIMEOUT_MS", 10_000))
+        .heartbeat_interval(ms("HELPER_HEARTBEAT_INTERVAL_MS", 200))
+        .heartbeat_timeout(ms("HELPER_HEARTBEAT_TIMEOUT_MS", 10_000))
+        .backoff(
+            ms("HELPER_BACKOFF_INITIAL_MS", 100),
+            ms("HELPER_BACKOFF_MAX_MS", 10_000),
+        )
+        .stable_after(ms("HELPER_STABLE_AFTER_MS", 10_000))
+        .master(|m| async move {
+            m.messenger().on(|Echo(s)| async move { s });
+            let master = m.clone();
+            m.messenger().on(move |_: MasterMap| {
+                let master = master.clone();
+                async move { master.messenger().map(Pid).await.map_err(|e| e.to_string()) }
+            });
+            let master = m.clone();
+            m.messenger().on(move |_: StatusQuery| {
+                let master = master.clone();
+                async move { master.status().await.ok() }
+            });
+            for addr in m.local_addrs() {
+                if let LocalAddr::Tcp(addr) = addr {
+                    println!("LISTENING {addr}");
+                }
+            }
+            std::io::stdout().flush()?;
+            Ok(())
+        })
+        .worker(worker)
+        .run()
+}
+
+fn switch_on(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|path| std::path::Path::new(&path).exists())
+}
+
+#[derive(Clone)]
+struct App {
+    worker: Worker,
+    msg: Messenger,
+}
+
+async fn worker(w: Worker) -> Result<(), BoxError> {
+    if switch_on("HELPER_CRASH_FILE") {
+        tracing::warn!("crash switch is on: exiting with status 3");
+        std::process::exit(3);
+    }
+    let msg = w.messenger().clone();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let work = Arc::new(AtomicU64::new(0));
+    msg.on(|_: Pid| async { std::process::id() });
+    let id = w.id();
+    msg.on(move |_: WhoAmI| async move { (id.slot, id.generation, std::process::id()) });
+    let (t1, t2) = (ticks.clone(), ticks.clone());
+    msg.on(move |_: Tick| {
+        t1.fetch_add(1, Ordering::SeqCst);
+        async {}
+    });
+    msg.on(move |_: Ticks| {
+        let n = t2.load(Ordering::SeqCst);
+        async move { n }
+    });
+    let (c1, c2) = (work.clone(), work.clone());
+    msg.on(move |_: Work| {
+        c1.fetch_add(1, Ordering::SeqCst);
+        async { std::process::id() }
+    });
+    msg.on(move |_: WorkDone| {
+        let n = c2.load(Ordering::SeqCst);
+        async move { n }
+    });
+    let app = App {
+        worker: w.clone(),
+        msg,
+    };
+    let router = Router::new()
+        .route("/hello", get(|| async { "hello world" }))
+        .route("/id", get(id_of))
+        .route("/map", get(map))
+        .route("/ids", get(ids))
+        .route("/consume", get(consume))
+        .route("/work-done", get(work_done))
+        .route("/broadcast", get(broadcast))
+        .route("/ticks", get(ticks_all))
+        .route("/master/echo", get(master_echo))
+        .route("/master/map", get(master_map))
+        .route("/status", get(status))
+        .route("/slow", get(slow))
+        .route("/unhealthy", post(unhealthy))
+        .route("/hang", post(hang))
+        .route("/panic", post(panic))
+        .route("/reload", post(reload))
+        .route("/crash", post(crash))
+        .with_state(app);
+    let listener = w.tcp_listener(0)?;
+    let unix = match std::env::var_os("HELPER_UNIX") {
+        Some(_) => Some(w.unix_listener(1)?),
+        None => None,
+    };
+    if switch_on("HELPER_HOLD_FILE") {
+        tracing::warn!("hold switch is on: never getting Ready");
+    } else {
+        w.ready().await?;
+    }
+    let on_unix = async {
+        match unix {
+            Some(unix) => multiprocess::serve(unix, router.clone(), w.drained()).await,
+            None => Ok(()),
+        }
+    };
+    let on_tcp = multiprocess::serve(listener, router.clone(), w.drained());
+    tokio::try_join!(on_tcp, on_unix)?;
+    Ok(())
+}
+
+type Answer = Result<Json<Value>, (StatusCode, String)>;
+
+fn failed(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn id_of(State(app): State<App>) -> Json<Value> {
+    Json(json!({
+        "pid": std::process::id(),
+        "slot": app.worker.slot(),
+        "generation": app.worker.generation(),
+    }))
+}
+
+async fn map(State(app): State<App>) -> Answer {
+    Ok(Json(
+        json!({ "pids": app.msg.map(Pid).await.map_err(failed)? }),
+    ))
+}
+
+async fn ids(State(app): State<App>) -> Answer {
+    Ok(Json(json!(app.msg.map(WhoAmI).await.map_err(failed)?)))
+}
+
+async fn consume(State(app): State<App>) -> Answer {
+    Ok(Json(
+        json!({ "pid": app.msg.consume(Work).await.map_err(failed)? }),
+    ))
+}
+
+async fn work_done(State(app): State<App>) -> Answer {
+    Ok(Json(json!(app.msg.map(WorkDone).await.map_err(failed)?)))
+}
+
+async fn broadcast(State(app): State<App>) -> Answer {
+    app.msg.broadcast(Tick).await.map_err(failed)?;
+    Ok(Json(json!({ "ok": true, "pid": std::process::id() })))
+}
+
+async fn ticks_all(State(app): State<App>) -> Answer {
+    Ok(Json(json!(app.msg.map(Ticks).await.map_err(failed)?)))
+}
+
+#[derive(Deserialize)]
+struct S {
+    s: String,
+}
+
+async fn master_echo(State(app): State<App>, Query(S { s }): Query<S>) -> Answer {
+    let echoed = app.msg.request_master(Echo(s)).await.map_err(failed)?;
+    Ok(Json(json!(echoed)))
+}
+
+async fn master_map(State(app): State<App>) -> Answer {
+    let pids = app.msg.request_master(MasterMap).await.map_err(failed)?;
+    Ok(Json(json!(pids.map_err(failed)?)))
+}
+
+async fn status(State(app): State<App>) -> Answer {
+    let status = app.msg.request_master(StatusQuery).await.map_err(failed)?;
+    Ok(Json(json!(status)))
+}
+
+#[derive(Deserialize)]
+struct Ms {
+    ms: u64,
+}
+
+async fn slow(Query(Ms { ms }): Query<Ms>) -> Json<Value> {
+    tracing::info!(ms, "slow request started");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(json!({ "pid": std::process::id(), "ms": ms }))
+}
+
+async fn unhealthy(State(app): State<App>) -> Answer {
+    app.worker
+        .report_unhealthy("asked by the test")
+        .await
+        .map_err(failed)?;
+    Ok(id_of(State(app)).await)
+}
+
+async fn crash() {
+    std::process::exit(1);
+}
+
+async fn hang(State(app): State<App>) -> Json<Value> {
+    tokio::spawn(async {
+        // Let the answer go out first, then block the runtime's only thread for good.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tracing::warn!("hanging the runtime");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    });
+    id_of(State(app)).await
+}
+
+async fn panic(State(app): State<App>) -> Json<Value> {
+    tokio::spawn(async { panic!("a task panicked, as the test asked") });
+    id_of(State(app)).await
+}
+
+async fn reload(State(app): State<App>) -> Answer {
+    app.worker.request_reload().await.map_err(failed)?;
+    Ok(Json(json!({ "ok": true })))
+}

@@ -1,0 +1,237 @@
+//! The demo cluster of `shared/bench/CONTRACT.md`: axum in the workers, messaging through the
+//! master. `PORT` (default 3000) and `WORKERS` (default 0 = one per CPU) configure it.
+//!
+//! ```sh
+//! cargo run --release --example demo-cluster
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use multiprocess::{BoxError, Cluster, Event, Messenger, Worker};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// `pid`: the worker's pid.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "pid", reply = u32)]
+struct Pid;
+
+/// `tick`: counted by every worker.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
+struct Tick(u64);
+
+/// `ticks`: how many ticks this worker counted.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "ticks", reply = u64)]
+struct Ticks;
+
+/// `echo`: answered by the master.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "echo", reply = String)]
+struct Echo(String);
+
+fn main() -> Result<(), multiprocess::Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let port: u16 = env_or("PORT", 3000)?;
+    let workers: usize = env_or("WORKERS", 0)?;
+    Cluster::builder()
+        .workers(workers)
+        .listen(format!("127.0.0.1:{port}"))
+        .kill_timeout(Duration::from_secs(10))
+        .master(|m| async move {
+            m.messenger().on(|Echo(s)| async move { s });
+            Ok(())
+        })
+        .worker(worker)
+        .run()
+}
+
+/// A setting from the environment, or `default` when unset; a value that does not parse is an
+/// error, not a silent fallback.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, multiprocess::Error> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| multiprocess::Error::Config(format!("{name}={v:?} is not valid"))),
+        Err(_) => Ok(default),
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    worker: Worker,
+    msg: Messenger,
+    seq: Arc<AtomicU64>,
+}
+
+async fn worker(w: Worker) -> Result<(), BoxError> {
+    let msg = w.messenger().clone();
+    let ticks = Arc::new(AtomicU64::new(0));
+    msg.on(|_: Pid| async { std::process::id() });
+    let counter = ticks.clone();
+    msg.on(move |Tick(_)| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async {}
+    });
+    let counter = ticks.clone();
+    msg.on(move |_: Ticks| {
+        let n = counter.load(Ordering::Relaxed);
+        async move { n }
+    });
+    let app = App {
+        worker: w.clone(),
+        msg,
+        seq: Arc::new(AtomicU64::new(0)),
+    };
+    let router = Router::new()
+        .route("/hello", get(|| async { "hello world" }))
+        .route(
+            "/pid",
+            get(|| async { Json(json!({ "pid": std::process::id() })) }),
+        )
+        .route("/map", get(map))
+        .route("/consume", get(consume))
+        .route("/broadcast", get(broadcast))
+        .route("/ticks", get(ticks_all))
+        .route("/bench/map", get(bench_map))
+        .route("/bench/consume", get(bench_consume))
+        .route("/bench/broadcast", get(bench_broadcast))
+        .route("/bench/master", get(bench_master))
+        .route("/slow", get(slow))
+        .route("/reload", post(reload))
+        .route("/crash", post(crash))
+        .with_state(app);
+    let listener = w.tcp_listener(0)?;
+    w.ready().await?;
+    multiprocess::serve(listener, router, w.drained()).await?;
+    Ok(())
+}
+
+/// A messenger error as a 500 answer.
+struct Failed(multiprocess::messenger::Error);
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.0.to_string() }));
+        (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+    }
+}
+
+impl From<multiprocess::messenger::Error> for Failed {
+    fn from(e: multiprocess::messenger::Error) -> Self {
+        Failed(e)
+    }
+}
+
+type Answer = Result<Json<serde_json::Value>, Failed>;
+
+async fn map(State(app): State<App>) -> Answer {
+    Ok(Json(json!({ "pids": app.msg.map(Pid).await? })))
+}
+
+async fn consume(State(app): State<App>) -> Answer {
+    Ok(Json(json!({ "pid": app.msg.consume(Pid).await? })))
+}
+
+async fn broadcast(State(app): State<App>) -> Answer {
+    let seq = app.seq.fetch_add(1, Ordering::Relaxed);
+    app.msg.broadcast(Tick(seq)).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn ticks_all(State(app): State<App>) -> Answer {
+    Ok(Json(json!({ "ticks": app.msg.map(Ticks).await? })))
+}
+
+#[derive(Deserialize)]
+struct N {
+    n: u64,
+}
+
+async fn bench_map(State(app): State<App>, Query(N { n }): Query<N>) -> Answer {
+    let start = Instant::now();
+    let mut workers = 0;
+    for _ in 0..n {
+        workers = app.msg.map(Pid).await?.len();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Json(
+        json!({ "op": "map", "n": n, "workers": workers, "seconds": seconds }),
+    ))
+}
+
+async fn bench_consume(State(app): State<App>, Query(N { n }): Query<N>) -> Answer {
+    let start = Instant::now();
+    for _ in 0..n {
+        app.msg.consume(Pid).await?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Json(json!({ "op": "consume", "n": n, "seconds": seconds })))
+}
+
+async fn bench_broadcast(State(app): State<App>, Query(N { n }): Query<N>) -> Answer {
+    let start = Instant::now();
+    let baseline = app.msg.map(Ticks).await?;
+    for _ in 0..n {
+        let seq = app.seq.fetch_add(1, Ordering::Relaxed);
+        app.msg.broadcast(Tick(seq)).await?;
+    }
+    loop {
+        let now = app.msg.map(Ticks).await?;
+        let done =
+            now.len() == baseline.len() && now.iter().zip(&baseline).all(|(a, b)| a - b >= n);
+        if done {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Json(
+        json!({ "op": "broadcast", "n": n, "workers": baseline.len(), "seconds": seconds }),
+    ))
+}
+
+async fn bench_master(State(app): State<App>, Query(N { n }): Query<N>) -> Answer {
+    let start = Instant::now();
+    for i in 0..n {
+        app.msg.request_master(Echo(i.to_string())).await?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Json(json!({ "op": "master", "n": n, "seconds": seconds })))
+}
+
+#[derive(Deserialize)]
+struct Ms {
+    ms: u64,
+}
+
+async fn slow(Query(Ms { ms }): Query<Ms>) -> Json<serde_json::Value> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(json!({ "pid": std::process::id(), "ms": ms }))
+}
+
+async fn reload(State(app): State<App>) -> Json<serde_json::Value> {
+    tokio::spawn(async move {
+        if let Err(e) = app.worker.request_reload().await {
+            tracing::error!("reload failed: {e}");
+        }
+    });
+    Json(json!({ "ok": true }))
+}
+
+async fn crash() {
+    tracing::warn!("POST /crash: exiting at once");
+    std::process::exit(1);
+}
