@@ -702,8 +702,8 @@ async fn a_slow_worker_costs_bounded_memory_and_does_not_stop_the_others() {
     // Slot 0 takes the first tick and never finishes it: its queues fill up and stay full.
     cluster.worker(0).on(|_: Tick| std::future::pending::<()>());
     let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
-    for slot in 1..3 {
-        let count = counts[slot].clone();
+    for (slot, count) in counts.iter().enumerate().skip(1) {
+        let count = count.clone();
         cluster.worker(slot as u32).on(move |_: Tick| {
             count.fetch_add(1, Ordering::SeqCst);
             async {}
