@@ -21,3 +21,8 @@ pub use messenger;
 
 /// The cluster crate.
 pub use cluster;
+
+/// The README's code, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
