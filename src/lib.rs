@@ -5,6 +5,8 @@
 //! ...) and the cluster's ([`Cluster`], [`Worker`], [`Master`], [`serve`], ...). The cluster's
 //! [`Error`] is the one `main` returns; the messenger's own is [`messenger::Error`].
 
+#![warn(missing_docs)]
+
 // Lets `#[derive(Event)]` in this package's examples and tests name it `::multiprocess`.
 extern crate self as multiprocess;
 
