@@ -5,6 +5,8 @@
 //! ...) and the cluster's ([`Cluster`], [`Worker`], [`Master`], [`serve`], ...). The cluster's
 //! [`Error`] is the one `main` returns; the messenger's own is [`messenger::Error`].
 
+#![warn(missing_docs)]
+
 // Lets `#[derive(Event)]` in this package's examples and tests name it `::multiprocess`.
 extern crate self as multiprocess;
 
@@ -21,3 +23,8 @@ pub use messenger;
 
 /// The cluster crate.
 pub use cluster;
+
+/// The README's code, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

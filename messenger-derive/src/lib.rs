@@ -1,6 +1,8 @@
 //! `#[derive(Event)]` for the `messenger` crate. Use it through `messenger` (or `multiprocess`),
 //! which re-exports it next to the `Event` trait; see [`macro@Event`].
 
+#![warn(missing_docs)]
+
 // The derive runs in three steps, as serde_derive does:
 //
 // - `ast` (with `attr`): the `syn` input to an internal description, attributes parsed;

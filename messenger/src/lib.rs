@@ -16,6 +16,8 @@
 //! Every call has a deadline; a worker that dies fails what it owed at once; errors are one
 //! [`Error`] enum. The [`testing`] module runs all of it in one process, over the real Hub.
 
+#![warn(missing_docs)]
+
 // Lets `#[derive(Event)]` name this crate `::messenger` from inside it too.
 extern crate self as messenger;
 
