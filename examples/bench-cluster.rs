@@ -146,9 +146,9 @@ async fn master(m: Master, args: Args, started: Instant) -> Result<(), BoxError>
     });
     let stopper = m.clone();
     m.messenger().on(move |Report(text)| {
-        let mut value: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-            json!({ "error": format!("worker 0 sent no JSON: {e}"), "text": text })
-        });
+        let mut value: Value = serde_json::from_str(&text).unwrap_or_else(
+            |e| json!({ "error": format!("worker 0 sent no JSON: {e}"), "text": text }),
+        );
         value["startup_to_ready_s"] = json!(*ready_s.lock().expect("not poisoned"));
         println!("{value}");
         stopper.stop();
@@ -159,7 +159,10 @@ async fn master(m: Master, args: Args, started: Instant) -> Result<(), BoxError>
     let stopper = m.clone();
     tokio::spawn(async move {
         tokio::time::sleep(limit).await;
-        println!("{}", json!({ "error": format!("no report within {limit:?}") }));
+        println!(
+            "{}",
+            json!({ "error": format!("no report within {limit:?}") })
+        );
         stopper.stop();
     });
     Ok(())
@@ -290,7 +293,12 @@ async fn lead(msg: &Messenger, args: &Args) -> Result<Value, BoxError> {
 /// Runs `call` from `in_flight` concurrent tasks for about `secs` (after a short warm-up) and
 /// reports the rate, the latencies and the master's CPU per operation and per routed message
 /// (`frames` messages the Hub writes per operation).
-async fn measure<F, Fut>(secs: f64, in_flight: usize, frames: f64, call: F) -> Result<Value, BoxError>
+async fn measure<F, Fut>(
+    secs: f64,
+    in_flight: usize,
+    frames: f64,
+    call: F,
+) -> Result<Value, BoxError>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = messenger_result::Result<()>> + Send,

@@ -36,7 +36,9 @@ async fn cluster(n: u32, ticks: Arc<AtomicU64>) -> (Hub, Vec<Messenger>) {
     for slot in 0..n {
         let (hub_end, worker_end) = tokio::net::UnixStream::pair().unwrap();
         hub.attach(WorkerId::new(slot, 1), hub_end);
-        let worker = Messenger::connect(worker_end, config.clone()).await.unwrap();
+        let worker = Messenger::connect(worker_end, config.clone())
+            .await
+            .unwrap();
         worker.on(|_: Pid| async { std::process::id() });
         let ticks = ticks.clone();
         worker.on(move |_: Tick| {
