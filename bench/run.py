@@ -60,11 +60,18 @@ def rel(path):
 
 
 def note(cmd, cwd=None):
-    text = ' '.join(str(c) for c in cmd)
-    # Paths relative to the repository root, as a reader would type them.
-    text = text.replace(ROOT + os.sep, '').replace(os.path.dirname(ROOT) + os.sep, '..' + os.sep)
-    if cwd and os.path.abspath(cwd) != ROOT:
-        text = f'(cd {rel(cwd)} && {text})'
+    base = os.path.abspath(cwd or ROOT)
+
+    def show(arg):
+        arg = str(arg)
+        if arg == sys.executable:
+            return 'python3'
+        # Paths relative to where the command runs, as a reader would type them.
+        return os.path.relpath(arg, base) if os.path.isabs(arg) else arg
+
+    text = ' '.join(show(c) for c in cmd)
+    if base != ROOT:
+        text = f'(cd {rel(base)} && {text})'
     COMMANDS.append(text)
 
 
@@ -174,7 +181,7 @@ CONTRACT_TARGETS = [
 
 def step_contract(a, report):
     bench_dir = os.path.join(a.shared, 'bench')
-    driver = os.path.join(bench_dir, 'run.py')
+    driver = 'run.py'
     impls = [('rust', [os.path.join(EXAMPLES, 'demo-cluster')]), ('node', ['node', 'node/app.js'])]
     extra = []
     if a.quick:
@@ -366,6 +373,8 @@ def step_scaling(a, report):
             'cluster_p50_us': median([x['latency_us']['p50'] for x in c]),
             'cluster_mib_s': median([x['mib_per_s_each_way'] for x in c]),
             'cluster_master_us_per_op': median([x['master_cpu_us_per_op'] for x in c]),
+            'cluster_master_faults': median([x.get('master_faults_per_op') for x in c]),
+            'cluster_worker0_us_per_op': median([x.get('worker0_cpu_us_per_op') for x in c]),
             'relay_rt_s': median([x['per_s'] for x in r]),
             'relay_mib_s': median([x['per_s'] * size / 1048576 for x in r]),
         })
@@ -718,12 +727,13 @@ def write_markdown(a, report, made, started, finished):
               '(worker 0 `request`s slot 1, whose handler echoes the bytes: the payload crosses the '
               'Hub twice each way), one at a time; the relay sends the same frame sizes to its echo '
               'server.', '',
-              '| payload | cluster round trips/s | p50 µs | MiB/s each way | master CPU µs/op | relay round trips/s | relay MiB/s | cluster/relay |',
-              '|---:|---:|---:|---:|---:|---:|---:|---:|']
+              '| payload | cluster round trips/s | p50 µs | MiB/s each way | master CPU µs/op | master page faults/op | worker 0 CPU µs/op | relay round trips/s | relay MiB/s | cluster/relay |',
+              '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
         for r in pl:
             ratio = r['cluster_rt_s'] / r['relay_rt_s'] if r['cluster_rt_s'] and r['relay_rt_s'] else None
             L.append(f'| {size_label(r["size"])} | {f(r["cluster_rt_s"])} | {f(r["cluster_p50_us"])} | '
-                     f'{f(r["cluster_mib_s"])} | {f(r["cluster_master_us_per_op"])} | {f(r["relay_rt_s"])} | '
+                     f'{f(r["cluster_mib_s"])} | {f(r["cluster_master_us_per_op"])} | '
+                     f'{f(r.get("cluster_master_faults"))} | {f(r.get("cluster_worker0_us_per_op"))} | {f(r["relay_rt_s"])} | '
                      f'{f(r["relay_mib_s"])} | {f"{ratio:.0%}" if ratio else "n/a"} |')
         L += ['']
         t = [{'size': r['size'], 'us': 1e6 / r['cluster_rt_s'] if r['cluster_rt_s'] else None} for r in pl]

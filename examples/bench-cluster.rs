@@ -306,9 +306,11 @@ where
     run_load((secs / 5.0).min(0.3), in_flight, call.clone()).await?;
     let master0 = cpu_seconds(&master_pid());
     let self0 = cpu_seconds("self");
+    let faults0 = (minor_faults(&master_pid()), minor_faults("self"));
     let (mut latencies, elapsed) = run_load(secs, in_flight, call).await?;
     let master1 = cpu_seconds(&master_pid());
     let self1 = cpu_seconds("self");
+    let faults1 = (minor_faults(&master_pid()), minor_faults("self"));
     let ops = latencies.len() as f64;
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -335,6 +337,10 @@ where
             _ => Value::Null,
         },
         "worker0_cpu_us_per_op": per_op(self0, self1),
+        // Page faults per operation: large frames whose buffers are freed and re-allocated
+        // fault their pages in again on every use.
+        "master_faults_per_op": per_op(faults0.0, faults1.0).as_f64().map(|v| v / 1e6),
+        "worker0_faults_per_op": per_op(faults0.1, faults1.1).as_f64().map(|v| v / 1e6),
     }))
 }
 
@@ -418,6 +424,13 @@ async fn broadcast(msg: &Messenger, n: usize, secs: f64) -> Result<Value, BoxErr
 /// The master is this worker's parent process.
 fn master_pid() -> String {
     std::os::unix::process::parent_id().to_string()
+}
+
+/// Minor page faults of `/proc/<pid>/stat` (memory the kernel had to map and zero on touch).
+fn minor_faults(pid: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest: Vec<&str> = text[text.rfind(')')? + 2..].split_whitespace().collect();
+    rest.get(7)?.parse::<u64>().ok().map(|n| n as f64)
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in seconds (clock-tick resolution, 10 ms here).
