@@ -10,6 +10,8 @@
 //!     --tests consume,master,consume64,map64,map,broadcast,payload,cpu --sizes 64,1024,1048576
 //! ```
 //!
+//! `--worker-threads N` sets the workers' runtime threads (default: one per CPU).
+//!
 //! Tests (each bounded to about `--seconds`, after a short warm-up):
 //! - `consume`, `master`: `consume(pid)` / `request_master(echo)` one at a time;
 //! - `consume64`, `map64`: the same with `--in-flight` (64) calls outstanding from worker 0;
@@ -67,6 +69,8 @@ struct Args {
     tests: Vec<String>,
     sizes: Vec<usize>,
     limit: f64,
+    /// Runtime threads per worker (default: the cluster's, one per CPU).
+    worker_threads: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -80,6 +84,7 @@ fn parse_args() -> Result<Args, BoxError> {
             .collect(),
         sizes: vec![64, 1024, 16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024],
         limit: 300.0,
+        worker_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -89,6 +94,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--seconds" => args.seconds = value()?.parse()?,
             "--in-flight" => args.in_flight = value()?.parse()?,
             "--limit" => args.limit = value()?.parse()?,
+            "--worker-threads" => args.worker_threads = Some(value()?.parse()?),
             "--tests" => args.tests = value()?.split(',').map(String::from).collect(),
             "--sizes" => {
                 args.sizes = value()?
@@ -117,7 +123,11 @@ fn main() -> Result<(), BoxError> {
     // The master passes its arguments on to every worker, so both parse the same.
     let args = parse_args()?;
     let (master_args, worker_args) = (args.clone(), args.clone());
-    Cluster::builder()
+    let mut builder = Cluster::builder();
+    if let Some(n) = args.worker_threads {
+        builder = builder.worker_threads(n);
+    }
+    builder
         .workers(args.workers)
         .kill_timeout(Duration::from_secs(5))
         .master(move |m| master(m, master_args, started))
