@@ -603,7 +603,7 @@ impl Shared {
     async fn dispatch(self: &Arc<Self>, env: Envelope) {
         match env.kind {
             Kind::Reply | Kind::Failure | Kind::Fanout => self.answer(env),
-            Kind::Request => self.clone().spawn_handler(env),
+            Kind::Request => self.handle_request(env),
             Kind::Broadcast => {
                 // Bounded: when handlers fall behind, reading waits (backpressure to the Hub).
                 let _ = self.broadcasts.send(env).await;
@@ -642,28 +642,49 @@ impl Shared {
             .cloned()
     }
 
-    fn spawn_handler(self: Arc<Self>, env: Envelope) {
-        tokio::spawn(async move {
-            let result = match self.first_handler(&env.event) {
-                Some(handler) => self.run(&handler, &env).await,
-                None => Err(Error::NoHandler {
-                    event: env.event_name(),
-                    peer: Some(self.peer),
-                }),
-            };
-            let answer = match result {
-                Ok(body) => {
-                    let reply =
-                        Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
-                    match self.check_size(&reply) {
-                        Ok(()) => reply,
-                        Err(err) => Envelope::failure(env.id, self.peer, env.event.clone(), &err),
-                    }
+    /// Answers a request. The handler is polled once right here: most answer at once (a
+    /// lookup, a counter) and then no task is spawned, which saves a task and a wake-up per
+    /// call; one that waits goes on in a task of its own.
+    fn handle_request(self: &Arc<Self>, env: Envelope) {
+        let mut answer = Box::pin(self.clone().reply_to(env));
+        match answer.as_mut().now_or_never() {
+            Some(reply) => match self.room.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    let _ = self.out.send(Outgoing {
+                        env: reply,
+                        counted: true,
+                    });
                 }
-                Err(err) => Envelope::failure(env.id, self.peer, env.event.clone(), &err),
-            };
-            let _ = self.send(answer).await;
+                Err(_) => {
+                    let shared = self.clone();
+                    tokio::spawn(async move { shared.send(reply).await });
+                }
+            },
+            None => {
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    let reply = answer.await;
+                    shared.send(reply).await
+                });
+            }
+        }
+    }
+
+    /// The reply (or failure) to a request.
+    async fn reply_to(self: Arc<Self>, env: Envelope) -> Envelope {
+        let result = match self.first_handler(&env.event) {
+            Some(handler) => self.run(&handler, &env).await,
+            None => Err(Error::NoHandler {
+                event: env.event_name(),
+                peer: Some(self.peer),
+            }),
+        };
+        let body = result.and_then(|body| {
+            let reply = Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
+            self.check_size(&reply).map(|()| reply)
         });
+        body.unwrap_or_else(|err| Envelope::failure(env.id, self.peer, env.event.clone(), &err))
     }
 
     /// Runs one handler, turning a panic into an error (and a call of the panic hook).
