@@ -18,7 +18,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::transport::{self, Outbox};
-use crate::wire::{Envelope, Kind, Target, ENVELOPE_OVERHEAD};
+use crate::wire::{Envelope, Fanout, Kind, Target, ENVELOPE_OVERHEAD};
 use crate::{BoxFuture, Config, Dispatch, Error, Event, Peer, Result, WorkerId};
 
 /// A handler with its types erased: MessagePack in, MessagePack out.
@@ -378,16 +378,17 @@ impl Messenger {
         let deadline = Instant::now() + self.timeout;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let call = self.shared.begin(Waiter::Many(tx));
-        let sent =
-            tokio::time::timeout_at(deadline, self.shared.send(Envelope { id: call.id, ..env }))
-                .await;
+        let request = Envelope { id: call.id, ..env };
+        // Kept for this worker's own share, which it runs itself when the Hub says so.
+        let own_share = request.clone();
+        let sent = tokio::time::timeout_at(deadline, self.shared.send(request)).await;
         sent.map_err(|_| self.timed_out(E::NAME, None))??;
 
         let first = tokio::time::timeout_at(deadline, rx.recv())
             .await
             .map_err(|_| self.timed_out(E::NAME, None))?;
         let fanout = first.ok_or(Error::Closed)?;
-        let workers: Vec<WorkerId> = match fanout.kind {
+        let Fanout { workers, run_here } = match fanout.kind {
             Kind::Fanout => rmp_serde::from_slice(&fanout.body).map_err(|e| Error::Malformed {
                 detail: format!("fanout: {e}"),
             })?,
@@ -395,6 +396,24 @@ impl Messenger {
         };
         let mut results: Vec<Option<Result<E::Reply>>> = workers.iter().map(|_| None).collect();
         let mut missing = workers.len();
+        let own = workers
+            .iter()
+            .position(|id| Peer::Worker(*id) == self.shared.peer);
+        if let (true, Some(index)) = (run_here, own) {
+            let local = async {
+                match self.shared.first_handler(&own_share.event) {
+                    Some(handler) => self.shared.run(&handler, &own_share).await,
+                    None => Err(Error::NoHandler {
+                        event: E::NAME.into(),
+                        peer: Some(self.shared.peer),
+                    }),
+                }
+            };
+            if let Ok(reply) = tokio::time::timeout_at(deadline, local).await {
+                results[index] = Some(reply.and_then(|body| decode(E::NAME, &body)));
+                missing -= 1;
+            }
+        }
         while missing > 0 {
             let answer = match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(answer)) => answer,

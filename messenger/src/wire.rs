@@ -62,7 +62,7 @@ pub enum Kind {
     Reply = 5,
     /// A call's failure: `body` is an [`Error`].
     Failure = 6,
-    /// Before a `map`'s answers: the slots that will answer, as a MessagePack array.
+    /// Before a `map`'s answers: who will answer ([`Fanout`]).
     Fanout = 7,
     /// The caller gave up waiting for the request with this id.
     Cancel = 8,
@@ -456,6 +456,15 @@ impl Encoder<Envelope> for FrameCodec {
     fn encode(&mut self, env: Envelope, dst: &mut BytesMut) -> Result<(), Error> {
         self.encode(&env, dst)
     }
+}
+
+/// The body of a `Fanout` frame: who answers a `map`, in slot order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fanout {
+    /// The Ready workers asked, in slot order: one answer comes from each.
+    pub workers: Vec<WorkerId>,
+    /// The caller is one of them and runs its own share itself (no answer comes for it).
+    pub run_here: bool,
 }
 
 /// The body of a `Hello` frame: the protocol version and, from the Hub, who the connection is.
