@@ -108,7 +108,9 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
     }
     let span = tracing::info_span!("master", pid = std::process::id());
     let thread_span = span.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: the master only routes and supervises, and on one thread the Hub's tasks wake
+    // each other without crossing threads (broadcast throughput doubled when measured).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_start(move || std::mem::forget(thread_span.clone().entered()))
         .build()?;

@@ -1,6 +1,5 @@
 //! The typed API every process holds: handlers in, calls out.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
+use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,7 +18,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::transport::{self, Outbox};
-use crate::wire::{Envelope, Kind, Target, ENVELOPE_OVERHEAD};
+use crate::wire::{Envelope, Fanout, Kind, Target, ENVELOPE_OVERHEAD};
 use crate::{BoxFuture, Config, Dispatch, Error, Event, Peer, Result, WorkerId};
 
 /// A handler with its types erased: MessagePack in, MessagePack out.
@@ -378,16 +378,17 @@ impl Messenger {
         let deadline = Instant::now() + self.timeout;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let call = self.shared.begin(Waiter::Many(tx));
-        let sent =
-            tokio::time::timeout_at(deadline, self.shared.send(Envelope { id: call.id, ..env }))
-                .await;
+        let request = Envelope { id: call.id, ..env };
+        // Kept for this worker's own share, which it runs itself when the Hub says so.
+        let own_share = request.clone();
+        let sent = tokio::time::timeout_at(deadline, self.shared.send(request)).await;
         sent.map_err(|_| self.timed_out(E::NAME, None))??;
 
         let first = tokio::time::timeout_at(deadline, rx.recv())
             .await
             .map_err(|_| self.timed_out(E::NAME, None))?;
         let fanout = first.ok_or(Error::Closed)?;
-        let workers: Vec<WorkerId> = match fanout.kind {
+        let Fanout { workers, run_here } = match fanout.kind {
             Kind::Fanout => rmp_serde::from_slice(&fanout.body).map_err(|e| Error::Malformed {
                 detail: format!("fanout: {e}"),
             })?,
@@ -395,6 +396,24 @@ impl Messenger {
         };
         let mut results: Vec<Option<Result<E::Reply>>> = workers.iter().map(|_| None).collect();
         let mut missing = workers.len();
+        let own = workers
+            .iter()
+            .position(|id| Peer::Worker(*id) == self.shared.peer);
+        if let (true, Some(index)) = (run_here, own) {
+            let local = async {
+                match self.shared.first_handler(&own_share.event) {
+                    Some(handler) => self.shared.run(&handler, &own_share).await,
+                    None => Err(Error::NoHandler {
+                        event: E::NAME.into(),
+                        peer: Some(self.shared.peer),
+                    }),
+                }
+            };
+            if let Ok(reply) = tokio::time::timeout_at(deadline, local).await {
+                results[index] = Some(reply.and_then(|body| decode(E::NAME, &body)));
+                missing -= 1;
+            }
+        }
         while missing > 0 {
             let answer = match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(answer)) => answer,
@@ -603,7 +622,7 @@ impl Shared {
     async fn dispatch(self: &Arc<Self>, env: Envelope) {
         match env.kind {
             Kind::Reply | Kind::Failure | Kind::Fanout => self.answer(env),
-            Kind::Request => self.clone().spawn_handler(env),
+            Kind::Request => self.handle_request(env),
             Kind::Broadcast => {
                 // Bounded: when handlers fall behind, reading waits (backpressure to the Hub).
                 let _ = self.broadcasts.send(env).await;
@@ -642,28 +661,49 @@ impl Shared {
             .cloned()
     }
 
-    fn spawn_handler(self: Arc<Self>, env: Envelope) {
-        tokio::spawn(async move {
-            let result = match self.first_handler(&env.event) {
-                Some(handler) => self.run(&handler, &env).await,
-                None => Err(Error::NoHandler {
-                    event: env.event_name(),
-                    peer: Some(self.peer),
-                }),
-            };
-            let answer = match result {
-                Ok(body) => {
-                    let reply =
-                        Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
-                    match self.check_size(&reply) {
-                        Ok(()) => reply,
-                        Err(err) => Envelope::failure(env.id, self.peer, env.event.clone(), &err),
-                    }
+    /// Answers a request. The handler is polled once right here: most answer at once (a
+    /// lookup, a counter) and then no task is spawned, which saves a task and a wake-up per
+    /// call; one that waits goes on in a task of its own.
+    fn handle_request(self: &Arc<Self>, env: Envelope) {
+        let mut answer = Box::pin(self.clone().reply_to(env));
+        match answer.as_mut().now_or_never() {
+            Some(reply) => match self.room.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    let _ = self.out.send(Outgoing {
+                        env: reply,
+                        counted: true,
+                    });
                 }
-                Err(err) => Envelope::failure(env.id, self.peer, env.event.clone(), &err),
-            };
-            let _ = self.send(answer).await;
+                Err(_) => {
+                    let shared = self.clone();
+                    tokio::spawn(async move { shared.send(reply).await });
+                }
+            },
+            None => {
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    let reply = answer.await;
+                    shared.send(reply).await
+                });
+            }
+        }
+    }
+
+    /// The reply (or failure) to a request.
+    async fn reply_to(self: Arc<Self>, env: Envelope) -> Envelope {
+        let result = match self.first_handler(&env.event) {
+            Some(handler) => self.run(&handler, &env).await,
+            None => Err(Error::NoHandler {
+                event: env.event_name(),
+                peer: Some(self.peer),
+            }),
+        };
+        let body = result.and_then(|body| {
+            let reply = Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
+            self.check_size(&reply).map(|()| reply)
         });
+        body.unwrap_or_else(|err| Envelope::failure(env.id, self.peer, env.event.clone(), &err))
     }
 
     /// Runs one handler, turning a panic into an error (and a call of the panic hook).

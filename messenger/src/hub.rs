@@ -13,12 +13,14 @@
 //! supervisor. `consume` prefers workers with room. Nothing is dropped without an error to
 //! someone, and one slow worker holds up only the senders that address it, for a bounded time.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+// Fast hashing: every key is the project's own (peers, route ids, event names).
 use futures_util::StreamExt;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::Ping;
 use crate::transport;
-use crate::wire::{Envelope, Kind, Target};
+use crate::wire::{Envelope, Fanout, Kind, Target};
 use crate::{Config, Error, Event, Messenger, Peer, Result, WorkerId};
 
 /// Where a worker is in its life, as far as routing goes.
@@ -129,7 +131,7 @@ impl Hub {
             Peer::Master,
             Conn {
                 state: PeerState::Ready,
-                handlers: HashSet::new(),
+                handlers: HashSet::default(),
                 tx,
                 stop: CancellationToken::new(),
             },
@@ -227,7 +229,7 @@ impl Hub {
             peer,
             Conn {
                 state: PeerState::Starting,
-                handlers: HashSet::new(),
+                handlers: HashSet::default(),
                 tx,
                 stop: stop.clone(),
             },
@@ -437,26 +439,39 @@ impl State {
 
     /// A Ready worker that handles `event`, taking turns; one with room in its queue if any.
     fn pick(&mut self, event: &Bytes) -> Option<Peer> {
-        let candidates: Vec<Peer> = self
-            .ready
-            .values()
-            .map(|id| Peer::Worker(*id))
-            .filter(|peer| self.handles(*peer, event))
-            .collect();
-        if candidates.is_empty() {
+        let turn = match self.spread.get_mut(event) {
+            Some(turn) => {
+                *turn = turn.wrapping_add(1);
+                *turn
+            }
+            None => {
+                self.spread.insert(event.clone(), 0);
+                0
+            }
+        };
+        let candidates = || {
+            self.ready
+                .values()
+                .filter(|id| self.handles(Peer::Worker(**id), event))
+        };
+        let n = candidates().count();
+        if n == 0 {
             return None;
         }
-        let turn = self.spread.entry(event.clone()).or_default();
-        let start = *turn;
-        *turn = turn.wrapping_add(1);
-        let n = candidates.len();
-        let has_room = |peer: &Peer| {
+        let start = turn % n;
+        let has_room = |id: &WorkerId| {
             self.conns
-                .get(peer)
+                .get(&Peer::Worker(*id))
                 .is_some_and(|conn| conn.tx.capacity() > 0)
         };
-        let mut turns = (0..n).map(|i| candidates[(start + i) % n]);
-        Some(turns.find(has_room).unwrap_or(candidates[start % n]))
+        let preferred = candidates()
+            .cycle()
+            .skip(start)
+            .take(n)
+            .find(|id| has_room(id));
+        preferred
+            .or_else(|| candidates().nth(start))
+            .map(|id| Peer::Worker(*id))
     }
 
     fn request(&mut self, env: Envelope, held: &mut Held) {
@@ -522,21 +537,29 @@ impl State {
 
     fn map(&mut self, env: Envelope, held: &mut Held) {
         let workers: Vec<WorkerId> = self.ready.values().copied().collect();
+        // A Ready caller that handles the event runs its own share itself: two frames fewer,
+        // and the slowest leg of a map from a worker is gone.
+        let run_here = workers.iter().any(|id| Peer::Worker(*id) == env.from)
+            && self.handles(env.from, &env.event);
         // The caller learns first who will answer, so it knows when it has every answer.
-        let fanout = rmp_serde::to_vec(&workers).unwrap_or_default();
-        self.deliver(
-            env.from,
-            Envelope::answer(
-                Kind::Fanout,
-                env.id,
-                Peer::Master,
-                env.event.clone(),
-                fanout.into(),
-            ),
-            held,
+        let fanout = rmp_serde::to_vec(&Fanout {
+            workers: workers.clone(),
+            run_here,
+        })
+        .unwrap_or_default();
+        let fanout = Envelope::answer(
+            Kind::Fanout,
+            env.id,
+            Peer::Master,
+            env.event.clone(),
+            fanout.into(),
         );
+        self.deliver(env.from, fanout, held);
         for worker in workers {
             let peer = Peer::Worker(worker);
+            if peer == env.from && run_here {
+                continue;
+            }
             if self.handles(peer, &env.event) {
                 self.forward(env.clone(), peer, None, held);
             } else {

@@ -122,8 +122,9 @@ async fn only_ready_workers_get_messages() {
         cluster.master().request(0, WhoAmI).await,
         Err(Error::NoWorker { slot: 0 })
     ));
-    // A worker may call before it is Ready.
+    // A worker may call before it is Ready; it is not one of the workers it asks.
     assert_eq!(cluster.worker(0).consume(WhoAmI).await.unwrap(), 1);
+    assert_eq!(cluster.worker(0).map(WhoAmI).await.unwrap(), vec![1]);
 }
 
 #[tokio::test]
@@ -287,6 +288,7 @@ async fn map_returns_one_reply_per_ready_worker_in_slot_order() {
     for slot in (0..4).rev() {
         cluster.worker(slot).ready().await.unwrap();
     }
+    // The caller (slot 2) runs its own share itself, in its place in slot order.
     let replies: Vec<u32> = cluster.worker(2).map(WhoAmI).await.unwrap();
     assert_eq!(replies, vec![0, 1, 2, 3]);
     assert_eq!(
@@ -709,7 +711,11 @@ async fn a_slow_worker_costs_bounded_memory_and_does_not_stop_the_others() {
             async {}
         });
     }
-    answer_slots(&cluster);
+    for slot in 1..3u32 {
+        cluster
+            .worker(slot)
+            .on(move |_: WhoAmI| async move { slot });
+    }
     cluster.ready().await.unwrap();
     let mut events = cluster.hub().subscribe();
 
@@ -731,7 +737,6 @@ async fn a_slow_worker_costs_bounded_memory_and_does_not_stop_the_others() {
     }
     // ...and, meanwhile, the others still talk.
     assert_eq!(cluster.worker(1).request(2, WhoAmI).await.unwrap(), 2);
-    // consume prefers workers with room in their queue.
     for _ in 0..4 {
         assert_ne!(cluster.worker(2).consume(WhoAmI).await.unwrap(), 0);
     }
