@@ -695,7 +695,7 @@ def write_markdown(a, report, made, started, finished):
               f'| /hello, demo-cluster (req/s) | {f(mc["hello_cluster"])} | | | | | | |', '',
               'A routed message is one frame the Hub writes to a worker: consume 2 (request, reply), '
               'request_master 1 (the reply; the request goes to the master\'s own Messenger in '
-              'process), map 2N + 1 (N requests, N replies, the fan-out list), broadcast N. The '
+              'process), map 2N − 1 (the fan-out list, then a request and a reply for each other worker: the calling worker runs its own share), broadcast N. The '
               'master CPU is utime + stime of its `/proc/<pid>/stat` (10 ms ticks) over the measured '
               'interval; one at a time it includes the cost of waking up for every frame.', '']
 

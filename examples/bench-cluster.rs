@@ -23,8 +23,8 @@
 //!
 //! Every test also reports the master's CPU time (utime + stime of `/proc/<ppid>/stat`, read
 //! by worker 0 before and after) per operation and per routed message, a routed message being
-//! one frame the Hub writes to a worker's socket (consume: 2, request_master: 1, map: 2N + 1,
-//! broadcast: N, worker-to-worker request: 2).
+//! one frame the Hub writes to a worker's socket (consume: 2, request_master: 1, map: 2N - 1 as
+//! the calling worker runs its own share, broadcast: N, worker-to-worker request: 2).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -251,7 +251,7 @@ async fn lead(msg: &Messenger, args: &Args) -> Result<Value, BoxError> {
             ),
             "map64" => record(
                 test.clone(),
-                measure(secs, args.in_flight, 2.0 * n as f64 + 1.0, move || {
+                measure(secs, args.in_flight, 2.0 * n as f64 - 1.0, move || {
                     let m = m.clone();
                     async move { m.map(Pid).await.map(drop) }
                 })
@@ -259,7 +259,7 @@ async fn lead(msg: &Messenger, args: &Args) -> Result<Value, BoxError> {
             ),
             "map" => record(
                 test.clone(),
-                measure(secs, 1, 2.0 * n as f64 + 1.0, move || {
+                measure(secs, 1, 2.0 * n as f64 - 1.0, move || {
                     let m = m.clone();
                     async move { m.map(Pid).await.map(drop) }
                 })
