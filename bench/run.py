@@ -1,0 +1,843 @@
+#!/usr/bin/env python3
+"""The benchmark of issue 4, end to end: writes BENCHMARKS.md and bench/plots/*.svg.
+
+    python3 bench/run.py                      # from the repository root; ~15 minutes
+    python3 bench/run.py --quick              # one short round of everything; ~4 minutes
+    python3 bench/run.py --shared ../shared --runs 3 --skip contract,profile
+
+Steps (each can be skipped with --skip):
+  install   wrk (apt-get) and the reference app's node_modules (npm ci) when missing
+  build     cargo build --release of the examples it runs
+  contract  the shared driver (SHARED/bench/run.py) on examples/demo-cluster and on the
+            think-cluster app, alternating, --runs times each; medians
+  machine   the machine baselines in the same session: baseline-relay against bench-cluster
+            (one at a time and 64 in flight), baseline-hyper against demo-cluster (wrk /hello),
+            alternating, --runs times; medians
+  scaling   bench-cluster with 1, 2, 4, 8, 16 workers (map latency, broadcast deliveries,
+            master CPU per routed message) and the payload sweep 64 B .. 1 MiB (cluster and
+            relay)
+  profile   callgrind on the master of bench-cluster: instructions per routed message and the
+            top functions
+
+Python 3.11 standard library only; the plots are SVG written by hand. Every process it starts
+runs in its own session and is killed with its whole group on the way out, whatever happened.
+Raw results go to bench/results/ (JSON), the report to BENCHMARKS.md.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, 'target', 'release', 'examples')
+RESULTS = os.path.join(ROOT, 'bench', 'results')
+PLOTS = os.path.join(ROOT, 'bench', 'plots')
+ANALYSIS = os.path.join(ROOT, 'bench', 'ANALYSIS.md')
+STEPS = ['install', 'build', 'contract', 'machine', 'scaling', 'profile']
+SIZES = [64, 1024, 16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024]
+SCALE_WORKERS = [1, 2, 4, 8, 16]
+
+COMMANDS = []  # every command run, for the report
+LIVE = []  # process groups to kill on the way out
+
+
+def log(msg):
+    print(f'[bench {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+def rel(path):
+    return os.path.relpath(path, ROOT)
+
+
+def note(cmd, cwd=None):
+    base = os.path.abspath(cwd or ROOT)
+
+    def show(arg):
+        arg = str(arg)
+        if arg == sys.executable:
+            return 'python3'
+        # Paths relative to where the command runs, as a reader would type them.
+        return os.path.relpath(arg, base) if os.path.isabs(arg) else arg
+
+    text = ' '.join(show(c) for c in cmd)
+    if base != ROOT:
+        text = f'(cd {rel(base)} && {text})'
+    COMMANDS.append(text)
+
+
+def run(cmd, cwd=None, timeout=600, env=None, check=True, quiet=False):
+    """Runs cmd in its own session; kills its group on timeout. Returns (status, stdout)."""
+    note(cmd, cwd)
+    proc = subprocess.Popen(cmd, cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if quiet else None,
+                            start_new_session=True)
+    LIVE.append(proc)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        raise RuntimeError(f'timed out after {timeout} s: {" ".join(map(str, cmd))}')
+    finally:
+        kill_group(proc)
+    text = out.decode('utf-8', 'replace')
+    if check and proc.returncode != 0:
+        raise RuntimeError(f'exit status {proc.returncode}: {" ".join(map(str, cmd))}\n{text[-2000:]}')
+    return proc.returncode, text
+
+
+def kill_group(proc, grace=0.0):
+    """SIGTERM (when grace > 0) then SIGKILL to the process group of proc, then reap it."""
+    if proc in LIVE:
+        LIVE.remove(proc)
+    try:
+        if grace > 0 and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def json_line(text):
+    """The last line of text that parses as a JSON object."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith('{'):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    raise RuntimeError(f'no JSON in output: {text[-500:]}')
+
+
+def median(values):
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return statistics.median(values) if values else None
+
+
+def save(name, data):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, name), 'w') as f:
+        json.dump(data, f, indent=1)
+        f.write('\n')
+
+
+def port_free(port):
+    import socket
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(('127.0.0.1', port)) != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# install, build
+
+def step_install(a):
+    if not shutil.which('wrk'):
+        log('installing wrk')
+        run(['apt-get', 'install', '-y', 'wrk'], timeout=600)
+    node_dir = os.path.join(a.shared, 'bench', 'node')
+    if not os.path.isdir(os.path.join(node_dir, 'node_modules', 'think-cluster')):
+        log('installing the reference app (npm ci)')
+        run(['npm', 'ci'], cwd=node_dir, timeout=600)
+
+
+def step_build(a):
+    run(['cargo', 'build', '--release', '--example', 'demo-cluster', '--example', 'bench-cluster',
+         '--example', 'baseline-relay', '--example', 'baseline-hyper'], timeout=1800)
+
+
+# ---------------------------------------------------------------------------------------------
+# contract
+
+CONTRACT_TARGETS = [
+    # figure, label, better, target ratio rust/node
+    ('map_ops_s', 'map ops/s', 'higher', 3.0),
+    ('broadcast_ops_s', 'broadcast ops/s', 'higher', 10.0),
+    ('master_ops_s', 'master echo ops/s', 'higher', 2.0),
+    ('hello_rps', '/hello req/s', 'higher', 3.0),
+    ('memory_rss_mib', 'idle RSS master+workers, MiB', 'lower', 1 / 10),
+    ('startup_s', 'start-up to ready, s', 'lower', 1 / 5),
+    ('crash_recovery_s', 'crash to recovered, s', 'lower', 1 / 3),
+]
+
+
+def step_contract(a, report):
+    bench_dir = os.path.join(a.shared, 'bench')
+    driver = 'run.py'
+    impls = [('rust', [os.path.join(EXAMPLES, 'demo-cluster')]), ('node', ['node', 'node/app.js'])]
+    extra = []
+    if a.quick:
+        extra = ['--wrk-duration', '3', '--bench-seconds', '1', '--reload-duration', '6',
+                 '--crash-duration', '4', '--settle', '1']
+    runs = {'rust': [], 'node': []}
+    for i in range(a.runs):
+        for name, cmd in impls:
+            if not port_free(a.port):
+                raise RuntimeError(f'port {a.port} is in use')
+            out = os.path.join(RESULTS, f'contract-{name}-{i + 1}.json')
+            log(f'contract run {i + 1}/{a.runs}: {name}')
+            os.makedirs(RESULTS, exist_ok=True)
+            run([sys.executable, driver, '--name', name, '--workers', str(a.workers), '--port',
+                 str(a.port), '--out', out, *extra, '--', *cmd], cwd=bench_dir, timeout=900,
+                quiet=True)
+            with open(out) as f:
+                runs[name].append(json.load(f))
+    med = {}
+    for name, results in runs.items():
+        keys = sorted({k for r in results for k in r.get('figures', {})})
+        med[name] = {k: median([r['figures'].get(k) for r in results]) for k in keys}
+    checks = {}
+    for name, results in runs.items():
+        for r in results:
+            for k, v in r.get('checks', {}).items():
+                checks.setdefault(name, {}).setdefault(k, []).append(v)
+    report['contract'] = {'runs': a.runs, 'median': med, 'checks': checks,
+                          'per_run': {n: [r.get('figures') for r in rs] for n, rs in runs.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# machine baselines
+
+def relay(a, seconds, sizes):
+    args = [os.path.join(EXAMPLES, 'baseline-relay'), '--seconds', str(seconds), '--in-flight', '64']
+    if sizes:
+        args += ['--sizes', ','.join(map(str, sizes))]
+    _, out = run(args, timeout=120 + 10 * seconds * (2 + len(sizes)))
+    return json_line(out)
+
+
+def cluster(a, workers, tests, seconds, sizes=None):
+    args = [os.path.join(EXAMPLES, 'bench-cluster'), '--workers', str(workers), '--seconds',
+            str(seconds), '--tests', ','.join(tests)]
+    if sizes:
+        args += ['--sizes', ','.join(map(str, sizes))]
+    limit = 60 + seconds * 4 * (len(tests) + len(sizes or []))
+    args += ['--limit', str(limit)]
+    _, out = run(args, timeout=limit + 30, quiet=True)
+    data = json_line(out)
+    if data.get('error'):
+        raise RuntimeError(f'bench-cluster: {data["error"]}')
+    return data
+
+
+def wait_http(port, path, deadline, accept):
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection('127.0.0.1', port, timeout=1)
+            conn.request('GET', path)
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            if resp.status == 200 and accept(body):
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def wrk(a, port, duration):
+    _, out = run(['wrk', f'-t{a.wrk_threads}', f'-c{a.wrk_connections}', f'-d{duration}s',
+                  '--timeout', '5s', f'http://127.0.0.1:{port}/hello'], timeout=duration + 30)
+    m = re.search(r'Requests/sec:\s+([\d.]+)', out)
+    if not m:
+        raise RuntimeError(f'no result from wrk: {out[-500:]}')
+    errors = sum(int(x) for x in re.findall(r'(?:connect|read|write|timeout) (\d+)', out))
+    non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
+    return {'requests_per_s': float(m.group(1)), 'errors': errors + (int(non2xx.group(1)) if non2xx else 0)}
+
+
+def hello_server(a, which, port, duration):
+    """Starts baseline-hyper or demo-cluster on port, runs wrk on /hello, stops it."""
+    env = dict(os.environ, PORT=str(port), WORKERS=str(a.workers), RUST_LOG='warn')
+    exe = os.path.join(EXAMPLES, 'baseline-hyper' if which == 'bare' else 'demo-cluster')
+    if not port_free(port):
+        raise RuntimeError(f'port {port} is in use')
+    note([f'PORT={port}', f'WORKERS={a.workers}', exe])
+    proc = subprocess.Popen([exe], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    LIVE.append(proc)
+    try:
+        if which == 'bare':
+            ok = wait_http(port, '/hello', time.monotonic() + 30, lambda b: b == b'hello world')
+        else:
+            ok = wait_http(port, '/map', time.monotonic() + 30,
+                           lambda b: len(json.loads(b).get('pids', [])) == a.workers)
+        if not ok:
+            raise RuntimeError(f'{which} server not ready on port {port}')
+        return wrk(a, port, duration)
+    finally:
+        kill_group(proc, grace=5)
+
+
+def step_machine(a, report):
+    secs = 1 if a.quick else 2
+    duration = 3 if a.quick else a.wrk_duration
+    relays, clusters, bare, rust = [], [], [], []
+    for i in range(a.runs):
+        log(f'machine round {i + 1}/{a.runs}: relay, cluster, bare /hello, cluster /hello')
+        relays.append(relay(a, secs, []))
+        clusters.append(cluster(a, a.workers, ['consume', 'master', 'consume64', 'map64'], secs))
+        bare.append(hello_server(a, 'bare', a.hello_port, duration))
+        rust.append(hello_server(a, 'cluster', a.hello_port, duration))
+    save('machine.json', {'relay': relays, 'cluster': clusters, 'hello_bare': bare, 'hello_cluster': rust})
+
+    def relay_rate(mode):
+        return median([next(t['per_s'] for t in r['tests'] if t['mode'] == mode and t['size'] == 64)
+                       for r in relays])
+
+    def cluster_rate(test):
+        return median([c['results'][test]['ops_per_s'] for c in clusters])
+
+    report['machine'] = {
+        'relay_serial': relay_rate('serial'),
+        'relay_pipelined': relay_rate('pipelined'),
+        'relay_cpu_us_per_frame': median([r['middle_cpu_us_per_frame'] for r in relays]),
+        'consume': cluster_rate('consume'),
+        'master': cluster_rate('master'),
+        'consume64': cluster_rate('consume64'),
+        'map64': cluster_rate('map64'),
+        'cluster_detail': {t: {k: median([c['results'][t].get(k) for c in clusters])
+                               for k in ('ops_per_s', 'master_cpu_us_per_op', 'master_cpu_us_per_routed',
+                                         'worker0_cpu_us_per_op', 'master_cpu_share')}
+                           | {'p50_us': median([c['results'][t]['latency_us']['p50'] for c in clusters]),
+                              'p99_us': median([c['results'][t]['latency_us']['p99'] for c in clusters])}
+                           for t in ('consume', 'master', 'consume64', 'map64')},
+        'hello_bare': median([r['requests_per_s'] for r in bare]),
+        'hello_cluster': median([r['requests_per_s'] for r in rust]),
+        'hello_errors': [r['errors'] for r in bare + rust],
+        'wrk': f'wrk -t{a.wrk_threads} -c{a.wrk_connections} -d{duration}s',
+        'runs': a.runs,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# scaling
+
+def step_scaling(a, report):
+    secs = 1 if a.quick else 2
+    rounds = 1 if a.quick else a.runs
+    by_n = {n: [] for n in SCALE_WORKERS}
+    payload, relay_sizes = [], []
+    for i in range(rounds):
+        for n in SCALE_WORKERS:
+            log(f'scaling round {i + 1}/{rounds}: {n} workers')
+            by_n[n].append(cluster(a, n, ['map', 'broadcast'], secs))
+        log(f'scaling round {i + 1}/{rounds}: payload sweep')
+        payload.append(cluster(a, 2, ['payload'], secs, SIZES))
+        relay_sizes.append(relay(a, 0.5 if a.quick else 1, SIZES))
+    save('scaling.json', {'by_workers': by_n, 'payload': payload, 'relay': relay_sizes})
+    rows = []
+    for n, results in by_n.items():
+        m = [r['results']['map'] for r in results]
+        b = [r['results']['broadcast'] for r in results]
+        rows.append({
+            'workers': n,
+            'map_ops_s': median([x['ops_per_s'] for x in m]),
+            'map_p50_us': median([x['latency_us']['p50'] for x in m]),
+            'map_mean_us': median([x['latency_us']['mean'] for x in m]),
+            'map_p99_us': median([x['latency_us']['p99'] for x in m]),
+            'map_master_us_per_op': median([x['master_cpu_us_per_op'] for x in m]),
+            'map_master_us_per_routed': median([x['master_cpu_us_per_routed'] for x in m]),
+            'broadcast_deliveries_s': median([x['deliveries_per_s'] for x in b]),
+            'broadcast_master_us_per_routed': median([x['master_cpu_us_per_routed'] for x in b]),
+            'startup_s': median([r.get('startup_to_ready_s') for r in results]),
+        })
+    sizes = []
+    for idx, size in enumerate(SIZES):
+        c = [p['results']['payload'][idx] for p in payload]
+        # the relay's list starts with its own 64-byte serial test: take the sweep's (last match)
+        r = [[t for t in rr['tests'] if t['mode'] == 'serial' and t['size'] == size][-1] for rr in relay_sizes]
+        sizes.append({
+            'size': size,
+            'cluster_rt_s': median([x['ops_per_s'] for x in c]),
+            'cluster_p50_us': median([x['latency_us']['p50'] for x in c]),
+            'cluster_mib_s': median([x['mib_per_s_each_way'] for x in c]),
+            'cluster_master_us_per_op': median([x['master_cpu_us_per_op'] for x in c]),
+            'cluster_master_faults': median([x.get('master_faults_per_op') for x in c]),
+            'cluster_worker0_us_per_op': median([x.get('worker0_cpu_us_per_op') for x in c]),
+            'relay_rt_s': median([x['per_s'] for x in r]),
+            'relay_mib_s': median([x['per_s'] * size / 1048576 for x in r]),
+        })
+    report['scaling'] = {'workers': rows, 'payload': sizes, 'rounds': rounds, 'seconds': secs}
+
+
+# ---------------------------------------------------------------------------------------------
+# profile
+
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith('summary:') or line.startswith('totals:'):
+                return int(line.split()[1])
+    return None
+
+
+def step_profile(a, report):
+    if not shutil.which('valgrind'):
+        report['profile'] = {'skipped': 'valgrind is not installed'}
+        return
+    os.makedirs(RESULTS, exist_ok=True)
+    points = []
+    # Two runs of different lengths: the difference in instructions over the difference in
+    # operations cancels start-up and shutdown.
+    for secs in (2, 6):
+        out = os.path.join(RESULTS, f'callgrind.master.{secs}s.out')
+        _, text = run(['valgrind', '--tool=callgrind', f'--callgrind-out-file={out}',
+                       os.path.join(EXAMPLES, 'bench-cluster'), '--workers', '2', '--tests',
+                       'consume64', '--seconds', str(secs), '--limit', '200'], timeout=400, quiet=True)
+        data = json_line(text)
+        if data.get('error'):
+            raise RuntimeError(f'bench-cluster under callgrind: {data["error"]}')
+        res = data['results']['consume64']
+        points.append({'seconds': secs, 'ops': res['ops'], 'instructions': callgrind_total(out), 'file': out})
+    d_ops = points[1]['ops'] - points[0]['ops']
+    d_ir = points[1]['instructions'] - points[0]['instructions']
+    per_op = d_ir / d_ops if d_ops > 0 else None
+    top = []
+    if shutil.which('callgrind_annotate'):
+        _, text = run(['callgrind_annotate', '--threshold=99', points[1]['file']], timeout=120, quiet=True)
+        for line in text.splitlines():
+            m = re.match(r'\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)', line)
+            if m and len(top) < 15 and not m.group(3).startswith('PROGRAM TOTALS'):
+                name = re.sub(r'\s+\[[^\]]*\]$', '', m.group(3)).removeprefix('???:')
+                top.append({'ir': int(m.group(1).replace(',', '')), 'pct': float(m.group(2)),
+                            'function': name[:140]})
+    for p in points:
+        p['file'] = rel(p['file'])
+    report['profile'] = {'points': points, 'instructions_per_op': per_op,
+                         'instructions_per_routed': per_op / 2 if per_op else None, 'top': top}
+
+
+# ---------------------------------------------------------------------------------------------
+# SVG plots, by hand
+
+COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd']
+
+
+def nice_ticks(lo, hi, log_scale):
+    import math
+    if log_scale:
+        a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        return [10 ** e for e in range(a, b + 1)]
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / 5
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
+    start = math.floor(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step) + 2)]
+
+
+def fmt_num(v):
+    if v >= 1e6:
+        return f'{v / 1e6:g}M'
+    if v >= 1e3:
+        return f'{v / 1e3:g}k'
+    return f'{v:g}'
+
+
+def svg_plot(path, title, xlabel, ylabel, series, logx=False, logy=False, xticks=None, xtick_fmt=None):
+    """A line chart: series is [(label, [(x, y), ...])]. Writes an SVG file."""
+    import math
+    W, H, L, R, T, B = 640, 400, 80, 170, 40, 55
+    pts = [(x, y) for _, s in series for x, y in s if y is not None]
+    if not pts:
+        return
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    ylo = min(ys) if logy else 0
+    yt = nice_ticks(max(ylo, 1e-9) if logy else 0, max(ys) * 1.05, logy)
+    ylo, yhi = (yt[0], yt[-1])
+    xt = xticks or nice_ticks(min(xs), max(xs), logx)
+    xlo, xhi = min(xt[0], min(xs)), max(xt[-1], max(xs))
+    tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
+    ty = (lambda v: math.log10(v)) if logy else (lambda v: v)
+
+    def X(v):
+        return L + (tx(v) - tx(xlo)) / ((tx(xhi) - tx(xlo)) or 1) * (W - L - R)
+
+    def Y(v):
+        return H - B - (ty(v) - ty(ylo)) / ((ty(yhi) - ty(ylo)) or 1) * (H - T - B)
+
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>']
+    for v in yt:
+        o.append(f'<line x1="{L}" x2="{W - R}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{L - 6}" y="{Y(v) + 4:.1f}" text-anchor="end">{fmt_num(v)}</text>')
+    for v in xt:
+        o.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{T}" y2="{H - B}" stroke="#eee"/>')
+        label = xtick_fmt(v) if xtick_fmt else fmt_num(v)
+        o.append(f'<text x="{X(v):.1f}" y="{H - B + 16}" text-anchor="middle">{label}</text>')
+    o.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#444"/>')
+    o.append(f'<text x="{(L + W - R) / 2}" y="{H - 15}" text-anchor="middle">{xlabel}</text>')
+    o.append(f'<text transform="translate(18,{(T + H - B) / 2}) rotate(-90)" text-anchor="middle">{ylabel}</text>')
+    for i, (label, s) in enumerate(series):
+        c = COLORS[i % len(COLORS)]
+        s = [(x, y) for x, y in s if y is not None and (not logy or y > 0)]
+        if not s:
+            continue
+        o.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="'
+                 + ' '.join(f'{X(x):.1f},{Y(y):.1f}' for x, y in s) + '"/>')
+        for x, y in s:
+            o.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="{c}"/>')
+        ly = T + 14 + 18 * i
+        o.append(f'<line x1="{W - R + 10}" x2="{W - R + 30}" y1="{ly - 4}" y2="{ly - 4}" stroke="{c}" stroke-width="2"/>')
+        o.append(f'<text x="{W - R + 35}" y="{ly}">{label}</text>')
+    o.append('</svg>')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('\n'.join(o) + '\n')
+
+
+def size_label(v):
+    return f'{int(v) // 1048576}M' if v >= 1048576 else f'{int(v) // 1024}K' if v >= 1024 else f'{int(v)}'
+
+
+def plots(report):
+    made = []
+    s = report.get('scaling')
+    if s:
+        w = s['workers']
+        ns = [r['workers'] for r in w]
+        p = os.path.join(PLOTS, 'map-latency-vs-workers.svg')
+        svg_plot(p, 'map(pid) latency, one call at a time', 'workers', 'microseconds',
+                 [('p50', [(r['workers'], r['map_p50_us']) for r in w]),
+                  ('mean', [(r['workers'], r['map_mean_us']) for r in w]),
+                  ('p99', [(r['workers'], r['map_p99_us']) for r in w])], xticks=ns)
+        made.append(p)
+        p = os.path.join(PLOTS, 'broadcast-vs-workers.svg')
+        svg_plot(p, 'broadcast deliveries per second', 'workers', 'deliveries/s',
+                 [('deliveries/s', [(r['workers'], r['broadcast_deliveries_s']) for r in w])], xticks=ns)
+        made.append(p)
+        p = os.path.join(PLOTS, 'master-cpu-vs-workers.svg')
+        svg_plot(p, "master CPU per routed message", 'workers', 'microseconds',
+                 [('map, serial', [(r['workers'], r['map_master_us_per_routed']) for r in w]),
+                  ('broadcast', [(r['workers'], r['broadcast_master_us_per_routed']) for r in w])],
+                 xticks=ns)
+        made.append(p)
+        pl = s['payload']
+        p = os.path.join(PLOTS, 'payload-throughput.svg')
+        svg_plot(p, 'request/reply one at a time: MiB/s each way', 'payload bytes', 'MiB/s',
+                 [('cluster request', [(r['size'], r['cluster_mib_s']) for r in pl]),
+                  ('bare relay', [(r['size'], r['relay_mib_s']) for r in pl])],
+                 logx=True, logy=True, xticks=[r['size'] for r in pl], xtick_fmt=size_label)
+        made.append(p)
+        p = os.path.join(PLOTS, 'payload-roundtrips.svg')
+        svg_plot(p, 'request/reply one at a time: round trips/s', 'payload bytes', 'round trips/s',
+                 [('cluster request', [(r['size'], r['cluster_rt_s']) for r in pl]),
+                  ('bare relay', [(r['size'], r['relay_rt_s']) for r in pl])],
+                 logx=True, logy=True, xticks=[r['size'] for r in pl], xtick_fmt=size_label)
+        made.append(p)
+    return made
+
+
+# ---------------------------------------------------------------------------------------------
+# BENCHMARKS.md
+
+def f(v, digits=3):
+    if v is None:
+        return 'n/a'
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f'{v:,.0f}'
+        return f'{v:.{digits}g}'
+    return f'{v:,}' if isinstance(v, int) else str(v)
+
+
+def verdict(ok):
+    return 'n/a' if ok is None else ('**pass**' if ok else '**FAIL**')
+
+
+def growth(rows, xkey, ykey):
+    """Per step, how much y grew against how much x grew; the worst step."""
+    out = []
+    for a, b in zip(rows, rows[1:]):
+        ya, yb = a.get(ykey), b.get(ykey)
+        if ya and yb:
+            out.append((a[xkey], b[xkey], (yb / ya) / (b[xkey] / a[xkey])))
+    return out
+
+
+def machine_info():
+    model = None
+    try:
+        with open('/proc/cpuinfo') as fh:
+            for line in fh:
+                if line.startswith('model name'):
+                    model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open('/proc/meminfo') as fh:
+            mem = round(int(fh.readline().split()[1]) / 1048576, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+
+    def version(cmd):
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=10)
+            text = (out.stdout or out.stderr).decode('utf-8', 'replace').strip()
+            return text.splitlines()[0] if text else None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    commit = version(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'])
+    dirty = version(['git', '-C', ROOT, 'status', '--porcelain', '--untracked-files=no'])
+    return {
+        'nproc': os.cpu_count(), 'cpu': model, 'mem_gib': mem, 'kernel': platform.release(),
+        'rustc': version(['rustc', '--version']), 'node': version(['node', '--version']),
+        'wrk': version(['wrk', '--version']), 'valgrind': version(['valgrind', '--version']),
+        'commit': commit + (' (with uncommitted changes)' if dirty else '') if commit else None,
+        'loadavg': os.getloadavg(),
+    }
+
+
+def write_markdown(a, report, made, started, finished):
+    L = []
+    m = report['machine_info']
+    L += ['# Benchmarks', '',
+          'Written by `bench/run.py` (see `bench/README.md`); do not edit by hand: rerun it. The '
+          'machine is shared and noisy: read ratios taken in the same session rather than the '
+          'figures alone.', '',
+          f'- date: {started} to {finished} (UTC)',
+          f'- machine: {m["nproc"]} CPUs, {m["cpu"]}, {m["mem_gib"]} GiB, Linux {m["kernel"]}; '
+          f'load average at the end {", ".join(f"{x:.2f}" for x in m["loadavg"])}',
+          f'- tools: {m["rustc"]}, node {m["node"]}, {m["wrk"]}',
+          f'- commit: {m["commit"]}',
+          f'- command: `{" ".join(report["argv"])}`', '']
+
+    # targets
+    L += ['## Issue 4 targets', '']
+    rows = []
+    c = report.get('contract')
+    if c:
+        rust, node = c['median']['rust'], c['median']['node']
+        for key, label, better, target in CONTRACT_TARGETS:
+            rv, nv = rust.get(key), node.get(key)
+            ratio = rv / nv if rv is not None and nv else None
+            ok = None if ratio is None else (ratio >= target if better == 'higher' else ratio <= target)
+            want = f'>= {target:g}x' if better == 'higher' else f'<= 1/{round(1 / target):d}'
+            rows.append((f'{label} vs think-cluster', f(rv), f(nv), f'{ratio:.3g}x' if ratio else 'n/a', want, verdict(ok)))
+    mc = report.get('machine')
+    if mc:
+        for key, label, base, bl, target in [
+            ('consume', 'consume, one at a time', 'relay_serial', 'relay one at a time', 0.7),
+            ('master', 'worker-to-master request, one at a time', 'relay_serial', 'relay one at a time', 0.7),
+            ('consume64', 'consume, 64 in flight', 'relay_pipelined', 'relay 64 in flight', 0.5),
+            ('map64', 'map (2 workers), 64 in flight', 'relay_pipelined', 'relay 64 in flight', 0.5),
+            ('hello_cluster', '/hello through the cluster', 'hello_bare', 'bare 2-process axum', 0.9),
+        ]:
+            v, b = mc.get(key), mc.get(base)
+            ratio = v / b if v is not None and b else None
+            rows.append((f'{label} vs {bl}', f(v), f(b), f'{ratio:.0%}' if ratio else 'n/a', f'>= {target:.0%}',
+                         verdict(None if ratio is None else ratio >= target)))
+    L += ['| target | ours | reference | ratio | wanted | |', '|---|---:|---:|---:|---:|---|']
+    L += [f'| {" | ".join(r)} |' for r in rows]
+    L += ['']
+    if c:
+        L += [f'Contract figures: medians of {c["runs"]} runs of each implementation, alternating, '
+              f'{a.workers} workers, with `{rel(os.path.join(a.shared, "bench", "run.py"))}`'
+              + (' (quick settings)' if a.quick else ' (its default settings)') + '. '
+              'Machine figures: medians of the rounds below.', '']
+        failed = {n: sorted(k for k, vs in ch.items() if any(v is False for v in vs))
+                  for n, ch in c['checks'].items()}
+        L += ['Contract checks failed in any run: '
+              + '; '.join(f'{n}: {", ".join(ks) if ks else "none"}' for n, ks in failed.items()), '']
+        L += ['<details><summary>All contract figures (medians)</summary>', '',
+              '| figure | rust | node | rust/node |', '|---|---:|---:|---:|']
+        for k in sorted(set(rust) | set(node)):
+            rv, nv = rust.get(k), node.get(k)
+            ratio = f'{rv / nv:.3g}' if isinstance(rv, (int, float)) and isinstance(nv, (int, float)) and nv else ''
+            L.append(f'| `{k}` | {f(rv)} | {f(nv)} | {ratio} |')
+        L += ['', '</details>', '']
+
+    if mc:
+        L += ['## Messaging against the machine', '',
+              f'Cluster: `bench-cluster --workers {a.workers}`, tests run from worker 0; relay: '
+              '`baseline-relay` (client and server processes exchanging 64-byte length-prefixed frames '
+              'through a middle process that parses and forwards whole frames). '
+              f'{mc["runs"]} rounds, medians. `/hello`: `{mc["wrk"]}` on `baseline-hyper` and '
+              f'on `demo-cluster`, alternating.', '',
+              '| measure | ops/s | p50 µs | p99 µs | master CPU µs/op | master CPU µs/routed msg | master CPU share | worker 0 CPU µs/op |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|']
+        names = {'consume': 'consume, one at a time', 'master': 'request_master(echo), one at a time',
+                 'consume64': 'consume, 64 in flight', 'map64': 'map (2 workers), 64 in flight'}
+        for t, d in mc['cluster_detail'].items():
+            L.append(f'| {names[t]} | {f(d["ops_per_s"])} | {f(d["p50_us"])} | {f(d["p99_us"])} | '
+                     f'{f(d["master_cpu_us_per_op"])} | {f(d["master_cpu_us_per_routed"])} | '
+                     f'{f(d["master_cpu_share"])} | {f(d["worker0_cpu_us_per_op"])} |')
+        L += [f'| bare relay, one at a time | {f(mc["relay_serial"])} | | | | | | |',
+              f'| bare relay, 64 in flight | {f(mc["relay_pipelined"])} | | | | '
+              f'{f(mc["relay_cpu_us_per_frame"])} (middle, per frame) | | |',
+              f'| /hello, bare 2-process axum (req/s) | {f(mc["hello_bare"])} | | | | | | |',
+              f'| /hello, demo-cluster (req/s) | {f(mc["hello_cluster"])} | | | | | | |', '',
+              'A routed message is one frame the Hub writes to a worker: consume 2 (request, reply), '
+              'request_master 1 (the reply; the request goes to the master\'s own Messenger in '
+              'process), map 2N − 1 (the fan-out list, then a request and a reply for each other worker: the calling worker runs its own share), broadcast N. The '
+              'master CPU is utime + stime of its `/proc/<pid>/stat` (10 ms ticks) over the measured '
+              'interval; one at a time it includes the cost of waking up for every frame.', '']
+
+    s = report.get('scaling')
+    if s:
+        w = s['workers']
+        L += ['## How costs grow', '',
+              f'`bench-cluster --workers N --tests map,broadcast --seconds {s["seconds"]}` for each N; '
+              f'{s["rounds"]} round(s), medians. The machine has {m["nproc"]} CPUs: beyond that, '
+              'workers share cores.', '',
+              '| workers | map ops/s | map p50 µs | map mean µs | map p99 µs | master µs per map | '
+              'master µs per routed msg (map) | broadcast deliveries/s | master µs per delivery | start-up to Ready, s |',
+              '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        for r in w:
+            L.append(f'| {r["workers"]} | {f(r["map_ops_s"])} | {f(r["map_p50_us"])} | {f(r["map_mean_us"])} | '
+                     f'{f(r["map_p99_us"])} | {f(r["map_master_us_per_op"])} | {f(r["map_master_us_per_routed"])} | '
+                     f'{f(r["broadcast_deliveries_s"])} | {f(r["broadcast_master_us_per_routed"])} | '
+                     f'{f(r["startup_s"])} |')
+        L += ['']
+        steps = growth(w, 'workers', 'map_mean_us')
+        if steps:
+            worst = max(steps, key=lambda t: t[2])
+            L += ['Growth of the mean map latency per step, relative to the growth of N (1.0 = linear, '
+                  'above 1 = worse than linear): '
+                  + ', '.join(f'{x}→{y}: {g:.2f}' for x, y, g in steps)
+                  + f'. Worst step {worst[0]}→{worst[1]}: {"no worse than linear" if worst[2] <= 1.1 else "WORSE than linear"}.', '']
+        pl = s['payload']
+        L += [f'Request/reply against payload size: `bench-cluster --workers 2 --tests payload` '
+              '(worker 0 `request`s slot 1, whose handler echoes the bytes: the payload crosses the '
+              'Hub twice each way), one at a time; the relay sends the same frame sizes to its echo '
+              'server.', '',
+              '| payload | cluster round trips/s | p50 µs | MiB/s each way | master CPU µs/op | master page faults/op | worker 0 CPU µs/op | relay round trips/s | relay MiB/s | cluster/relay |',
+              '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        for r in pl:
+            ratio = r['cluster_rt_s'] / r['relay_rt_s'] if r['cluster_rt_s'] and r['relay_rt_s'] else None
+            L.append(f'| {size_label(r["size"])} | {f(r["cluster_rt_s"])} | {f(r["cluster_p50_us"])} | '
+                     f'{f(r["cluster_mib_s"])} | {f(r["cluster_master_us_per_op"])} | '
+                     f'{f(r.get("cluster_master_faults"))} | {f(r.get("cluster_worker0_us_per_op"))} | {f(r["relay_rt_s"])} | '
+                     f'{f(r["relay_mib_s"])} | {f"{ratio:.0%}" if ratio else "n/a"} |')
+        L += ['']
+        t = [{'size': r['size'], 'us': 1e6 / r['cluster_rt_s'] if r['cluster_rt_s'] else None} for r in pl]
+        steps = growth(t, 'size', 'us')
+        if steps:
+            L += ['Growth of the time per round trip per step, relative to the growth of the payload: '
+                  + ', '.join(f'{size_label(x)}→{size_label(y)}: {g:.2f}' for x, y, g in steps) + '.', '']
+    if made:
+        L += ['### Plots', '']
+        L += [f'![{os.path.basename(p)}]({rel(p)})' for p in made]
+        L += ['']
+    if os.path.exists(ANALYSIS):
+        with open(ANALYSIS) as fh:
+            L += [fh.read().strip(), '']
+
+    pr = report.get('profile')
+    L += ['## Profile', '']
+    if not pr:
+        L += ['Not run this time (`--skip profile`).', '']
+    elif pr.get('skipped'):
+        L += [f'Skipped: {pr["skipped"]}.', '']
+    else:
+        L += ['`valgrind --tool=callgrind` on the master of `bench-cluster --workers 2 --tests consume64` '
+              '(the workers run natively), once for 2 s and once for 6 s: the difference in '
+              'instructions over the difference in operations cancels start-up and shutdown. Under '
+              'callgrind the master is the bottleneck, so operations are few; instructions, unlike '
+              'time, are repeatable.', '',
+              '| run | consume ops | master instructions |', '|---|---:|---:|']
+        for p in pr['points']:
+            L.append(f'| {p["seconds"]} s | {f(p["ops"])} | {f(p["instructions"])} |')
+        L += ['', f'**Master instructions per consume: {f(pr["instructions_per_op"])}; per routed message: '
+              f'{f(pr["instructions_per_routed"])}.**', '']
+        if pr.get('top'):
+            L += ['Top functions by own (exclusive) instructions in the 6 s run:', '',
+                  '| instructions | % | function |', '|---:|---:|---|']
+            L += [f'| {f(t["ir"])} | {t["pct"]:.1f} | `{t["function"]}` |' for t in pr['top']]
+            L += ['']
+    L += ['## Commands', '', 'Run by `bench/run.py` in this order (paths relative to the repository root; '
+          'contract runs from the shared bench folder):', '', '```sh']
+    L += COMMANDS
+    L += ['```', '']
+    with open(os.path.join(ROOT, 'BENCHMARKS.md'), 'w') as fh:
+        fh.write('\n'.join(L))
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--shared', default=os.environ.get('SHARED', os.path.join(ROOT, '..', 'shared')),
+                   help='the shared folder holding bench/run.py (default ../shared, or $SHARED)')
+    p.add_argument('--runs', type=int, default=3, help='runs of each contract driver and machine round')
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--port', type=int, default=3300, help='port of the contract runs')
+    p.add_argument('--hello-port', type=int, default=3301, help='port of the machine /hello runs')
+    p.add_argument('--wrk-threads', type=int, default=2)
+    p.add_argument('--wrk-connections', type=int, default=64)
+    p.add_argument('--wrk-duration', type=int, default=10)
+    p.add_argument('--quick', action='store_true', help='one short round of everything')
+    p.add_argument('--skip', default='', help='comma separated steps to skip: ' + ','.join(STEPS))
+    a = p.parse_args()
+    a.shared = os.path.abspath(a.shared)
+    if a.quick:
+        a.runs = 1
+    skip = {s for s in a.skip.split(',') if s}
+    if skip - set(STEPS):
+        p.error(f'unknown steps: {skip - set(STEPS)}')
+    started = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
+    report = {'argv': ['python3', 'bench/run.py', *sys.argv[1:]]}
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f'signal {signum}')
+
+    signal.signal(signal.SIGTERM, on_signal)
+    errors = []
+    try:
+        for step in STEPS:
+            if step in skip:
+                continue
+            log(f'step {step}')
+            try:
+                fn = globals()[f'step_{step}']
+                fn(a) if step in ('install', 'build') else fn(a, report)
+            except Exception as e:  # record, go on with the next step
+                if step in ('install', 'build'):
+                    raise
+                errors.append(f'{step}: {type(e).__name__}: {e}')
+                log(f'step {step} failed: {e}')
+    finally:
+        for proc in list(LIVE):
+            kill_group(proc)
+    report['errors'] = errors
+    report['machine_info'] = machine_info()
+    made = plots(report)
+    finished = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
+    save('report.json', report)
+    write_markdown(a, report, made, started, finished)
+    if errors:
+        with open(os.path.join(ROOT, 'BENCHMARKS.md'), 'a') as fh:
+            fh.write('## Errors of this run\n\n' + '\n'.join(f'- {e}' for e in errors) + '\n')
+        log('errors: ' + '; '.join(errors))
+    log('wrote BENCHMARKS.md')
+    return 1 if errors else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
