@@ -470,7 +470,16 @@ impl Messenger {
 
     async fn call<E: Event>(&self, to: Target, key: Bytes, event: E) -> Result<E::Reply> {
         let env = self.envelope::<E>(Kind::Request, to, key, &event)?;
-        let answer = self.ask(env).await?;
+        let started = Instant::now();
+        let answer = self.ask(env.clone()).await?;
+        if answer.kind == Kind::Fanout {
+            // The Hub picked this very worker: run the handler here, within what is left of the
+            // deadline.
+            let body = tokio::time::timeout_at(started + self.timeout, self.shared.run_first(&env))
+                .await
+                .map_err(|_| self.timed_out(E::NAME, None))??;
+            return decode(E::NAME, &body);
+        }
         decode_answer::<E::Reply>(E::NAME, &answer)
     }
 
@@ -704,6 +713,17 @@ impl Shared {
             self.check_size(&reply).map(|()| reply)
         });
         body.unwrap_or_else(|err| Envelope::failure(env.id, self.peer, env.event.clone(), &err))
+    }
+
+    /// Runs the first handler of a request's event here.
+    async fn run_first(&self, request: &Envelope) -> Result<Bytes> {
+        match self.first_handler(&request.event) {
+            Some(handler) => self.run(&handler, request).await,
+            None => Err(Error::NoHandler {
+                event: request.event_name(),
+                peer: Some(self.peer),
+            }),
+        }
     }
 
     /// Runs one handler, turning a panic into an error (and a call of the panic hook).

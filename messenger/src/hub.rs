@@ -513,9 +513,32 @@ impl State {
             }),
         };
         match responder {
+            // The caller was picked: it runs the handler itself, two frames fewer.
+            Ok(responder)
+                if responder == from
+                    && from != Peer::Master
+                    && matches!(env.to, Target::Any | Target::Slot(_)) =>
+            {
+                self.run_here(env, held)
+            }
             Ok(responder) => self.forward(env, responder, None, held),
             Err(error) => self.fail(from, id, Peer::Master, env.event, &error, held),
         }
+    }
+
+    /// Tells the caller to run its request itself: a fan-out of one, itself.
+    fn run_here(&mut self, env: Envelope, held: &mut Held) {
+        let workers = env.from.worker().into_iter().collect();
+        let body = rmp_serde::to_vec(&Fanout {
+            workers,
+            run_here: true,
+        })
+        .unwrap_or_default();
+        self.deliver(
+            env.from,
+            Envelope::answer(Kind::Fanout, env.id, Peer::Master, env.event, body.into()),
+            held,
+        );
     }
 
     /// Sends a request on to `responder` under a Hub-wide id, remembering where the answer goes.

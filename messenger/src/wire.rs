@@ -340,21 +340,45 @@ fn read_int<T: TryFrom<u64>>(rd: &mut &[u8], field: &str) -> Result<T, Error> {
     let malformed = |detail: String| Error::Malformed {
         detail: format!("envelope {field}: {detail}"),
     };
-    let value: u64 = rmp::decode::read_int(rd).map_err(|e| malformed(e.to_string()))?;
+    let value = read_uint(rd).ok_or_else(|| malformed("not an unsigned integer".into()))?;
     T::try_from(value).map_err(|_| malformed(format!("{value} is out of range")))
+}
+
+/// Takes `N` bytes off the front of `rd`.
+fn take<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
+    let (bytes, rest) = rd.split_first_chunk::<N>()?;
+    *rd = rest;
+    Some(*bytes)
+}
+
+/// A MessagePack unsigned integer of any width (the mirror of [`write_uint`]).
+fn read_uint(rd: &mut &[u8]) -> Option<u64> {
+    let [marker] = take::<1>(rd)?;
+    Some(match marker {
+        0x00..=0x7f => marker.into(),
+        0xcc => u8::from_be_bytes(take(rd)?).into(),
+        0xcd => u16::from_be_bytes(take(rd)?).into(),
+        0xce => u32::from_be_bytes(take(rd)?).into(),
+        0xcf => u64::from_be_bytes(take(rd)?),
+        _ => return None,
+    })
 }
 
 /// Reads a binary string as a zero-copy slice of `frame`.
 fn read_bin(frame: &Bytes, rd: &mut &[u8], field: &str) -> Result<Bytes, Error> {
-    let malformed = |detail: String| Error::Malformed {
+    let malformed = |detail: &str| Error::Malformed {
         detail: format!("envelope {field}: {detail}"),
     };
-    let len = rmp::decode::read_bin_len(rd).map_err(|e| malformed(e.to_string()))? as usize;
+    let [marker] = take::<1>(rd).ok_or_else(|| malformed("missing"))?;
+    let len = match marker {
+        0xc4 => take::<1>(rd).map(|b| u8::from_be_bytes(b) as usize),
+        0xc5 => take::<2>(rd).map(|b| u16::from_be_bytes(b) as usize),
+        0xc6 => take::<4>(rd).map(|b| u32::from_be_bytes(b) as usize),
+        _ => return Err(malformed("not a binary string")),
+    };
+    let len = len.ok_or_else(|| malformed("cut short"))?;
     if rd.len() < len {
-        return Err(malformed(format!(
-            "{len} bytes announced, {} there",
-            rd.len()
-        )));
+        return Err(malformed("cut short"));
     }
     let (bin, rest) = rd.split_at(len);
     *rd = rest;
