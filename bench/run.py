@@ -702,7 +702,7 @@ def write_markdown(a, report, made, started, finished):
               f'{f(mc["relay_cpu_us_per_frame"])} (middle, per frame) | | |',
               f'| /hello, bare 2-process axum (req/s) | {f(mc["hello_bare"])} | | | | | | |',
               f'| /hello, demo-cluster (req/s) | {f(mc["hello_cluster"])} | | | | | | |', '',
-              'A routed message is one frame the Hub writes to a worker: consume 2 − 1/N on average (request and reply; on the caller's own turn, one frame telling it to run the handler itself), '
+              'A routed message is one frame the Hub writes to a worker: consume 2 − 1/N on average (request and reply; on the caller\'s own turn, one frame telling it to run the handler itself), '
               'request_master 1 (the reply; the request goes to the master\'s own Messenger in '
               'process), map 2N − 1 (the fan-out list, then a request and a reply for each other worker: the calling worker runs its own share), broadcast N. The '
               'master CPU is utime + stime of its `/proc/<pid>/stat` (10 ms ticks) over the measured '
