@@ -587,6 +587,18 @@ def growth(rows, xkey, ykey):
     return out
 
 
+def git_commit():
+    """HEAD, and whether tracked files differ from it (read before the run writes its results)."""
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, timeout=10).stdout.decode().strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ''
+    commit = out(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'])
+    dirty = out(['git', '-C', ROOT, 'status', '--porcelain', '--untracked-files=no'])
+    return commit + (' (with uncommitted changes)' if dirty else '') if commit else None
+
+
 def machine_info():
     model = None
     try:
@@ -612,13 +624,10 @@ def machine_info():
         except (OSError, subprocess.TimeoutExpired):
             return None
 
-    commit = version(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'])
-    dirty = version(['git', '-C', ROOT, 'status', '--porcelain', '--untracked-files=no'])
     return {
         'nproc': os.cpu_count(), 'cpu': model, 'mem_gib': mem, 'kernel': platform.release(),
         'rustc': version(['rustc', '--version']), 'node': version(['node', '--version']),
         'wrk': version(['wrk', '--version']), 'valgrind': version(['valgrind', '--version']),
-        'commit': commit + (' (with uncommitted changes)' if dirty else '') if commit else None,
         'loadavg': os.getloadavg(),
     }
 
@@ -634,7 +643,7 @@ def write_markdown(a, report, made, started, finished):
           f'- machine: {m["nproc"]} CPUs, {m["cpu"]}, {m["mem_gib"]} GiB, Linux {m["kernel"]}; '
           f'load average at the end {", ".join(f"{x:.2f}" for x in m["loadavg"])}',
           f'- tools: {m["rustc"]}, node {m["node"]}, {m["wrk"]}',
-          f'- commit: {m["commit"]}',
+          f'- commit: {report.get("commit") or m.get("commit")} (when the run started)',
           f'- command: `{" ".join(report["argv"])}`', '']
 
     # targets
@@ -826,7 +835,7 @@ def main():
     if skip - set(STEPS):
         p.error(f'unknown steps: {skip - set(STEPS)}')
     started = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
-    report = {'argv': ['python3', 'bench/run.py', *sys.argv[1:]]}
+    report = {'argv': ['python3', 'bench/run.py', *sys.argv[1:]], 'commit': git_commit()}
     if a.render:
         with open(os.path.join(RESULTS, 'report.json')) as fh:
             report = json.load(fh)
