@@ -389,6 +389,15 @@ impl Supervisor {
                         "drain order unanswered: {e}"
                     );
                 }
+                // Its connection ended first: it is on its way out (a worker whose work is done
+                // may exit before its answer is written). Its kill deadline bounds the rest.
+                Err(e @ (messenger::Error::WorkerGone { .. } | messenger::Error::Closed)) => {
+                    tracing::debug!(
+                        slot = id.slot,
+                        generation = id.generation,
+                        "drain order not answered, the worker is leaving: {e}"
+                    );
+                }
                 Err(e) => {
                     let cause = format!("could not be told to drain: {e}");
                     let _ = tx.send(Cmd::Kill { id, cause });
