@@ -4,9 +4,10 @@
 //! `[kind, id, from_kind, from_slot, from_generation, to_kind, to_slot, to_generation, event,
 //! key, body]`, the integers in their shortest form and the last three as binary strings.
 //! `body` is the event's (or reply's) own MessagePack bytes, so the Hub routes on the envelope
-//! alone and never decodes a user type. The envelope has one fixed shape, so it is written and
-//! read with `rmp` directly (no serde machinery on the hot path), and decoding is zero-copy:
-//! `event`, `key` and `body` are slices of the frame.
+//! alone and never decodes a user type. The envelope has one fixed shape, so its few
+//! MessagePack types (array, unsigned integer, binary) are written and read by hand in this
+//! module (no serde machinery on the hot path; payloads use rmp-serde), and decoding is
+//! zero-copy: `event`, `key` and `body` are slices of the frame.
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -292,7 +293,7 @@ fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let malformed = |detail: String| Error::Malformed { detail };
     let mut rd: &[u8] = frame;
     let fields =
-        rmp::decode::read_array_len(&mut rd).map_err(|e| malformed(format!("envelope: {e}")))?;
+        read_array_len(&mut rd).ok_or_else(|| malformed("not an envelope: no array".into()))?;
     if fields != FIELDS {
         return Err(malformed(format!(
             "an envelope of {fields} fields, not {FIELDS}"
@@ -349,6 +350,17 @@ fn take<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
     let (bytes, rest) = rd.split_first_chunk::<N>()?;
     *rd = rest;
     Some(*bytes)
+}
+
+/// A MessagePack array's length, in any of its encodings.
+fn read_array_len(rd: &mut &[u8]) -> Option<u32> {
+    let [marker] = take::<1>(rd)?;
+    Some(match marker {
+        0x90..=0x9f => (marker & 0x0f).into(),
+        0xdc => u16::from_be_bytes(take(rd)?).into(),
+        0xdd => u32::from_be_bytes(take(rd)?),
+        _ => return None,
+    })
 }
 
 /// A MessagePack unsigned integer of any width (the mirror of [`write_uint`]).
@@ -543,6 +555,21 @@ mod tests {
         env.from = Peer::Worker(WorkerId::new(u32::MAX, u64::MAX));
         env.to = Target::Worker(WorkerId::new(u32::MAX, u64::MAX));
         codec.encode(&env, &mut BytesMut::new()).unwrap();
+    }
+
+    #[test]
+    fn an_envelope_array_in_a_longer_encoding_decodes_too() {
+        let mut codec = FrameCodec::new();
+        let sent = Envelope::new(Kind::Broadcast, "tick", vec![0x2a]);
+        let mut buf = BytesMut::new();
+        codec.encode(&sent, &mut buf).unwrap();
+        assert_eq!(buf[4], 0x9b, "this side writes a fixarray");
+        // What another MessagePack encoder may write instead: an array 16 of 11.
+        let mut other = BytesMut::new();
+        other.put_u32((buf.len() - 4 + 2) as u32);
+        other.put_slice(&[0xdc, 0x00, 0x0b]);
+        other.put_slice(&buf[5..]);
+        assert_eq!(codec.decode(&mut other).unwrap().unwrap(), sent);
     }
 
     #[test]
