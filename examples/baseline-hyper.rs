@@ -119,10 +119,20 @@ fn parent() -> Result<(), BoxError> {
 }
 
 fn child() -> Result<(), BoxError> {
-    // The same runtime shape as a cluster worker: multi-threaded, a thread per CPU.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The same runtime shape as a cluster worker by default: the CPUs shared out among the
+    // processes; one thread is a current-thread runtime.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cpus / env_or("WORKERS", 2usize)?.max(1)).max(1);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async {
         // SAFETY: the parent placed the listening socket at fd 3 for this process.
         let std = unsafe { std::net::TcpListener::from_raw_fd(CHILD_FD) };

@@ -136,7 +136,14 @@ impl Builder {
         self
     }
 
-    /// Runtime threads per worker (default: one per CPU).
+    /// Runtime threads per worker (default: the CPUs divided by the workers, at least one, so
+    /// the workers together run about one thread per CPU).
+    ///
+    /// A worker with one thread runs a current-thread tokio runtime: nothing crosses threads,
+    /// which is the fastest shape for I/O-bound services (measured in BENCHMARKS.md). Its
+    /// handlers and requests share that thread, so run CPU-heavy work with
+    /// `tokio::task::spawn_blocking` (`block_in_place` needs more than one thread), or ask for
+    /// more threads here.
     pub fn worker_threads(mut self, n: usize) -> Self {
         self.opts.worker_threads = Some(n);
         self

