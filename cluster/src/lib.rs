@@ -30,6 +30,7 @@ mod builder;
 mod control;
 mod env;
 mod error;
+mod ipc;
 pub mod listen;
 mod master;
 mod options;

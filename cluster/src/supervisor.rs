@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::Drain;
 use crate::error::Error;
+use crate::ipc::IpcStream;
 use crate::options::Options;
 use crate::spawn::{SpawnRequest, Spawner};
 use crate::status::{Phase, SlotStatus, Status, WorkerState, WorkerStatus};
@@ -251,9 +252,7 @@ impl Supervisor {
                     ipc: theirs.into(),
                 })
                 .await?;
-            let ours: std::os::unix::net::UnixStream = ours.into();
-            ours.set_nonblocking(true)?;
-            let ours = tokio::net::UnixStream::from_std(ours)?;
+            let ours = IpcStream::new(ours.into())?;
             Ok::<_, io::Error>((child, ours))
         };
         let (mut child, ipc) = match spawned.await {

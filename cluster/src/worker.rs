@@ -11,6 +11,7 @@ use crate::builder::WorkerBoot;
 use crate::control::{Drain, Reload, Unhealthy};
 use crate::env::{ListenerKind, WorkerEnv};
 use crate::error::Error;
+use crate::ipc::IpcStream;
 use crate::options::Options;
 
 /// What a worker's bootstrap gets: its identity, listeners and messenger, and the calls that
@@ -158,9 +159,7 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
         generation: env.generation,
     };
     let result = runtime.block_on(async move {
-        let ipc = std::os::unix::net::UnixStream::from(ipc);
-        ipc.set_nonblocking(true)?;
-        let ipc = tokio::net::UnixStream::from_std(ipc)?;
+        let ipc = IpcStream::new(ipc)?;
         let messenger = Messenger::connect(ipc, opts.messenger.clone()).await?;
         let drain = CancellationToken::new();
         let on_drain = drain.clone();
