@@ -29,6 +29,15 @@ pub struct Config {
     pub once_keys: usize,
     /// How long the Hub waits for a new connection's first frame. Default 10 s.
     pub handshake_timeout: Duration,
+    /// How long a Messenger that waits for replies keeps polling its socket before its thread
+    /// sleeps; zero never polls. Default 100 µs.
+    ///
+    /// Waking a sleeping thread costs far more than a round trip on many machines (a virtual
+    /// CPU that halted must be woken by the host: measured 25-40 µs here, against 16 µs for a
+    /// whole request to the master when no CPU sleeps), so a caller that is about to get its
+    /// answer is better off awake. Polling stops as soon as no call is pending, and after this
+    /// long in any case; a busy process never polls (it has work to run).
+    pub busy_poll: Duration,
 }
 
 impl Default for Config {
@@ -40,6 +49,7 @@ impl Default for Config {
             stall_timeout: Duration::from_secs(10),
             once_keys: 4096,
             handshake_timeout: Duration::from_secs(10),
+            busy_poll: Duration::from_micros(100),
         }
     }
 }
@@ -72,6 +82,12 @@ impl Config {
     /// Sets [`Config::once_keys`] (at least 1).
     pub fn once_keys(mut self, keys: usize) -> Self {
         self.once_keys = keys.max(1);
+        self
+    }
+
+    /// Sets [`Config::busy_poll`] (zero: never).
+    pub fn busy_poll(mut self, budget: Duration) -> Self {
+        self.busy_poll = budget;
         self
     }
 

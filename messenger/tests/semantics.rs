@@ -814,3 +814,33 @@ async fn an_enum_event_is_served_by_one_handler_object() {
         vec!["flushed", "flushed"]
     );
 }
+
+/// CPU time of the calling thread, from the kernel's scheduler statistics.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let ns: u64 = stat.split_whitespace().next().unwrap().parse().unwrap();
+    Duration::from_nanos(ns)
+}
+
+/// A caller polls for its answer for `busy_poll` at most, then sleeps: a call that takes long
+/// costs next to no CPU while it waits. (Everything runs on this test's one thread.)
+#[tokio::test]
+async fn a_long_wait_does_not_spin() {
+    for budget in [Duration::ZERO, Duration::from_millis(1)] {
+        let config = Config::default().busy_poll(budget);
+        let cluster = MockCluster::with_config(1, config).await.unwrap();
+        cluster.worker(0).on(|_: WhoAmI| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            7
+        });
+        cluster.ready().await.unwrap();
+        let master = cluster.master();
+        let cpu = thread_cpu();
+        assert_eq!(master.consume(WhoAmI).await.unwrap(), 7);
+        let used = thread_cpu() - cpu;
+        assert!(
+            used < Duration::from_millis(200),
+            "{used:?} of CPU for a 400 ms wait"
+        );
+    }
+}
