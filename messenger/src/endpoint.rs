@@ -12,11 +12,12 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::busy::{self, BusyPoll};
 use crate::transport::{self, Outbox};
 use crate::wire::{Envelope, Fanout, Kind, Target, ENVELOPE_OVERHEAD};
 use crate::{BoxFuture, Config, Dispatch, Error, Event, Peer, Result, WorkerId};
@@ -63,8 +64,8 @@ struct Shared {
     closed: CancellationToken,
     broadcasts: mpsc::Sender<Envelope>,
     panic_hook: RwLock<Option<PanicHook>>,
-    /// Told when a call starts while none was pending: the busy-poll task wakes up.
-    calling: Arc<Notify>,
+    /// Polls while calls are pending and answers come in.
+    busy: BusyPoll,
 }
 
 /// A frame on its way out; `counted` frames hold a unit of `room` until written.
@@ -165,15 +166,16 @@ impl Messenger {
             closed: CancellationToken::new(),
             broadcasts,
             panic_hook: RwLock::default(),
-            calling: Arc::new(Notify::new()),
+            busy: BusyPoll::default(),
         });
         tokio::spawn(run_broadcasts(Arc::downgrade(&shared), lane));
         if !shared.config.busy_poll.is_zero() {
-            tokio::spawn(busy_poll(
-                Arc::downgrade(&shared),
-                shared.calling.clone(),
+            busy::spawn(
+                &shared,
+                |shared| &shared.busy,
+                |shared| !shared.pending_is_empty(),
                 shared.config.busy_poll,
-            ));
+            );
         }
         let messenger = Messenger { shared, timeout };
         messenger.register::<Ping>(
@@ -602,14 +604,11 @@ impl Drop for Call<'_> {
 impl Shared {
     fn begin(&self, waiter: Waiter) -> Call<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let first = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.insert(id, waiter);
-            pending.len() == 1
-        };
-        if first {
-            self.calling.notify_one();
-        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, waiter);
+        self.busy.start();
         Call {
             shared: self,
             id,
@@ -664,7 +663,15 @@ impl Shared {
         }
     }
 
+    fn pending_is_empty(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     fn answer(&self, env: Envelope) {
+        self.busy.progress();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.get(&env.id) {
             Some(Waiter::Many(tx)) => {
@@ -770,32 +777,6 @@ impl Shared {
             }
             Err(Error::HandlerPanicked { event, message })
         })
-    }
-}
-
-/// Keeps the runtime polling its sockets, rather than sleeping, for up to `budget` after a call
-/// starts while none was pending, until no call is pending (see [`Config::busy_poll`]). Each
-/// turn yields, so every other task runs between polls. Stops when the Messenger is gone.
-async fn busy_poll(shared: std::sync::Weak<Shared>, calling: Arc<Notify>, budget: Duration) {
-    loop {
-        calling.notified().await;
-        let started = std::time::Instant::now();
-        loop {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let waiting = !shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty();
-            drop(shared);
-            if !waiting || started.elapsed() >= budget {
-                break;
-            }
-            // A yielded task runs again after the runtime polled its sockets without waiting.
-            tokio::task::yield_now().await;
-        }
     }
 }
 

@@ -21,6 +21,7 @@
 // Lets `#[derive(Event)]` name this crate `::messenger` from inside it too.
 extern crate self as messenger;
 
+mod busy;
 mod config;
 mod endpoint;
 mod error;
