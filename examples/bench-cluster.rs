@@ -377,10 +377,13 @@ where
             let call = call.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(4096);
-                while Instant::now() < end {
-                    let t = Instant::now();
+                // One clock reading per call: it ends this call and starts the next.
+                let mut t = Instant::now();
+                while t < end {
                     call().await?;
-                    lat.push(t.elapsed());
+                    let done = Instant::now();
+                    lat.push(done - t);
+                    t = done;
                 }
                 Ok::<_, multiprocess::messenger::Error>(lat)
             })
