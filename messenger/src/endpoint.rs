@@ -2,11 +2,13 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;
@@ -76,7 +78,65 @@ pub(crate) struct Outgoing {
 
 enum Waiter {
     One(oneshot::Sender<Envelope>),
-    Many(mpsc::UnboundedSender<Envelope>),
+    Many(ReplySender),
+}
+
+/// The answers to a `map` as they come: a list and a waker (a channel allocated per call cost
+/// more than the rest of the call's bookkeeping).
+#[derive(Default)]
+struct Replies {
+    list: Mutex<Vec<Envelope>>,
+    closed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Replies {
+    fn push(&self, env: Envelope) {
+        self.list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(env);
+        self.waker.wake();
+    }
+
+    /// The answers that came since the last call; empty once no more can come.
+    async fn next(&self) -> Vec<Envelope> {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+            if !list.is_empty() {
+                return Poll::Ready(std::mem::take(&mut *list));
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Poll::Ready(Vec::new());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// The pending table's end of [`Replies`]: dropping it (the call is forgotten, or the
+/// connection closed) tells the caller that no more answers can come.
+struct ReplySender(Arc<Replies>);
+
+impl Drop for ReplySender {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+}
+
+/// Runs `future` unless `deadline` passes first.
+async fn within<F: Future>(
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    future: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = future => Some(out),
+        () = deadline => None,
+    }
 }
 
 /// The receiving side of a Messenger's outbound queue.
@@ -395,19 +455,25 @@ impl Messenger {
     /// has no handler, dies or does not answer in time fails its entry alone.
     pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
         let env = self.envelope::<E>(Kind::Request, Target::All, Bytes::new(), &event)?;
-        let deadline = Instant::now() + self.timeout;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let call = self.shared.begin(Waiter::Many(tx));
+        // One timer for the whole call, however many answers it waits for.
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let replies = Arc::new(Replies::default());
+        let call = self
+            .shared
+            .begin(Waiter::Many(ReplySender(replies.clone())));
         let request = Envelope { id: call.id, ..env };
         // Kept for this worker's own share, which it runs itself when the Hub says so.
         let own_share = request.clone();
-        let sent = tokio::time::timeout_at(deadline, self.shared.send(request)).await;
-        sent.map_err(|_| self.timed_out(E::NAME, None))??;
-
-        let first = tokio::time::timeout_at(deadline, rx.recv())
+        within(deadline.as_mut(), self.shared.send(request))
             .await
-            .map_err(|_| self.timed_out(E::NAME, None))?;
-        let fanout = first.ok_or(Error::Closed)?;
+            .ok_or_else(|| self.timed_out(E::NAME, None))??;
+
+        let mut answers = within(deadline.as_mut(), replies.next())
+            .await
+            .ok_or_else(|| self.timed_out(E::NAME, None))?
+            .into_iter();
+        let fanout = answers.next().ok_or(Error::Closed)?;
         let Fanout { workers, run_here } = match fanout.kind {
             Kind::Fanout => rmp_serde::from_slice(&fanout.body).map_err(|e| Error::Malformed {
                 detail: format!("fanout: {e}"),
@@ -429,27 +495,32 @@ impl Messenger {
                     }),
                 }
             };
-            if let Ok(reply) = tokio::time::timeout_at(deadline, local).await {
+            if let Some(reply) = within(deadline.as_mut(), local).await {
                 results[index] = Some(reply.and_then(|body| decode(E::NAME, &body)));
                 missing -= 1;
             }
         }
-        while missing > 0 {
-            let answer = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(answer)) => answer,
-                Ok(None) => break,
-                Err(_) => break,
-            };
-            let Some(index) = workers
-                .iter()
-                .position(|id| Peer::Worker(*id) == answer.from)
-            else {
-                tracing::warn!(from = %answer.from, "a map answer from a worker that was not asked");
-                continue;
-            };
-            if results[index].is_none() {
-                results[index] = Some(decode_answer::<E::Reply>(E::NAME, &answer));
-                missing -= 1;
+        loop {
+            for answer in answers.by_ref() {
+                let Some(index) = workers
+                    .iter()
+                    .position(|id| Peer::Worker(*id) == answer.from)
+                else {
+                    tracing::warn!(from = %answer.from, "a map answer from a worker that was not asked");
+                    continue;
+                };
+                if results[index].is_none() {
+                    results[index] = Some(decode_answer::<E::Reply>(E::NAME, &answer));
+                    missing -= 1;
+                }
+            }
+            if missing == 0 {
+                break;
+            }
+            match within(deadline.as_mut(), replies.next()).await {
+                Some(more) if !more.is_empty() => answers = more.into_iter(),
+                // Closed (no more answers can come) or out of time.
+                _ => break,
             }
         }
         call.finish();
@@ -674,9 +745,7 @@ impl Shared {
         self.busy.progress();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.get(&env.id) {
-            Some(Waiter::Many(tx)) => {
-                let _ = tx.send(env);
-            }
+            Some(Waiter::Many(replies)) => replies.0.push(env),
             Some(Waiter::One(_)) => {
                 if let Some(Waiter::One(tx)) = pending.remove(&env.id) {
                     let _ = tx.send(env);
