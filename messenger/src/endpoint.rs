@@ -191,13 +191,22 @@ impl Messenger {
         tokio::spawn(transport::write_frames(write, outbox, codec, stop.clone()));
         let shared = messenger.shared.clone();
         tokio::spawn(async move {
+            // Made once: a cancellation future registers with the token each time it is made.
+            let stopped = stop.cancelled();
+            tokio::pin!(stopped);
             let reason = loop {
                 let frame = tokio::select! {
                     frame = reader.next() => frame,
-                    () = stop.cancelled() => break "closed".to_string(),
+                    () = &mut stopped => break "closed".to_string(),
                 };
                 match frame {
-                    Some(Ok(env)) => shared.dispatch(env).await,
+                    Some(Ok(env)) => {
+                        // Only a broadcast may wait (for room in its lane): only then is
+                        // there a future.
+                        if let Some(broadcast) = shared.dispatch_now(env) {
+                            shared.queue_broadcast(broadcast).await;
+                        }
+                    }
                     Some(Err(err)) => break err.to_string(),
                     None => break "the hub closed the connection".to_string(),
                 }
@@ -721,17 +730,28 @@ impl Shared {
     }
 
     async fn dispatch(self: &Arc<Self>, env: Envelope) {
+        if let Some(broadcast) = self.dispatch_now(env) {
+            self.queue_broadcast(broadcast).await;
+        }
+    }
+
+    /// Dispatches a frame without waiting; a broadcast is handed back, for
+    /// [`queue_broadcast`](Shared::queue_broadcast).
+    fn dispatch_now(self: &Arc<Self>, env: Envelope) -> Option<Envelope> {
         match env.kind {
             Kind::Reply | Kind::Failure | Kind::Fanout => self.answer(env),
             Kind::Request => self.handle_request(env),
-            Kind::Broadcast => {
-                // Bounded: when handlers fall behind, reading waits (backpressure to the Hub).
-                let _ = self.broadcasts.send(env).await;
-            }
+            Kind::Broadcast => return Some(env),
             Kind::Hello | Kind::Announce | Kind::Ready | Kind::Cancel => {
                 tracing::debug!(kind = ?env.kind, "unexpected frame ignored");
             }
         }
+        None
+    }
+
+    /// Bounded: when broadcast handlers fall behind, reading waits (backpressure to the Hub).
+    async fn queue_broadcast(&self, env: Envelope) {
+        let _ = self.broadcasts.send(env).await;
     }
 
     fn pending_is_empty(&self) -> bool {

@@ -235,13 +235,22 @@ impl Hub {
             },
         );
         tokio::spawn(transport::write_frames(write, rx, codec, stop.clone()));
+        // Made once: a cancellation future registers with the token each time it is made.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let frame = tokio::select! {
                 frame = reader.next() => frame,
-                () = stop.cancelled() => return Ok("closed by the master".into()),
+                () = &mut stopped => return Ok("closed by the master".into()),
             };
             match frame {
-                Some(Ok(env)) => self.route(peer, env).await,
+                Some(Ok(env)) => {
+                    // Routing never waits unless a queue is full: only then is there a future.
+                    let held = self.route_now(peer, env);
+                    if !held.is_empty() {
+                        self.send_held(held).await;
+                    }
+                }
                 Some(Err(err)) => return Ok(format!("connection error: {err}")),
                 None => return Ok("end of file".into()),
             }
@@ -304,7 +313,14 @@ impl Hub {
     }
 
     /// Routes one frame that arrived on `from`'s connection.
-    pub(crate) async fn route(&self, from: Peer, mut env: Envelope) {
+    pub(crate) async fn route(&self, from: Peer, env: Envelope) {
+        let held = self.route_now(from, env);
+        self.send_held(held).await;
+    }
+
+    /// Routes `env`, returning the frames that found a full queue (to send with
+    /// [`send_held`](Hub::send_held)).
+    fn route_now(&self, from: Peer, mut env: Envelope) -> Held {
         env.from = from;
         let mut held = Held::new();
         {
@@ -326,7 +342,7 @@ impl Hub {
                 }
             }
         }
-        self.send_held(held).await;
+        held
     }
 
     /// Sends the frames that found a full queue, in order, each waiting at most the stall

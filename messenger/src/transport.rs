@@ -47,10 +47,13 @@ pub(crate) async fn write_frames<W, O>(
 {
     let mut batch = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Made once: a cancellation future registers with the token each time it is made.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let n = tokio::select! {
             n = outbox.recv_batch(&mut batch, BATCH) => n,
-            () = stop.cancelled() => break,
+            () = &mut stopped => break,
         };
         if n == 0 {
             break;
