@@ -899,13 +899,34 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// A payload larger than this gets its own buffer rather than pinning a shared one.
+const ARENA: usize = 16 * 1024;
+
+thread_local! {
+    /// Payloads are cut from one buffer per thread (each cut shares it, counted), instead of a
+    /// vector grown and allocated per message.
+    static PAYLOADS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
 fn encode<T: Serialize + ?Sized>(event: &str, value: &T) -> Result<Bytes> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
-        .map_err(|e| Error::Encode {
+    use bytes::BufMut;
+    PAYLOADS.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < ARENA / 64 {
+            // Reclaims the buffer when every payload cut from it is gone, else starts anew.
+            arena.reserve(ARENA);
+        }
+        let written = rmp_serde::encode::write_named(&mut (&mut *arena).writer(), value);
+        let body = arena.split().freeze();
+        if arena.capacity() > 4 * ARENA {
+            // A huge payload grew the buffer: let it go with its payload.
+            *arena = bytes::BytesMut::new();
+        }
+        written.map(|()| body).map_err(|e| Error::Encode {
             event: event.into(),
             detail: e.to_string(),
         })
+    })
 }
 
 fn decode<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T> {
