@@ -10,7 +10,8 @@
 //!     --tests consume,master,consume64,map64,map,broadcast,payload,cpu --sizes 64,1024,1048576
 //! ```
 //!
-//! `--worker-threads N` sets the workers' runtime threads (default: one per CPU).
+//! `--worker-threads N` sets the workers' runtime threads (default: the cluster's); `--busy-poll-us N`
+//! the messenger's busy-poll budget (default: the messenger's, 100 µs; 0 never polls).
 //!
 //! Tests (each bounded to about `--seconds`, after a short warm-up):
 //! - `consume`, `master`: `consume(pid)` / `request_master(echo)` one at a time;
@@ -73,6 +74,8 @@ struct Args {
     limit: f64,
     /// Runtime threads per worker (default: the cluster's, one per CPU).
     worker_threads: Option<usize>,
+    /// The messenger's busy-poll budget in microseconds (default: the messenger's).
+    busy_poll_us: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -87,6 +90,7 @@ fn parse_args() -> Result<Args, BoxError> {
         sizes: vec![64, 1024, 16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024],
         limit: 300.0,
         worker_threads: None,
+        busy_poll_us: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -97,6 +101,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--in-flight" => args.in_flight = value()?.parse()?,
             "--limit" => args.limit = value()?.parse()?,
             "--worker-threads" => args.worker_threads = Some(value()?.parse()?),
+            "--busy-poll-us" => args.busy_poll_us = Some(value()?.parse()?),
             "--tests" => args.tests = value()?.split(',').map(String::from).collect(),
             "--sizes" => {
                 args.sizes = value()?
@@ -128,6 +133,10 @@ fn main() -> Result<(), BoxError> {
     let mut builder = Cluster::builder();
     if let Some(n) = args.worker_threads {
         builder = builder.worker_threads(n);
+    }
+    if let Some(us) = args.busy_poll_us {
+        let config = multiprocess::Config::default().busy_poll(Duration::from_micros(us));
+        builder = builder.messenger_config(config);
     }
     builder
         .workers(args.workers)
