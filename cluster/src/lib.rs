@@ -17,11 +17,12 @@
 //! - short connections (one request each) spread evenly: 246 / 254 of 500 sequential ones,
 //!   1007 / 993 of 2000 from 8 concurrent clients (after each accept the accept loop yields,
 //!   without which the sequential split was 144 / 356);
-//! - a burst of keep-alive connections opened at once is spread unevenly: whichever worker
-//!   wakes first takes most of it (wrk with 64 connections: 44 / 20 and 54 / 10; with 256:
-//!   73 / 183 and 33 / 223). Throughput does not suffer from it, since each worker's runtime
-//!   has a thread per CPU (~95-105k requests/s on `/hello` either way); what it costs is blast
-//!   radius: a crash drops more of the open connections. A worker that drains sends
+//! - a burst of keep-alive connections opened at once can be spread unevenly: whichever worker
+//!   wakes first takes most of it (wrk with 64 connections: 44 / 20, 54 / 10 and 36 / 32; with
+//!   256: 73 / 183, 33 / 223 and 205 / 55). Throughput did not suffer from it in any of these
+//!   runs (with a thread per worker, the default on 2 CPUs: 128k and 123k requests/s on
+//!   `/hello`; the busier worker gets the CPU time the other does not use); what it costs is
+//!   blast radius: a crash drops more of the open connections. A worker that drains sends
 //!   `Connection: close`, so those clients reconnect and are spread again.
 
 #![warn(missing_docs)]
