@@ -484,9 +484,7 @@ impl Messenger {
             .into_iter();
         let fanout = answers.next().ok_or(Error::Closed)?;
         let Fanout { workers, run_here } = match fanout.kind {
-            Kind::Fanout => rmp_serde::from_slice(&fanout.body).map_err(|e| Error::Malformed {
-                detail: format!("fanout: {e}"),
-            })?,
+            Kind::Fanout => Fanout::from_bytes(&fanout.body)?,
             _ => return Err(decode_failure(&fanout)),
         };
         let mut results: Vec<Option<Result<E::Reply>>> = workers.iter().map(|_| None).collect();

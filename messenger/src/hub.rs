@@ -545,14 +545,14 @@ impl State {
     /// Tells the caller to run its request itself: a fan-out of one, itself.
     fn run_here(&mut self, env: Envelope, held: &mut Held) {
         let workers = env.from.worker().into_iter().collect();
-        let body = rmp_serde::to_vec(&Fanout {
+        let body = Fanout {
             workers,
             run_here: true,
-        })
-        .unwrap_or_default();
+        }
+        .to_bytes();
         self.deliver(
             env.from,
-            Envelope::answer(Kind::Fanout, env.id, Peer::Master, env.event, body.into()),
+            Envelope::answer(Kind::Fanout, env.id, Peer::Master, env.event, body),
             held,
         );
     }
@@ -581,17 +581,17 @@ impl State {
         let run_here = workers.iter().any(|id| Peer::Worker(*id) == env.from)
             && self.handles(env.from, &env.event);
         // The caller learns first who will answer, so it knows when it has every answer.
-        let fanout = rmp_serde::to_vec(&Fanout {
+        let fanout = Fanout {
             workers: workers.clone(),
             run_here,
-        })
-        .unwrap_or_default();
+        }
+        .to_bytes();
         let fanout = Envelope::answer(
             Kind::Fanout,
             env.id,
             Peer::Master,
             env.event.clone(),
-            fanout.into(),
+            fanout,
         );
         self.deliver(env.from, fanout, held);
         for worker in workers {

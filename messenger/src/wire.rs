@@ -446,6 +446,21 @@ fn write_uint(dst: &mut BytesMut, value: u64) {
     }
 }
 
+/// A MessagePack array's length, in its shortest form.
+fn write_array_len(dst: &mut BytesMut, len: usize) {
+    match len {
+        0..=15 => dst.put_u8(0x90 | len as u8),
+        16..=0xffff => {
+            dst.put_u8(0xdc);
+            dst.put_u16(len as u16);
+        }
+        _ => {
+            dst.put_u8(0xdd);
+            dst.put_u32(len as u32);
+        }
+    }
+}
+
 /// A MessagePack binary string.
 fn write_bin(dst: &mut BytesMut, bin: &[u8]) {
     match bin.len() {
@@ -503,6 +518,57 @@ pub struct Fanout {
     pub run_here: bool,
 }
 
+impl Fanout {
+    /// The MessagePack of this body (the same bytes as `rmp_serde::to_vec`), written by hand:
+    /// one goes with every `map`.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut dst = BytesMut::with_capacity(4 + self.workers.len() * 12);
+        dst.put_u8(0x92);
+        write_array_len(&mut dst, self.workers.len());
+        for id in &self.workers {
+            dst.put_u8(0x92);
+            write_uint(&mut dst, id.slot.into());
+            write_uint(&mut dst, id.generation);
+        }
+        dst.put_u8(if self.run_here { 0xc3 } else { 0xc2 });
+        dst.freeze()
+    }
+
+    /// Reads a body written by [`to_bytes`](Fanout::to_bytes) (or `rmp_serde`).
+    pub fn from_bytes(body: &[u8]) -> Result<Fanout, Error> {
+        let malformed = || Error::Malformed {
+            detail: "a fan-out list that does not decode".into(),
+        };
+        let mut rd = body;
+        if read_array_len(&mut rd) != Some(2) {
+            return Err(malformed());
+        }
+        let n = read_array_len(&mut rd).ok_or_else(malformed)? as usize;
+        // Every entry takes 3 bytes at least: never trust a length beyond what is there.
+        let mut workers = Vec::with_capacity(n.min(rd.len() / 3));
+        for _ in 0..n {
+            if read_array_len(&mut rd) != Some(2) {
+                return Err(malformed());
+            }
+            let slot = read_uint(&mut rd).and_then(|v| u32::try_from(v).ok());
+            let generation = read_uint(&mut rd);
+            let (Some(slot), Some(generation)) = (slot, generation) else {
+                return Err(malformed());
+            };
+            workers.push(WorkerId::new(slot, generation));
+        }
+        let run_here = match take::<1>(&mut rd) {
+            Some([0xc3]) => true,
+            Some([0xc2]) => false,
+            _ => return Err(malformed()),
+        };
+        if !rd.is_empty() {
+            return Err(malformed());
+        }
+        Ok(Fanout { workers, run_here })
+    }
+}
+
 /// The body of a `Hello` frame: the protocol version and, from the Hub, who the connection is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -515,6 +581,41 @@ pub struct Hello {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written fan-out list is exactly what `rmp_serde` writes, and reads back.
+    #[test]
+    fn fanout_bytes_match_rmp_serde() {
+        let lists = [
+            vec![],
+            vec![WorkerId::new(0, 1)],
+            vec![WorkerId::new(3, 200), WorkerId::new(70_000, u64::MAX)],
+            (0..20).map(|slot| WorkerId::new(slot, 1 << slot)).collect(),
+        ];
+        for workers in lists {
+            for run_here in [false, true] {
+                let fanout = Fanout {
+                    workers: workers.clone(),
+                    run_here,
+                };
+                let bytes = fanout.to_bytes();
+                assert_eq!(&bytes[..], &rmp_serde::to_vec(&fanout).unwrap()[..]);
+                assert_eq!(Fanout::from_bytes(&bytes).unwrap(), fanout);
+            }
+        }
+        for bad in [
+            &[][..],
+            &[0x92, 0x91][..],
+            &[0x92, 0x90, 0xc0][..],
+            &[0x92, 0x90, 0xc3, 0][..],
+        ] {
+            assert!(matches!(
+                Fanout::from_bytes(bad),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        // A length that claims more entries than there are bytes fails, without allocating it.
+        assert!(Fanout::from_bytes(&[0x92, 0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
 
     #[test]
     fn oversize_frames_are_refused_both_ways() {
