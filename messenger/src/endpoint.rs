@@ -27,6 +27,17 @@ use crate::{BoxFuture, Config, Dispatch, Error, Event, Peer, Result, WorkerId};
 /// A handler with its types erased: MessagePack in, MessagePack out.
 type Erased = Arc<dyn Fn(Bytes, Peer) -> BoxFuture<'static, Result<Bytes>> + Send + Sync>;
 
+/// The same handler typed, for the calls a process runs itself (its own share of a `map`, a
+/// `consume` the Hub gave back to it): the event and the reply are never encoded.
+type Typed<E> = Arc<dyn Fn(Peer, E) -> BoxFuture<'static, <E as Event>::Reply> + Send + Sync>;
+
+/// A registered handler: erased for frames, typed (as `Typed<E>`) for local runs.
+#[derive(Clone)]
+struct Handler {
+    erased: Erased,
+    typed: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
 type PanicHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The heartbeat every Messenger answers without announcing it.
@@ -60,7 +71,7 @@ struct Shared {
     out: mpsc::UnboundedSender<Outgoing>,
     /// Bounds the frames queued by calls: a caller waits for room (backpressure).
     room: Arc<Semaphore>,
-    handlers: RwLock<HashMap<Bytes, Arc<[Erased]>>>,
+    handlers: RwLock<HashMap<Bytes, Arc<[Handler]>>>,
     pending: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
     closed: CancellationToken,
@@ -249,7 +260,10 @@ impl Messenger {
         let messenger = Messenger { shared, timeout };
         messenger.register::<Ping>(
             false,
-            Arc::new(|_, _| Box::pin(async { Ok(Bytes::from_static(&[0xc0])) })),
+            Handler {
+                erased: Arc::new(|_, _| Box::pin(async { Ok(Bytes::from_static(&[0xc0])) })),
+                typed: None,
+            },
         );
         (
             messenger,
@@ -315,6 +329,11 @@ impl Messenger {
         F: Fn(Peer, E) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = E::Reply> + Send + 'static,
     {
+        let handler = Arc::new(handler);
+        let typed: Typed<E> = {
+            let handler = handler.clone();
+            Arc::new(move |from: Peer, event: E| Box::pin(handler(from, event)))
+        };
         let erased: Erased =
             Arc::new(
                 move |body: Bytes, from: Peer| match decode::<E>(E::NAME, &body) {
@@ -325,7 +344,13 @@ impl Messenger {
                     Err(err) => Box::pin(std::future::ready(Err(err))),
                 },
             );
-        self.register::<E>(true, erased);
+        self.register::<E>(
+            true,
+            Handler {
+                erased,
+                typed: Some(Arc::new(typed)),
+            },
+        );
     }
 
     /// Registers one object that handles every case of an enum event: the
@@ -362,7 +387,7 @@ impl Messenger {
         self.on(move |event: E| event.dispatch(handler.clone()));
     }
 
-    fn register<E: Event>(&self, announce: bool, erased: Erased) {
+    fn register<E: Event>(&self, announce: bool, handler: Handler) {
         let name = Bytes::from_static(E::NAME.as_bytes());
         let first = {
             let mut handlers = self
@@ -375,7 +400,7 @@ impl Messenger {
                 .or_insert_with(|| Arc::from(Vec::new()));
             let first = entry.is_empty();
             let mut list = entry.to_vec();
-            list.push(erased);
+            list.push(handler);
             *entry = Arc::from(list);
             first
         };
@@ -472,8 +497,6 @@ impl Messenger {
             .shared
             .begin(Waiter::Many(ReplySender(replies.clone())));
         let request = Envelope { id: call.id, ..env };
-        // Kept for this worker's own share, which it runs itself when the Hub says so.
-        let own_share = request.clone();
         within(deadline.as_mut(), self.shared.send(request))
             .await
             .ok_or_else(|| self.timed_out(E::NAME, None))??;
@@ -493,17 +516,9 @@ impl Messenger {
             .iter()
             .position(|id| Peer::Worker(*id) == self.shared.peer);
         if let (true, Some(index)) = (run_here, own) {
-            let local = async {
-                match self.shared.first_handler(&own_share.event) {
-                    Some(handler) => self.shared.run(&handler, &own_share).await,
-                    None => Err(Error::NoHandler {
-                        event: E::NAME.into(),
-                        peer: Some(self.shared.peer),
-                    }),
-                }
-            };
-            if let Some(reply) = within(deadline.as_mut(), local).await {
-                results[index] = Some(reply.and_then(|body| decode(E::NAME, &body)));
+            // This worker's own share, run here as the Hub said.
+            if let Some(reply) = within(deadline.as_mut(), self.shared.run_here(event)).await {
+                results[index] = Some(reply);
                 missing -= 1;
             }
         }
@@ -569,14 +584,13 @@ impl Messenger {
     async fn call<E: Event>(&self, to: Target, key: Bytes, event: E) -> Result<E::Reply> {
         let env = self.envelope::<E>(Kind::Request, to, key, &event)?;
         let started = Instant::now();
-        let answer = self.ask(env.clone()).await?;
+        let answer = self.ask(env).await?;
         if answer.kind == Kind::Fanout {
             // The Hub picked this very worker: run the handler here, within what is left of the
             // deadline.
-            let body = tokio::time::timeout_at(started + self.timeout, self.shared.run_first(&env))
+            return tokio::time::timeout_at(started + self.timeout, self.shared.run_here(event))
                 .await
-                .map_err(|_| self.timed_out(E::NAME, None))??;
-            return decode(E::NAME, &body);
+                .map_err(|_| self.timed_out(E::NAME, None))?;
         }
         decode_answer::<E::Reply>(E::NAME, &answer)
     }
@@ -773,12 +787,12 @@ impl Shared {
         }
     }
 
-    fn first_handler(&self, event: &[u8]) -> Option<Erased> {
+    fn first_handler(&self, event: &[u8]) -> Option<Handler> {
         let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
         handlers.get(event).and_then(|list| list.first().cloned())
     }
 
-    fn all_handlers(&self, event: &[u8]) -> Option<Arc<[Erased]>> {
+    fn all_handlers(&self, event: &[u8]) -> Option<Arc<[Handler]>> {
         self.handlers
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -818,7 +832,7 @@ impl Shared {
     /// The reply (or failure) to a request.
     async fn reply_to(self: Arc<Self>, env: Envelope) -> Envelope {
         let result = match self.first_handler(&env.event) {
-            Some(handler) => self.run(&handler, &env).await,
+            Some(handler) => self.run(&handler.erased, &env).await,
             None => Err(Error::NoHandler {
                 event: env.event_name(),
                 peer: Some(self.peer),
@@ -831,28 +845,61 @@ impl Shared {
         body.unwrap_or_else(|err| Envelope::failure(env.id, self.peer, env.event.clone(), &err))
     }
 
-    /// Runs the first handler of a request's event here.
-    async fn run_first(&self, request: &Envelope) -> Result<Bytes> {
-        match self.first_handler(&request.event) {
-            Some(handler) => self.run(&handler, request).await,
-            None => Err(Error::NoHandler {
-                event: request.event_name(),
+    /// Runs the first handler of `E` here, on `event` as it is: no encoding either way (the
+    /// wire path if the handler under that name is of another type).
+    async fn run_here<E: Event>(&self, event: E) -> Result<E::Reply> {
+        let name = E::NAME.as_bytes();
+        let Some(handler) = self.first_handler(name) else {
+            return Err(Error::NoHandler {
+                event: E::NAME.into(),
                 peer: Some(self.peer),
-            }),
+            });
+        };
+        match handler
+            .typed
+            .as_ref()
+            .and_then(|t| t.downcast_ref::<Typed<E>>())
+        {
+            Some(typed) => {
+                let start = || {
+                    let reply = typed(self.peer, event);
+                    async move { Ok(reply.await) }
+                };
+                self.guarded(name, start).await
+            }
+            None => {
+                let body = encode(E::NAME, &event)?;
+                let request = Envelope {
+                    from: self.peer,
+                    ..Envelope::new(Kind::Request, E::NAME, body)
+                };
+                let reply = self.run(&handler.erased, &request).await?;
+                decode(E::NAME, &reply)
+            }
         }
     }
 
-    /// Runs one handler, turning a panic into an error (and a call of the panic hook).
+    /// Runs one handler on a frame, turning a panic into an error (and a call of the panic
+    /// hook).
     async fn run(&self, handler: &Erased, env: &Envelope) -> Result<Bytes> {
-        let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| handler(env.body.clone(), env.from)));
+        self.guarded(&env.event, || handler(env.body.clone(), env.from))
+            .await
+    }
+
+    /// Runs the future `start` makes, turning a panic (in `start` or in the future) into
+    /// [`Error::HandlerPanicked`] and a call of the panic hook.
+    async fn guarded<T, F>(&self, event: &[u8], start: impl FnOnce() -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let started = std::panic::catch_unwind(AssertUnwindSafe(start));
         let result = match started {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
             Err(panic) => Err(panic),
         };
         result.unwrap_or_else(|panic| {
             let message = panic_message(&*panic);
-            let event = env.event_name();
+            let event = String::from_utf8_lossy(event).into_owned();
             tracing::error!(event, "handler panicked: {message}");
             let hook = self
                 .panic_hook
@@ -879,7 +926,7 @@ async fn run_broadcasts(shared: std::sync::Weak<Shared>, mut lane: mpsc::Receive
             continue;
         };
         for handler in handlers.iter() {
-            if let Err(err) = shared.run(handler, &env).await {
+            if let Err(err) = shared.run(&handler.erased, &env).await {
                 // The sender does not wait for broadcast results: say it here.
                 tracing::warn!(event = %env.event_name(), from = %env.from, "broadcast handler failed: {err}");
             }

@@ -578,6 +578,63 @@ async fn a_handler_panic_fails_its_call_and_calls_the_hook() {
     );
 }
 
+/// A worker runs its own share of a `map` (and a `consume` the Hub hands back) itself, typed,
+/// with the same panic handling as a call that came in a frame.
+#[tokio::test]
+async fn a_panic_in_a_share_run_here_fails_that_share_and_calls_the_hook() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = cluster.worker(0).clone();
+    worker.set_panic_hook(move |what| hook_tx.send(what.to_string()).unwrap());
+    worker.on(|Echo(text): Echo| async move {
+        if text == "boom" {
+            panic!("asked to");
+        }
+        text
+    });
+    cluster.ready().await.unwrap();
+    // One worker: its consume and its map both run here.
+    for err in [
+        worker.consume(Echo("boom".into())).await.unwrap_err(),
+        worker.map(Echo("boom".into())).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, Error::HandlerPanicked { ref message, .. } if message == "asked to"),
+            "{err}"
+        );
+        assert!(hook_rx.recv().await.unwrap().contains("asked to"));
+    }
+    assert_eq!(worker.consume(Echo("ok".into())).await.unwrap(), "ok");
+    assert_eq!(worker.map(Echo("ok".into())).await.unwrap(), ["ok"]);
+}
+
+/// Two types may share a wire name: a share run here whose handler is of the other type goes
+/// through MessagePack like a frame would.
+#[tokio::test]
+async fn a_share_run_here_for_a_handler_of_another_type_goes_through_the_wire_format() {
+    #[derive(Serialize, Deserialize, Event)]
+    #[event(name = "echo", reply = String)]
+    struct Shout {
+        #[serde(rename = "0")]
+        text: String,
+    }
+    let cluster = MockCluster::new(2).await.unwrap();
+    for worker in cluster.workers() {
+        worker.on(|Echo(text): Echo| async move { text.to_uppercase() });
+    }
+    cluster.ready().await.unwrap();
+    let worker = cluster.worker(0);
+    // Echo is a newtype (its string alone), Shout a map with one field: a handler of Echo
+    // cannot read a Shout, so every share fails to decode, the one run here included.
+    let each = worker.map_each(Shout { text: "hi".into() }).await.unwrap();
+    assert_eq!(each.len(), 2);
+    for (_, reply) in each {
+        assert!(matches!(reply, Err(Error::Decode { .. })), "{reply:?}");
+    }
+    // The same bytes as an Echo decode fine, here and there.
+    assert_eq!(worker.map(Echo("hi".into())).await.unwrap(), ["HI", "HI"]);
+}
+
 #[tokio::test]
 async fn a_worker_that_disconnects_fails_its_pending_calls_at_once() {
     let cluster = MockCluster::with_config(
