@@ -154,8 +154,6 @@ async fn within<F: Future>(
 pub(crate) struct OutQueue {
     rx: mpsc::UnboundedReceiver<Outgoing>,
     room: Arc<Semaphore>,
-    /// Reused by every batch, so the writer allocates nothing per batch.
-    taken: Vec<Outgoing>,
 }
 
 impl OutQueue {
@@ -170,12 +168,18 @@ impl OutQueue {
 }
 
 impl Outbox for OutQueue {
-    async fn recv_batch(&mut self, batch: &mut Vec<Envelope>, limit: usize) -> usize {
-        let n = self.rx.recv_many(&mut self.taken, limit).await;
-        let counted = self.taken.iter().filter(|out| out.counted).count();
+    type Item = Outgoing;
+
+    async fn recv_batch(&mut self, batch: &mut Vec<Outgoing>, limit: usize) -> usize {
+        let before = batch.len();
+        let n = self.rx.recv_many(batch, limit).await;
+        let counted = batch[before..].iter().filter(|out| out.counted).count();
         self.room.add_permits(counted);
-        batch.extend(self.taken.drain(..).map(|out| out.env));
         n
+    }
+
+    fn frame(item: &Outgoing) -> &Envelope {
+        &item.env
     }
 }
 
@@ -207,6 +211,7 @@ impl Messenger {
             tokio::pin!(stopped);
             let reason = loop {
                 let frame = tokio::select! {
+                    biased;
                     frame = reader.next() => frame,
                     () = &mut stopped => break "closed".to_string(),
                 };
@@ -265,14 +270,7 @@ impl Messenger {
                 typed: None,
             },
         );
-        (
-            messenger,
-            OutQueue {
-                rx,
-                room,
-                taken: Vec::new(),
-            },
-        )
+        (messenger, OutQueue { rx, room })
     }
 
     /// Hands an incoming frame to this Messenger.

@@ -83,6 +83,10 @@ struct State {
     subscribers: Vec<mpsc::UnboundedSender<HubEvent>>,
     /// How many done `consume_once` keys to remember.
     once_keys: usize,
+    /// The last fan-out lists written, with and without `run_here`: the Ready set rarely
+    /// changes, so most maps reuse one.
+    fanouts: [Option<Fanout>; 2],
+    fanout_bytes: [Bytes; 2],
 }
 
 struct Conn {
@@ -240,6 +244,7 @@ impl Hub {
         tokio::pin!(stopped);
         loop {
             let frame = tokio::select! {
+                biased;
                 frame = reader.next() => frame,
                 () = &mut stopped => return Ok("closed by the master".into()),
             };
@@ -581,11 +586,7 @@ impl State {
         let run_here = workers.iter().any(|id| Peer::Worker(*id) == env.from)
             && self.handles(env.from, &env.event);
         // The caller learns first who will answer, so it knows when it has every answer.
-        let fanout = Fanout {
-            workers: workers.clone(),
-            run_here,
-        }
-        .to_bytes();
+        let fanout = self.fanout_bytes(&workers, run_here);
         let fanout = Envelope::answer(
             Kind::Fanout,
             env.id,
@@ -609,6 +610,20 @@ impl State {
                 self.fail(env.from, env.id, peer, env.event.clone(), &error, held);
             }
         }
+    }
+
+    /// The fan-out list's bytes, reused while the list is the same.
+    fn fanout_bytes(&mut self, workers: &[WorkerId], run_here: bool) -> Bytes {
+        let i = usize::from(run_here);
+        if !matches!(&self.fanouts[i], Some(last) if last.workers == workers) {
+            let fanout = Fanout {
+                workers: workers.to_vec(),
+                run_here,
+            };
+            self.fanout_bytes[i] = fanout.to_bytes();
+            self.fanouts[i] = Some(fanout);
+        }
+        self.fanout_bytes[i].clone()
     }
 
     fn once(&mut self, env: Envelope, held: &mut Held) {

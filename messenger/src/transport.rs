@@ -19,18 +19,30 @@ const BATCH: usize = 256;
 /// Something the writer can take frames from: the Hub's bounded queues and the Messengers'
 /// outbound queues.
 pub(crate) trait Outbox: Send + 'static {
-    /// Waits for at least one frame, then takes up to `limit` more that are already there.
+    /// What the queue holds: a frame, maybe with bookkeeping.
+    type Item: Send;
+
+    /// Waits for at least one item, then takes up to `limit` more that are already there.
     /// Zero means the queue is closed.
     fn recv_batch(
         &mut self,
-        batch: &mut Vec<Envelope>,
+        batch: &mut Vec<Self::Item>,
         limit: usize,
     ) -> impl std::future::Future<Output = usize> + Send;
+
+    /// The frame of an item.
+    fn frame(item: &Self::Item) -> &Envelope;
 }
 
 impl Outbox for mpsc::Receiver<Envelope> {
+    type Item = Envelope;
+
     async fn recv_batch(&mut self, batch: &mut Vec<Envelope>, limit: usize) -> usize {
         self.recv_many(batch, limit).await
+    }
+
+    fn frame(item: &Envelope) -> &Envelope {
+        item
     }
 }
 
@@ -52,18 +64,22 @@ pub(crate) async fn write_frames<W, O>(
     tokio::pin!(stopped);
     loop {
         let n = tokio::select! {
+            biased;
             n = outbox.recv_batch(&mut batch, BATCH) => n,
             () = &mut stopped => break,
         };
         if n == 0 {
             break;
         }
-        for env in batch.drain(..) {
+        // Encoded where they lie, then dropped in place: an envelope is not small to move.
+        for item in &batch {
+            let env = O::frame(item);
             // Senders check sizes before they queue; this only guards against a bug there.
-            if let Err(err) = codec.encode(&env, &mut buf) {
+            if let Err(err) = codec.encode(env, &mut buf) {
                 tracing::error!(event = %env.event_name(), "frame not sent: {err}");
             }
         }
+        batch.clear();
         if let Err(err) = io.write_all(&buf).await {
             tracing::debug!("connection write failed: {err}");
             break;

@@ -323,7 +323,7 @@ fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     }
     let kind = Kind::from_u8(kind).ok_or_else(|| malformed(format!("unknown kind {kind}")))?;
     let to = Target::from_wire(to).ok_or_else(|| malformed(format!("bad target {to:?}")))?;
-    if std::str::from_utf8(&event).is_err() {
+    if !event.is_ascii() && std::str::from_utf8(&event).is_err() {
         return Err(malformed("an event name that is not UTF-8".into()));
     }
     Ok(Envelope {
