@@ -706,13 +706,30 @@ impl Shared {
         }
     }
 
-    /// Queues a frame for the Hub, waiting while the queue is full.
-    async fn send(&self, env: Envelope) -> Result<()> {
+    /// Queues a frame for the Hub, waiting while the queue is full. Only the wait is a future
+    /// of its own (boxed): a call's future stays small when there is room, as there mostly is.
+    fn send(&self, env: Envelope) -> impl Future<Output = Result<()>> + Send + '_ {
+        use futures_util::future::{ready, Either};
+        use tokio::sync::TryAcquireError;
         if self.closed.is_cancelled() {
-            return Err(Error::Closed);
+            return Either::Left(ready(Err(Error::Closed)));
         }
-        let permit = self.room.acquire().await.map_err(|_| Error::Closed)?;
-        permit.forget();
+        match self.room.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                Either::Left(ready(self.queue(env)))
+            }
+            Err(TryAcquireError::Closed) => Either::Left(ready(Err(Error::Closed))),
+            Err(TryAcquireError::NoPermits) => Either::Right(Box::pin(async move {
+                let permit = self.room.acquire().await.map_err(|_| Error::Closed)?;
+                permit.forget();
+                self.queue(env)
+            })),
+        }
+    }
+
+    /// Queues a frame that holds a unit of `room`.
+    fn queue(&self, env: Envelope) -> Result<()> {
         self.out
             .send(Outgoing { env, counted: true })
             .map_err(|_| Error::Closed)
@@ -798,49 +815,70 @@ impl Shared {
             .cloned()
     }
 
-    /// Answers a request. The handler is polled once right here: most answer at once (a
-    /// lookup, a counter) and then no task is spawned, which saves a task and a wake-up per
-    /// call; one that waits goes on in a task of its own.
+    /// Answers a request. The handler's future (boxed already, by its erased closure) is
+    /// polled once right here: most answer at once (a lookup, a counter) and then no task is
+    /// spawned, which saves a task and a wake-up per call; one that waits goes on in a task of
+    /// its own.
     fn handle_request(self: &Arc<Self>, env: Envelope) {
-        let mut answer = Box::pin(self.clone().reply_to(env));
-        match answer.as_mut().now_or_never() {
-            Some(reply) => match self.room.try_acquire() {
-                Ok(permit) => {
-                    permit.forget();
-                    let _ = self.out.send(Outgoing {
-                        env: reply,
-                        counted: true,
-                    });
-                }
-                Err(_) => {
-                    let shared = self.clone();
-                    tokio::spawn(async move { shared.send(reply).await });
-                }
-            },
-            None => {
+        let Some(handler) = self.first_handler(&env.event) else {
+            let error = Error::NoHandler {
+                event: env.event_name(),
+                peer: Some(self.peer),
+            };
+            return self.reply(self.answer_for(&env, Err(error)));
+        };
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            (handler.erased)(env.body.clone(), env.from)
+        }));
+        let mut future = match started {
+            Ok(future) => future,
+            Err(panic) => {
+                let error = self.panicked(&env.event, panic);
+                return self.reply(self.answer_for(&env, Err(error)));
+            }
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().now_or_never())) {
+            Ok(Some(result)) => self.reply(self.answer_for(&env, result)),
+            Ok(None) => {
                 let shared = self.clone();
                 tokio::spawn(async move {
-                    let reply = answer.await;
+                    let result = AssertUnwindSafe(future)
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| Err(shared.panicked(&env.event, panic)));
+                    let reply = shared.answer_for(&env, result);
                     shared.send(reply).await
                 });
+            }
+            Err(panic) => {
+                let error = self.panicked(&env.event, panic);
+                self.reply(self.answer_for(&env, Err(error)))
             }
         }
     }
 
-    /// The reply (or failure) to a request.
-    async fn reply_to(self: Arc<Self>, env: Envelope) -> Envelope {
-        let result = match self.first_handler(&env.event) {
-            Some(handler) => self.run(&handler.erased, &env).await,
-            None => Err(Error::NoHandler {
-                event: env.event_name(),
-                peer: Some(self.peer),
-            }),
-        };
-        let body = result.and_then(|body| {
-            let reply = Envelope::answer(Kind::Reply, env.id, self.peer, env.event.clone(), body);
+    /// Queues a reply, in a task if the queue is full (a reader never waits).
+    fn reply(self: &Arc<Self>, reply: Envelope) {
+        match self.room.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                let _ = self.queue(reply);
+            }
+            Err(_) => {
+                let shared = self.clone();
+                tokio::spawn(async move { shared.send(reply).await });
+            }
+        }
+    }
+
+    /// The reply (or failure) to `request` for a handler's result.
+    fn answer_for(&self, request: &Envelope, result: Result<Bytes>) -> Envelope {
+        let event = request.event.clone();
+        let reply = result.and_then(|body| {
+            let reply = Envelope::answer(Kind::Reply, request.id, self.peer, event.clone(), body);
             self.check_size(&reply).map(|()| reply)
         });
-        body.unwrap_or_else(|err| Envelope::failure(env.id, self.peer, env.event.clone(), &err))
+        reply.unwrap_or_else(|err| Envelope::failure(request.id, self.peer, event, &err))
     }
 
     /// Runs the first handler of `E` here, on `event` as it is: no encoding either way (the
@@ -895,20 +933,23 @@ impl Shared {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
             Err(panic) => Err(panic),
         };
-        result.unwrap_or_else(|panic| {
-            let message = panic_message(&*panic);
-            let event = String::from_utf8_lossy(event).into_owned();
-            tracing::error!(event, "handler panicked: {message}");
-            let hook = self
-                .panic_hook
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Some(hook) = hook {
-                hook(&format!("the handler of `{event}` panicked: {message}"));
-            }
-            Err(Error::HandlerPanicked { event, message })
-        })
+        result.unwrap_or_else(|panic| Err(self.panicked(event, panic)))
+    }
+
+    /// The error for a handler of `event` that panicked; logs it and calls the panic hook.
+    fn panicked(&self, event: &[u8], panic: Box<dyn std::any::Any + Send>) -> Error {
+        let message = panic_message(&*panic);
+        let event = String::from_utf8_lossy(event).into_owned();
+        tracing::error!(event, "handler panicked: {message}");
+        let hook = self
+            .panic_hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(&format!("the handler of `{event}` panicked: {message}"));
+        }
+        Error::HandlerPanicked { event, message }
     }
 }
 

@@ -578,6 +578,44 @@ async fn a_handler_panic_fails_its_call_and_calls_the_hook() {
     );
 }
 
+/// A handler that panics after it waited (in the task its call moved to) and one that panics
+/// before it even makes its future fail their calls alike, and the worker goes on.
+#[tokio::test]
+async fn a_handler_panic_after_a_wait_or_before_its_future_fails_its_call() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = cluster.worker(0);
+    worker.set_panic_hook(move |what| hook_tx.send(what.to_string()).unwrap());
+    worker.on(|Echo(text): Echo| async move {
+        tokio::task::yield_now().await;
+        if text == "late" {
+            panic!("after a wait");
+        }
+        text
+    });
+    worker.on(|n: Tick| {
+        if n.0 == 0 {
+            panic!("before any future");
+        }
+        async {}
+    });
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+    let err = master.consume(Echo("late".into())).await.unwrap_err();
+    assert!(
+        matches!(err, Error::HandlerPanicked { ref message, .. } if message == "after a wait"),
+        "{err}"
+    );
+    assert!(hook_rx.recv().await.unwrap().contains("after a wait"));
+    let err = master.request(0, Tick(0)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::HandlerPanicked { ref message, .. } if message == "before any future"),
+        "{err}"
+    );
+    assert!(hook_rx.recv().await.unwrap().contains("before any future"));
+    assert_eq!(master.consume(Echo("fine".into())).await.unwrap(), "fine");
+}
+
 /// A worker runs its own share of a `map` (and a `consume` the Hub hands back) itself, typed,
 /// with the same panic handling as a call that came in a frame.
 #[tokio::test]
