@@ -503,10 +503,14 @@ impl Messenger {
             .await
             .ok_or_else(|| self.timed_out(E::NAME, None))?
             .into_iter();
-        let fanout = answers.next().ok_or(Error::Closed)?;
-        let Fanout { workers, run_here } = match fanout.kind {
-            Kind::Fanout => Fanout::from_bytes(&fanout.body)?,
-            _ => return Err(decode_failure(&fanout)),
+        // In a block, so the frame is gone before the next wait (a future keeps what lives
+        // across a wait).
+        let Fanout { workers, run_here } = {
+            let fanout = answers.next().ok_or(Error::Closed)?;
+            match fanout.kind {
+                Kind::Fanout => Fanout::from_bytes(&fanout.body)?,
+                _ => return Err(decode_failure(&fanout)),
+            }
         };
         let mut results: Vec<Option<Result<E::Reply>>> = workers.iter().map(|_| None).collect();
         let mut missing = workers.len();
@@ -583,14 +587,15 @@ impl Messenger {
         let env = self.envelope::<E>(Kind::Request, to, key, &event)?;
         let started = Instant::now();
         let answer = self.ask(env).await?;
-        if answer.kind == Kind::Fanout {
-            // The Hub picked this very worker: run the handler here, within what is left of the
-            // deadline.
-            return tokio::time::timeout_at(started + self.timeout, self.shared.run_here(event))
-                .await
-                .map_err(|_| self.timed_out(E::NAME, None))?;
+        if answer.kind != Kind::Fanout {
+            return decode_answer::<E::Reply>(E::NAME, &answer);
         }
-        decode_answer::<E::Reply>(E::NAME, &answer)
+        drop(answer);
+        // The Hub picked this very worker: run the handler here, within what is left of the
+        // deadline.
+        tokio::time::timeout_at(started + self.timeout, self.shared.run_here(event))
+            .await
+            .map_err(|_| self.timed_out(E::NAME, None))?
     }
 
     /// Sends a request and waits for its one answer, within the deadline.
@@ -598,9 +603,10 @@ impl Messenger {
         let name = env.event.clone();
         let (tx, rx) = oneshot::channel();
         let call = self.shared.begin(Waiter::One(tx));
-        let env = Envelope { id: call.id, ..env };
+        // Queued here when there is room: the frame is not kept in this future.
+        let sent = self.shared.send(Envelope { id: call.id, ..env });
         let answer = tokio::time::timeout(self.timeout, async {
-            self.shared.send(env).await?;
+            sent.await?;
             rx.await.map_err(|_| Error::Closed)
         })
         .await;
@@ -903,14 +909,18 @@ impl Shared {
                 };
                 self.guarded(name, start).await
             }
+            // Boxed: rare, and it would make every call's future larger.
             None => {
-                let body = encode(E::NAME, &event)?;
-                let request = Envelope {
-                    from: self.peer,
-                    ..Envelope::new(Kind::Request, E::NAME, body)
-                };
-                let reply = self.run(&handler.erased, &request).await?;
-                decode(E::NAME, &reply)
+                Box::pin(async move {
+                    let body = encode(E::NAME, &event)?;
+                    let request = Envelope {
+                        from: self.peer,
+                        ..Envelope::new(Kind::Request, E::NAME, body)
+                    };
+                    let reply = self.run(&handler.erased, &request).await?;
+                    decode(E::NAME, &reply)
+                })
+                .await
             }
         }
     }
