@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// The state a busy-poll task shares with its owner (a Messenger or the Hub).
+/// The state a busy-poll task shares with its owner (a Messenger).
 #[derive(Default)]
 pub(crate) struct BusyPoll {
     /// Shared with the task, which must not keep its owner alive while it sleeps.
@@ -18,14 +18,9 @@ pub(crate) struct BusyPoll {
 }
 
 impl BusyPoll {
-    /// Something the owner waits for happened (an answer came): poll on.
+    /// Something happened (a call started, an answer came): poll on, or start polling.
     pub(crate) fn progress(&self) {
         self.progress.fetch_add(1, Ordering::Relaxed);
-        self.start();
-    }
-
-    /// Starts polling unless it is polling already.
-    pub(crate) fn start(&self) {
         if !self.polling.load(Ordering::Relaxed) {
             self.wake.notify_one();
         }
@@ -34,8 +29,7 @@ impl BusyPoll {
 
 /// Spawns the task that keeps the runtime polling its sockets, rather than sleeping, while
 /// `waiting(owner)` holds and progress keeps coming: it stops once nothing is awaited, or when
-/// nothing happened for `budget`; [`BusyPoll::start`] or [`BusyPoll::progress`] starts it
-/// again. Each turn yields, so every other task runs between polls. Ends with its owner.
+/// nothing happened for `budget`; [`BusyPoll::progress`] starts it again. Each turn yields, so every other task runs between polls. Ends with its owner.
 pub(crate) fn spawn<T, B, W>(owner: &Arc<T>, busy: B, waiting: W, budget: Duration)
 where
     T: Send + Sync + 'static,
@@ -72,6 +66,10 @@ where
                 };
             }
             busy(&strong).polling.store(false, Ordering::Relaxed);
+            // Progress made while polling stopped did not wake this task: look once more.
+            if busy(&strong).progress.load(Ordering::Relaxed) != seen {
+                busy(&strong).progress();
+            }
         }
     });
 }

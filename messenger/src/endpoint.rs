@@ -704,7 +704,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, waiter);
-        self.busy.start();
+        self.busy.progress();
         Call {
             shared: self,
             id,
