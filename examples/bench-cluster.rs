@@ -72,7 +72,7 @@ struct Args {
     tests: Vec<String>,
     sizes: Vec<usize>,
     limit: f64,
-    /// Runtime threads per worker (default: the cluster's, one per CPU).
+    /// Runtime threads per worker (default: the cluster's, the CPUs shared out among the workers).
     worker_threads: Option<usize>,
     /// The messenger's busy-poll budget in microseconds (default: the messenger's).
     busy_poll_us: Option<u64>,
