@@ -2,13 +2,12 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;
@@ -89,52 +88,24 @@ pub(crate) struct Outgoing {
 
 enum Waiter {
     One(oneshot::Sender<Envelope>),
-    Many(ReplySender),
+    Many(Answers),
 }
 
-/// The answers to a `map` as they come: a list and a waker (a channel allocated per call cost
-/// more than the rest of the call's bookkeeping).
+/// The answers to a `map` as they come, kept in the pending table itself: a channel, or even a
+/// shared list, allocated per call cost more than the rest of the call's bookkeeping.
 #[derive(Default)]
-struct Replies {
-    list: Mutex<Vec<Envelope>>,
-    closed: AtomicBool,
-    waker: AtomicWaker,
+struct Answers {
+    list: Vec<Envelope>,
+    /// The caller's waker while it waits.
+    waker: Option<std::task::Waker>,
 }
 
-impl Replies {
-    fn push(&self, env: Envelope) {
-        self.list
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(env);
-        self.waker.wake();
-    }
-
-    /// The answers that came since the last call; empty once no more can come.
-    async fn next(&self) -> Vec<Envelope> {
-        std::future::poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-            if !list.is_empty() {
-                return Poll::Ready(std::mem::take(&mut *list));
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return Poll::Ready(Vec::new());
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
-
-/// The pending table's end of [`Replies`]: dropping it (the call is forgotten, or the
-/// connection closed) tells the caller that no more answers can come.
-struct ReplySender(Arc<Replies>);
-
-impl Drop for ReplySender {
+impl Drop for Answers {
+    /// Forgotten (the connection closed): the waiting caller learns no more answers can come.
     fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
-        self.0.waker.wake();
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
     }
 }
 
@@ -490,16 +461,13 @@ impl Messenger {
         // One timer for the whole call, however many answers it waits for.
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
-        let replies = Arc::new(Replies::default());
-        let call = self
-            .shared
-            .begin(Waiter::Many(ReplySender(replies.clone())));
+        let call = self.shared.begin(Waiter::Many(Answers::default()));
         let request = Envelope { id: call.id, ..env };
         within(deadline.as_mut(), self.shared.send(request))
             .await
             .ok_or_else(|| self.timed_out(E::NAME, None))??;
 
-        let mut answers = within(deadline.as_mut(), replies.next())
+        let mut answers = within(deadline.as_mut(), self.shared.answers(call.id))
             .await
             .ok_or_else(|| self.timed_out(E::NAME, None))?
             .into_iter();
@@ -541,7 +509,7 @@ impl Messenger {
             if missing == 0 {
                 break;
             }
-            match within(deadline.as_mut(), replies.next()).await {
+            match within(deadline.as_mut(), self.shared.answers(call.id)).await {
                 Some(more) if !more.is_empty() => answers = more.into_iter(),
                 // Closed (no more answers can come) or out of time.
                 _ => break,
@@ -590,7 +558,6 @@ impl Messenger {
         if answer.kind != Kind::Fanout {
             return decode_answer::<E::Reply>(E::NAME, &answer);
         }
-        drop(answer);
         // The Hub picked this very worker: run the handler here, within what is left of the
         // deadline.
         tokio::time::timeout_at(started + self.timeout, self.shared.run_here(event))
@@ -797,8 +764,15 @@ impl Shared {
     fn answer(&self, env: Envelope) {
         self.busy.progress();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.get(&env.id) {
-            Some(Waiter::Many(replies)) => replies.0.push(env),
+        match pending.get_mut(&env.id) {
+            Some(Waiter::Many(answers)) => {
+                answers.list.push(env);
+                let waker = answers.waker.take();
+                drop(pending);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
             Some(Waiter::One(_)) => {
                 if let Some(Waiter::One(tx)) = pending.remove(&env.id) {
                     let _ = tx.send(env);
@@ -806,6 +780,24 @@ impl Shared {
             }
             None => tracing::debug!(id = env.id, "an answer for a call that gave up"),
         }
+    }
+
+    /// The answers to `map` call `id` that came since the last look; empty once no more can
+    /// come (the connection closed).
+    async fn answers(&self, id: u64) -> Vec<Envelope> {
+        std::future::poll_fn(|cx| {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(Waiter::Many(answers)) = pending.get_mut(&id) else {
+                return Poll::Ready(Vec::new());
+            };
+            if answers.list.is_empty() {
+                answers.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            answers.waker = None;
+            Poll::Ready(std::mem::take(&mut answers.list))
+        })
+        .await
     }
 
     fn first_handler(&self, event: &[u8]) -> Option<Handler> {

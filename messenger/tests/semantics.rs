@@ -673,6 +673,41 @@ async fn a_share_run_here_for_a_handler_of_another_type_goes_through_the_wire_fo
     assert_eq!(worker.map(Echo("hi".into())).await.unwrap(), ["HI", "HI"]);
 }
 
+/// A `map` waiting on answers when its own connection closes ends at once: every entry still
+/// missing is `Closed`.
+#[tokio::test]
+async fn a_map_whose_caller_closes_ends_at_once() {
+    let cluster = MockCluster::with_config(
+        2,
+        Config::default().request_timeout(Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    cluster.worker(1).on(move |_: Never| {
+        started_tx.send(()).unwrap();
+        std::future::pending::<u32>()
+    });
+    cluster.ready().await.unwrap();
+    let caller = cluster.worker(0).clone();
+    let map = tokio::spawn(async move { caller.map_each(Never).await });
+    started_rx.recv().await.unwrap();
+    cluster.worker(0).close();
+    // Whether the fan-out list had reached the caller by then is a race: either way the call
+    // ends now, and slot 1's answer is `Closed`.
+    match map.await.unwrap() {
+        Ok(each) => {
+            assert_eq!(each.len(), 2);
+            assert!(
+                matches!(each[0].1, Err(Error::NoHandler { .. } | Error::Closed)),
+                "{each:?}"
+            );
+            assert!(matches!(each[1], (1, Err(Error::Closed))), "{each:?}");
+        }
+        Err(err) => assert!(matches!(err, Error::Closed), "{err}"),
+    }
+}
+
 #[tokio::test]
 async fn a_worker_that_disconnects_fails_its_pending_calls_at_once() {
     let cluster = MockCluster::with_config(
