@@ -192,7 +192,9 @@ async fn master(m: Master, args: Args, started: Instant) -> Result<(), BoxError>
 async fn worker(w: Worker, args: Args) -> Result<(), BoxError> {
     let msg = w.messenger().clone();
     let ticks = Arc::new(AtomicU64::new(0));
-    msg.on(|_: Pid| async { std::process::id() });
+    // Read once: a process's pid does not change, and asking the kernel costs a system call.
+    let pid = std::process::id();
+    msg.on(move |_: Pid| async move { pid });
     let counter = ticks.clone();
     msg.on(move |Tick(_)| {
         counter.fetch_add(1, Ordering::Relaxed);
