@@ -447,16 +447,43 @@ impl Messenger {
     /// returns the replies in slot order. Fails with the first worker's error, if any: use
     /// [`map_each`](Messenger::map_each) to keep the others' results.
     pub async fn map<E: Event>(&self, event: E) -> Result<Vec<E::Reply>> {
-        self.map_each(event)
-            .await?
-            .into_iter()
-            .map(|(_, reply)| reply)
+        let (workers, results) = self.gather(event).await?;
+        workers
+            .iter()
+            .zip(results)
+            .map(|(id, result)| result.unwrap_or_else(|| Err(self.missing::<E>(*id))))
             .collect()
     }
 
     /// Like [`map`](Messenger::map), but every worker's own result, with its slot: a worker that
     /// has no handler, dies or does not answer in time fails its entry alone.
     pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
+        let (workers, results) = self.gather(event).await?;
+        Ok(workers
+            .iter()
+            .zip(results)
+            .map(|(id, result)| {
+                let result = result.unwrap_or_else(|| Err(self.missing::<E>(*id)));
+                (id.slot, result)
+            })
+            .collect())
+    }
+
+    /// The error for worker `id`, whose answer to a `map` never came.
+    fn missing<E: Event>(&self, id: WorkerId) -> Error {
+        if self.shared.closed.is_cancelled() {
+            Error::Closed
+        } else {
+            self.timed_out(E::NAME, Some(Peer::Worker(id)))
+        }
+    }
+
+    /// Runs a `map`: who was asked, in slot order, and each one's result if it came.
+    #[allow(clippy::type_complexity)]
+    async fn gather<E: Event>(
+        &self,
+        event: E,
+    ) -> Result<(Vec<WorkerId>, Vec<Option<Result<E::Reply>>>)> {
         let env = self.envelope::<E>(Kind::Request, Target::All, Bytes::new(), &event)?;
         // One timer for the whole call, however many answers it waits for.
         let deadline = tokio::time::sleep(self.timeout);
@@ -516,21 +543,7 @@ impl Messenger {
             }
         }
         call.finish();
-        let closed = self.shared.closed.is_cancelled();
-        Ok(workers
-            .iter()
-            .zip(results)
-            .map(|(id, result)| {
-                let result = result.unwrap_or_else(|| {
-                    Err(if closed {
-                        Error::Closed
-                    } else {
-                        self.timed_out(E::NAME, Some(Peer::Worker(*id)))
-                    })
-                });
-                (id.slot, result)
-            })
-            .collect())
+        Ok((workers, results))
     }
 
     /// Resolves when the connection to the Hub has ended (the master went away, or

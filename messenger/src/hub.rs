@@ -87,6 +87,8 @@ struct State {
     /// changes, so most maps reuse one.
     fanouts: [Option<Fanout>; 2],
     fanout_bytes: [Bytes; 2],
+    /// The Ready workers of the `map` being routed (kept between maps).
+    map_workers: Vec<WorkerId>,
 }
 
 struct Conn {
@@ -580,7 +582,10 @@ impl State {
     }
 
     fn map(&mut self, env: Envelope, held: &mut Held) {
-        let workers: Vec<WorkerId> = self.ready.values().copied().collect();
+        // A vector kept for every map, rather than one allocated per map.
+        let mut workers = std::mem::take(&mut self.map_workers);
+        workers.clear();
+        workers.extend(self.ready.values().copied());
         // A Ready caller that handles the event runs its own share itself: two frames fewer,
         // and the slowest leg of a map from a worker is gone.
         let run_here = workers.iter().any(|id| Peer::Worker(*id) == env.from)
@@ -595,7 +600,7 @@ impl State {
             fanout,
         );
         self.deliver(env.from, fanout, held);
-        for worker in workers {
+        for &worker in &workers {
             let peer = Peer::Worker(worker);
             if peer == env.from && run_here {
                 continue;
@@ -610,6 +615,7 @@ impl State {
                 self.fail(env.from, env.id, peer, env.event.clone(), &error, held);
             }
         }
+        self.map_workers = workers;
     }
 
     /// The fan-out list's bytes, reused while the list is the same.
