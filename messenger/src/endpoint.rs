@@ -838,19 +838,14 @@ impl Shared {
             };
             return self.reply(self.answer_for(&env, Err(error)));
         };
+        // Making the future and its first poll, under one guard: `Err` is a future that waits.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            (handler.erased)(env.body.clone(), env.from)
+            let mut future = (handler.erased)(env.body.clone(), env.from);
+            future.as_mut().now_or_never().ok_or(future)
         }));
-        let mut future = match started {
-            Ok(future) => future,
-            Err(panic) => {
-                let error = self.panicked(&env.event, panic);
-                return self.reply(self.answer_for(&env, Err(error)));
-            }
-        };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().now_or_never())) {
-            Ok(Some(result)) => self.reply(self.answer_for(&env, result)),
-            Ok(None) => {
+        match started {
+            Ok(Ok(result)) => self.reply(self.answer_for(&env, result)),
+            Ok(Err(future)) => {
                 let shared = self.clone();
                 tokio::spawn(async move {
                     let result = AssertUnwindSafe(future)

@@ -83,10 +83,9 @@ struct State {
     subscribers: Vec<mpsc::UnboundedSender<HubEvent>>,
     /// How many done `consume_once` keys to remember.
     once_keys: usize,
-    /// The last fan-out lists written, with and without `run_here`: the Ready set rarely
-    /// changes, so most maps reuse one.
-    fanouts: [Option<Fanout>; 2],
-    fanout_bytes: [Bytes; 2],
+    /// The last fan-out list written without and with `run_here`, and its bytes: the Ready
+    /// set rarely changes, so most maps reuse one.
+    fanouts: [Option<(Vec<WorkerId>, Bytes)>; 2],
     /// The Ready workers of the `map` being routed (kept between maps).
     map_workers: Vec<WorkerId>,
 }
@@ -620,16 +619,19 @@ impl State {
 
     /// The fan-out list's bytes, reused while the list is the same.
     fn fanout_bytes(&mut self, workers: &[WorkerId], run_here: bool) -> Bytes {
-        let i = usize::from(run_here);
-        if !matches!(&self.fanouts[i], Some(last) if last.workers == workers) {
-            let fanout = Fanout {
-                workers: workers.to_vec(),
-                run_here,
-            };
-            self.fanout_bytes[i] = fanout.to_bytes();
-            self.fanouts[i] = Some(fanout);
+        let last = &mut self.fanouts[usize::from(run_here)];
+        match last {
+            Some((list, bytes)) if list == workers => bytes.clone(),
+            _ => {
+                let fanout = Fanout {
+                    workers: workers.to_vec(),
+                    run_here,
+                };
+                let bytes = fanout.to_bytes();
+                *last = Some((fanout.workers, bytes.clone()));
+                bytes
+            }
         }
-        self.fanout_bytes[i].clone()
     }
 
     fn once(&mut self, env: Envelope, held: &mut Held) {
