@@ -78,6 +78,61 @@ struct Shared {
     panic_hook: RwLock<Option<PanicHook>>,
     /// Polls while calls are pending and answers come in.
     busy: BusyPoll,
+    /// The Ready set as the Hub last listed it.
+    ready_set: Mutex<ReadySet>,
+}
+
+/// The Ready set as a [`Fanout`] listed it. A `map` made while it is still the Hub's needs no
+/// fan-out frame: the caller names its `epoch`, and only a changed set is sent again.
+#[derive(Clone, Default)]
+struct ReadySet {
+    /// 0: not told yet.
+    epoch: u64,
+    workers: Arc<[WorkerId]>,
+}
+
+/// A `map`'s results as its answers come, against who was asked.
+struct Gathering<R> {
+    workers: Arc<[WorkerId]>,
+    /// This end is one of `workers` and runs its own share.
+    run_here: bool,
+    results: Vec<Option<Result<R>>>,
+    missing: usize,
+}
+
+impl<R> Gathering<R> {
+    fn new(workers: Arc<[WorkerId]>, run_here: bool) -> Gathering<R> {
+        Gathering {
+            results: workers.iter().map(|_| None).collect(),
+            missing: workers.len(),
+            workers,
+            run_here,
+        }
+    }
+
+    fn record(&mut self, from: Peer, result: Result<R>) {
+        let Some(index) = self.workers.iter().position(|id| Peer::Worker(*id) == from) else {
+            tracing::warn!(from = %from, "a map answer from a worker that was not asked");
+            return;
+        };
+        if self.results[index].is_none() {
+            self.results[index] = Some(result);
+            self.missing -= 1;
+        }
+    }
+
+    /// Switches to the list the Hub sent (the Ready set changed since this call's guess),
+    /// keeping this end's own result if it is still asked to run its share.
+    fn adopt(&mut self, fanout: Fanout, me: Peer) {
+        let mut next = Gathering::new(fanout.workers.into(), fanout.run_here);
+        if next.run_here {
+            let own = self.workers.iter().position(|id| Peer::Worker(*id) == me);
+            if let Some(result) = own.and_then(|index| self.results[index].take()) {
+                next.record(me, result);
+            }
+        }
+        *self = next;
+    }
 }
 
 /// A frame on its way out; `counted` frames hold a unit of `room` until written.
@@ -223,6 +278,7 @@ impl Messenger {
             broadcasts,
             panic_hook: RwLock::default(),
             busy: BusyPoll::default(),
+            ready_set: Mutex::default(),
         });
         tokio::spawn(run_broadcasts(Arc::downgrade(&shared), lane));
         if !shared.config.busy_poll.is_zero() {
@@ -483,8 +539,27 @@ impl Messenger {
     async fn gather<E: Event>(
         &self,
         event: E,
-    ) -> Result<(Vec<WorkerId>, Vec<Option<Result<E::Reply>>>)> {
-        let env = self.envelope::<E>(Kind::Request, Target::All, Bytes::new(), &event)?;
+    ) -> Result<(Arc<[WorkerId]>, Vec<Option<Result<E::Reply>>>)> {
+        let me = self.shared.peer;
+        // Guess who answers from the Ready set last listed: if the Hub's is the same it sends
+        // no list, and this end runs its own share at once. Only when an answer is to come,
+        // since the first frame for the call is what tells a right guess from a wrong one.
+        let handles = self.shared.handles(E::NAME.as_bytes());
+        let guess = self.shared.ready_set().and_then(|set| {
+            let run_here = handles && me.worker().is_some_and(|id| set.workers.contains(&id));
+            (set.workers.len() > usize::from(run_here)).then_some((set, run_here))
+        });
+        let to = match &guess {
+            Some((set, run_here)) => Target::All {
+                epoch: set.epoch,
+                run_here: *run_here,
+            },
+            None => Target::All {
+                epoch: 0,
+                run_here: false,
+            },
+        };
+        let env = self.envelope::<E>(Kind::Request, to, Bytes::new(), &event)?;
         // One timer for the whole call, however many answers it waits for.
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
@@ -494,56 +569,55 @@ impl Messenger {
             .await
             .ok_or_else(|| self.timed_out(E::NAME, None))??;
 
-        let mut answers = within(deadline.as_mut(), self.shared.answers(call.id))
-            .await
-            .ok_or_else(|| self.timed_out(E::NAME, None))?
-            .into_iter();
-        // In a block, so the frame is gone before the next wait (a future keeps what lives
-        // across a wait).
-        let Fanout { workers, run_here } = {
-            let fanout = answers.next().ok_or(Error::Closed)?;
-            match fanout.kind {
-                Kind::Fanout => Fanout::from_bytes(&fanout.body)?,
-                _ => return Err(decode_failure(&fanout)),
-            }
-        };
-        let mut results: Vec<Option<Result<E::Reply>>> = workers.iter().map(|_| None).collect();
-        let mut missing = workers.len();
-        let own = workers
-            .iter()
-            .position(|id| Peer::Worker(*id) == self.shared.peer);
-        if let (true, Some(index)) = (run_here, own) {
-            // This worker's own share, run here as the Hub said.
-            if let Some(reply) = within(deadline.as_mut(), self.shared.run_here(event)).await {
-                results[index] = Some(reply);
-                missing -= 1;
-            }
-        }
+        let mut gathering: Option<Gathering<E::Reply>> =
+            guess.map(|(set, run_here)| Gathering::new(set.workers, run_here));
+        let mut event = Some(event);
         loop {
-            for answer in answers.by_ref() {
-                let Some(index) = workers
-                    .iter()
-                    .position(|id| Peer::Worker(*id) == answer.from)
-                else {
-                    tracing::warn!(from = %answer.from, "a map answer from a worker that was not asked");
-                    continue;
-                };
-                if results[index].is_none() {
-                    results[index] = Some(decode_answer::<E::Reply>(E::NAME, &answer));
-                    missing -= 1;
+            if let Some(gathering) = &mut gathering {
+                if let (true, Some(event)) = (gathering.run_here, event.take()) {
+                    // This worker's own share, run here.
+                    match within(deadline.as_mut(), self.shared.run_here(event)).await {
+                        Some(result) => gathering.record(me, result),
+                        None => break,
+                    }
+                }
+                if gathering.missing == 0 {
+                    break;
                 }
             }
-            if missing == 0 {
-                break;
-            }
-            match within(deadline.as_mut(), self.shared.answers(call.id)).await {
-                Some(more) if !more.is_empty() => answers = more.into_iter(),
+            let answers = match within(deadline.as_mut(), self.shared.answers(call.id)).await {
+                Some(answers) if !answers.is_empty() => answers,
                 // Closed (no more answers can come) or out of time.
                 _ => break,
+            };
+            for answer in answers {
+                match (&mut gathering, answer.kind) {
+                    // The Hub refused the call (a worker's failure names the worker).
+                    (_, Kind::Failure) if answer.from == Peer::Master => {
+                        return Err(decode_failure(&answer))
+                    }
+                    (Some(gathering), Kind::Fanout) => {
+                        gathering.adopt(Fanout::from_bytes(&answer.body)?, me)
+                    }
+                    (None, Kind::Fanout) => {
+                        let Fanout {
+                            workers, run_here, ..
+                        } = Fanout::from_bytes(&answer.body)?;
+                        gathering = Some(Gathering::new(workers.into(), run_here));
+                    }
+                    (Some(gathering), _) => {
+                        gathering.record(answer.from, decode_answer::<E::Reply>(E::NAME, &answer))
+                    }
+                    (None, _) => return Err(decode_failure(&answer)),
+                }
             }
         }
         call.finish();
-        Ok((workers, results))
+        match gathering {
+            Some(gathering) => Ok((gathering.workers, gathering.results)),
+            None if self.shared.closed.is_cancelled() => Err(Error::Closed),
+            None => Err(self.timed_out(E::NAME, None)),
+        }
     }
 
     /// Resolves when the connection to the Hub has ended (the master went away, or
@@ -779,6 +853,9 @@ impl Shared {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.get_mut(&env.id) {
             Some(Waiter::Many(answers)) => {
+                if env.kind == Kind::Fanout {
+                    self.learn(&env);
+                }
                 answers.list.push(env);
                 let waker = answers.waker.take();
                 drop(pending);
@@ -791,8 +868,41 @@ impl Shared {
                     let _ = tx.send(env);
                 }
             }
-            None => tracing::debug!(id = env.id, "an answer for a call that gave up"),
+            None => {
+                if env.kind == Kind::Fanout {
+                    self.learn(&env);
+                }
+                tracing::debug!(id = env.id, "an answer for a call that gave up")
+            }
         }
+    }
+
+    /// Keeps the Ready set a `map`'s fan-out list names, for the next `map`s. Read as the frame
+    /// comes, so a later call never guesses from an older set.
+    fn learn(&self, fanout: &Envelope) {
+        // One that does not decode fails its own call.
+        let Ok(Fanout { workers, epoch, .. }) = Fanout::from_bytes(&fanout.body) else {
+            return;
+        };
+        let mut known = self.ready_set.lock().unwrap_or_else(|e| e.into_inner());
+        // 0: not the Ready set, but a `consume` given back to its caller.
+        if epoch > known.epoch {
+            *known = ReadySet {
+                epoch,
+                workers: workers.into(),
+            };
+        }
+    }
+
+    /// The Ready set last listed, if any.
+    fn ready_set(&self) -> Option<ReadySet> {
+        let known = self.ready_set.lock().unwrap_or_else(|e| e.into_inner());
+        (known.epoch != 0).then(|| known.clone())
+    }
+
+    fn handles(&self, event: &[u8]) -> bool {
+        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+        handlers.get(event).is_some_and(|list| !list.is_empty())
     }
 
     /// The answers to `map` call `id` that came since the last look; empty once no more can

@@ -83,9 +83,9 @@ struct State {
     subscribers: Vec<mpsc::UnboundedSender<HubEvent>>,
     /// How many done `consume_once` keys to remember.
     once_keys: usize,
-    /// The last fan-out list written without and with `run_here`, and its bytes: the Ready
-    /// set rarely changes, so most maps reuse one.
-    fanouts: [Option<(Vec<WorkerId>, Bytes)>; 2],
+    /// Which Ready set `ready` is: bumped whenever it changes (0 before any), so a `map`'s
+    /// caller that knows the current one needs no [`Fanout`].
+    epoch: u64,
     /// The Ready workers of the `map` being routed (kept between maps).
     map_workers: Vec<WorkerId>,
 }
@@ -270,9 +270,7 @@ impl Hub {
         if let Some(conn) = state.conns.get_mut(&Peer::Worker(id)) {
             conn.state = PeerState::Draining;
         }
-        if state.ready.get(&id.slot) == Some(&id) {
-            state.ready.remove(&id.slot);
-        }
+        state.leave_ready_set(id);
     }
 
     /// Closes worker `id`'s connection from the master's side.
@@ -431,7 +429,11 @@ impl State {
             conn.state = PeerState::Ready;
         }
         // One Ready worker per slot: the new one takes over from the one it replaces, at once.
-        if let Some(old) = self.ready.insert(id.slot, id).filter(|old| *old != id) {
+        let old = self.ready.insert(id.slot, id);
+        if old != Some(id) {
+            self.epoch += 1;
+        }
+        if let Some(old) = old.filter(|old| *old != id) {
             if let Some(conn) = self.conns.get_mut(&Peer::Worker(old)) {
                 conn.state = PeerState::Draining;
             }
@@ -528,7 +530,7 @@ impl State {
                 event: env.event_name(),
                 peer: Peer::Worker(worker),
             }),
-            Target::All => return self.map(env, held),
+            Target::All { .. } => return self.map(env, held),
             Target::Once => return self.once(env, held),
             Target::Hub => Err(Error::Malformed {
                 detail: "a request addressed to nobody".into(),
@@ -554,6 +556,7 @@ impl State {
         let body = Fanout {
             workers,
             run_here: true,
+            epoch: 0,
         }
         .to_bytes();
         self.deliver(
@@ -585,20 +588,34 @@ impl State {
         let mut workers = std::mem::take(&mut self.map_workers);
         workers.clear();
         workers.extend(self.ready.values().copied());
-        // A Ready caller that handles the event runs its own share itself: two frames fewer,
-        // and the slowest leg of a map from a worker is gone.
-        let run_here = workers.iter().any(|id| Peer::Worker(*id) == env.from)
-            && self.handles(env.from, &env.event);
-        // The caller learns first who will answer, so it knows when it has every answer.
-        let fanout = self.fanout_bytes(&workers, run_here);
-        let fanout = Envelope::answer(
-            Kind::Fanout,
-            env.id,
-            Peer::Master,
-            env.event.clone(),
-            fanout,
-        );
-        self.deliver(env.from, fanout, held);
+        let caller_ready = workers.iter().any(|id| Peer::Worker(*id) == env.from);
+        let run_here = match env.to {
+            // The caller knows this Ready set already, and whether it handles the event.
+            Target::All { epoch, run_here } if epoch != 0 && epoch == self.epoch => {
+                run_here && caller_ready
+            }
+            _ => {
+                // A Ready caller that handles the event runs its own share itself: two
+                // frames fewer, and the slowest leg of a map from a worker is gone.
+                let run_here = caller_ready && self.handles(env.from, &env.event);
+                // The caller learns first who will answer, so it knows when it has every
+                // answer.
+                let fanout = Fanout {
+                    workers: workers.clone(),
+                    run_here,
+                    epoch: self.epoch,
+                };
+                let fanout = Envelope::answer(
+                    Kind::Fanout,
+                    env.id,
+                    Peer::Master,
+                    env.event.clone(),
+                    fanout.to_bytes(),
+                );
+                self.deliver(env.from, fanout, held);
+                run_here
+            }
+        };
         for &worker in &workers {
             let peer = Peer::Worker(worker);
             if peer == env.from && run_here {
@@ -615,23 +632,6 @@ impl State {
             }
         }
         self.map_workers = workers;
-    }
-
-    /// The fan-out list's bytes, reused while the list is the same.
-    fn fanout_bytes(&mut self, workers: &[WorkerId], run_here: bool) -> Bytes {
-        let last = &mut self.fanouts[usize::from(run_here)];
-        match last {
-            Some((list, bytes)) if list == workers => bytes.clone(),
-            _ => {
-                let fanout = Fanout {
-                    workers: workers.to_vec(),
-                    run_here,
-                };
-                let bytes = fanout.to_bytes();
-                *last = Some((fanout.workers, bytes.clone()));
-                bytes
-            }
-        }
     }
 
     fn once(&mut self, env: Envelope, held: &mut Held) {
@@ -730,13 +730,19 @@ impl State {
         }
     }
 
+    /// Worker `id` gets no more messages or shares of a `map`.
+    fn leave_ready_set(&mut self, id: WorkerId) {
+        if self.ready.get(&id.slot) == Some(&id) {
+            self.ready.remove(&id.slot);
+            self.epoch += 1;
+        }
+    }
+
     /// Drops `peer` from routing: what it was asked fails with `WorkerGone`, what it asked is
     /// forgotten.
     fn forget(&mut self, peer: Peer, held: &mut Held) {
         if let Peer::Worker(id) = peer {
-            if self.ready.get(&id.slot) == Some(&id) {
-                self.ready.remove(&id.slot);
-            }
+            self.leave_ready_set(id);
         }
         let owed: Vec<u64> = self
             .routes

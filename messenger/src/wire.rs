@@ -94,7 +94,13 @@ pub enum Target {
     /// One Ready worker that handles the event (`consume`).
     Any,
     /// Every Ready worker (`map`).
-    All,
+    All {
+        /// The last Ready set the caller was told of ([`Fanout::epoch`]; 0: none). While it is
+        /// the Hub's, the caller knows who answers and no [`Fanout`] comes.
+        epoch: u64,
+        /// With a current `epoch`: the caller runs its own share itself.
+        run_here: bool,
+    },
     /// The Ready worker of a slot.
     Slot(u32),
     /// The master.
@@ -110,7 +116,7 @@ impl Target {
         match self {
             Target::Hub => (0, 0, 0),
             Target::Any => (1, 0, 0),
-            Target::All => (2, 0, 0),
+            Target::All { epoch, run_here } => (2, epoch, run_here.into()),
             Target::Slot(slot) => (3, slot.into(), 0),
             Target::Master => (4, 0, 0),
             Target::Worker(id) => (5, id.slot.into(), id.generation),
@@ -123,7 +129,14 @@ impl Target {
         Some(match tag {
             0 => Target::Hub,
             1 => Target::Any,
-            2 => Target::All,
+            2 => Target::All {
+                epoch: a,
+                run_here: match b {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
+            },
             3 => Target::Slot(slot()?),
             4 => Target::Master,
             5 => Target::Worker(WorkerId::new(slot()?, b)),
@@ -510,20 +523,27 @@ impl Encoder<Envelope> for FrameCodec {
 }
 
 /// The body of a `Fanout` frame: who answers a `map`, in slot order.
+///
+/// The Hub sends one only when the caller's `epoch` (in [`Target::All`]) is not the Ready set's
+/// current one: the caller keeps the last list it was told, so while the Ready set stands a
+/// `map` costs no frame beyond its requests and answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fanout {
     /// The Ready workers asked, in slot order: one answer comes from each.
     pub workers: Vec<WorkerId>,
     /// The caller is one of them and runs its own share itself (no answer comes for it).
     pub run_here: bool,
+    /// Which Ready set `workers` is (it changes whenever the set does); 0 when the list is not
+    /// the Ready set (a `consume` the Hub gives back to its caller).
+    pub epoch: u64,
 }
 
 impl Fanout {
     /// The MessagePack of this body (the same bytes as `rmp_serde::to_vec`), written by hand:
     /// one goes with every `map`.
     pub fn to_bytes(&self) -> Bytes {
-        let mut dst = BytesMut::with_capacity(4 + self.workers.len() * 12);
-        dst.put_u8(0x92);
+        let mut dst = BytesMut::with_capacity(13 + self.workers.len() * 12);
+        dst.put_u8(0x93);
         write_array_len(&mut dst, self.workers.len());
         for id in &self.workers {
             dst.put_u8(0x92);
@@ -531,6 +551,7 @@ impl Fanout {
             write_uint(&mut dst, id.generation);
         }
         dst.put_u8(if self.run_here { 0xc3 } else { 0xc2 });
+        write_uint(&mut dst, self.epoch);
         dst.freeze()
     }
 
@@ -540,7 +561,7 @@ impl Fanout {
             detail: "a fan-out list that does not decode".into(),
         };
         let mut rd = body;
-        if read_array_len(&mut rd) != Some(2) {
+        if read_array_len(&mut rd) != Some(3) {
             return Err(malformed());
         }
         let n = read_array_len(&mut rd).ok_or_else(malformed)? as usize;
@@ -562,10 +583,15 @@ impl Fanout {
             Some([0xc2]) => false,
             _ => return Err(malformed()),
         };
+        let epoch = read_uint(&mut rd).ok_or_else(malformed)?;
         if !rd.is_empty() {
             return Err(malformed());
         }
-        Ok(Fanout { workers, run_here })
+        Ok(Fanout {
+            workers,
+            run_here,
+            epoch,
+        })
     }
 }
 
@@ -592,10 +618,11 @@ mod tests {
             (0..20).map(|slot| WorkerId::new(slot, 1 << slot)).collect(),
         ];
         for workers in lists {
-            for run_here in [false, true] {
+            for (run_here, epoch) in [(false, 0), (true, 1), (false, 300), (true, u64::MAX)] {
                 let fanout = Fanout {
                     workers: workers.clone(),
                     run_here,
+                    epoch,
                 };
                 let bytes = fanout.to_bytes();
                 assert_eq!(&bytes[..], &rmp_serde::to_vec(&fanout).unwrap()[..]);
@@ -604,9 +631,11 @@ mod tests {
         }
         for bad in [
             &[][..],
-            &[0x92, 0x91][..],
-            &[0x92, 0x90, 0xc0][..],
-            &[0x92, 0x90, 0xc3, 0][..],
+            &[0x93, 0x91][..],
+            &[0x93, 0x90, 0xc0, 1][..],
+            &[0x93, 0x90, 0xc3][..],
+            &[0x93, 0x90, 0xc3, 1, 0][..],
+            &[0x92, 0x90, 0xc3][..],
         ] {
             assert!(matches!(
                 Fanout::from_bytes(bad),
@@ -614,7 +643,7 @@ mod tests {
             ));
         }
         // A length that claims more entries than there are bytes fails, without allocating it.
-        assert!(Fanout::from_bytes(&[0x92, 0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(Fanout::from_bytes(&[0x93, 0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]

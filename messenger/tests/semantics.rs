@@ -297,6 +297,39 @@ async fn map_returns_one_reply_per_ready_worker_in_slot_order() {
     );
 }
 
+/// A caller keeps the Ready set it was last told, and guesses from it: every change still
+/// reaches its next `map`, whether a worker joined, left, or the caller itself left.
+#[tokio::test]
+async fn a_map_after_the_ready_set_changed_asks_the_new_set() {
+    let cluster = ready_cluster(2).await;
+    let caller = cluster.worker(0);
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![0, 1]);
+    assert_eq!(
+        caller.map(WhoAmI).await.unwrap(),
+        vec![0, 1],
+        "the set stands"
+    );
+
+    let joined = cluster.connect(WorkerId::new(2, 1)).await.unwrap();
+    joined.on(|_: WhoAmI| async { 2 });
+    joined.ready().await.unwrap();
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![0, 1, 2]);
+
+    cluster.hub().drain(WorkerId::new(1, 1));
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![0, 2]);
+
+    // The caller itself leaves: its guess said it runs its own share, the Hub's list says no.
+    cluster.hub().drain(WorkerId::new(0, 1));
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![2]);
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![2]);
+
+    // A caller told of an empty set asks the Hub again rather than answer alone.
+    cluster.hub().drain(WorkerId::new(2, 1));
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), Vec::<u32>::new());
+    cluster.worker(1).ready().await.unwrap();
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![1]);
+}
+
 #[tokio::test]
 async fn map_each_reports_a_worker_without_the_handler() {
     let cluster = MockCluster::new(2).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use messenger::testing::MockCluster;
-use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Target, PROTOCOL_VERSION};
+use messenger::wire::{Envelope, Fanout, FrameCodec, Hello, Kind, Target, PROTOCOL_VERSION};
 use messenger::{Config, Error, Event, HubEvent, Messenger, Peer, WorkerId};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -186,6 +186,63 @@ async fn a_worker_cannot_address_a_worker_by_id_or_answer_what_it_was_not_asked(
     );
 }
 
+/// A `map`'s caller that names the Hub's current Ready set gets no fan-out list, only the
+/// answers; one that names an older set (or none) gets the list first.
+#[tokio::test]
+async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    cluster.worker(0).on(|Note(text): Note| async move { text });
+    cluster.ready().await.unwrap();
+    let mut raw = raw_worker(&cluster, WorkerId::new(3, 1)).await;
+    let map = |id, epoch| {
+        let mut request = Envelope::new(
+            Kind::Request,
+            "note",
+            rmp_serde::to_vec_named(&Note("x".into())).unwrap(),
+        );
+        request.id = id;
+        request.to = Target::All {
+            epoch,
+            run_here: false,
+        };
+        request
+    };
+    let fanout = |env: Envelope| {
+        assert_eq!(env.kind, Kind::Fanout, "{env:?}");
+        Fanout::from_bytes(&env.body).unwrap()
+    };
+
+    raw.send(map(1, 0)).await.unwrap();
+    let first = fanout(raw.next().await.unwrap().unwrap());
+    assert_eq!(first.workers, vec![WorkerId::new(0, 1)]);
+    assert!(first.epoch > 0);
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!((answer.kind, answer.id), (Kind::Reply, 1));
+
+    raw.send(map(2, first.epoch)).await.unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(
+        (answer.kind, answer.id),
+        (Kind::Reply, 2),
+        "no list: the set stands"
+    );
+
+    let joined = cluster.connect(WorkerId::new(1, 1)).await.unwrap();
+    joined.on(|Note(text): Note| async move { text });
+    joined.ready().await.unwrap();
+    raw.send(map(3, first.epoch)).await.unwrap();
+    let second = fanout(raw.next().await.unwrap().unwrap());
+    assert_eq!(
+        second.workers,
+        vec![WorkerId::new(0, 1), WorkerId::new(1, 1)]
+    );
+    assert!(second.epoch > first.epoch);
+    for _ in 0..2 {
+        let answer = raw.next().await.unwrap().unwrap();
+        assert_eq!((answer.kind, answer.id), (Kind::Reply, 3));
+    }
+}
+
 #[tokio::test]
 async fn an_oversize_frame_from_a_peer_closes_its_connection() {
     let cluster = MockCluster::with_config(0, Config::default().max_frame(1024))
@@ -236,7 +293,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
     let target = prop_oneof![
         Just(Target::Hub),
         Just(Target::Any),
-        Just(Target::All),
+        (any::<u64>(), any::<bool>()).prop_map(|(epoch, run_here)| Target::All { epoch, run_here }),
         Just(Target::Master),
         Just(Target::Once),
         any::<u32>().prop_map(Target::Slot),
