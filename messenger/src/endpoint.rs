@@ -37,6 +37,13 @@ struct Handler {
     typed: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
+/// How many frames a Messenger dispatches from its read buffer before it lets its other tasks
+/// run. Without a pause, 64 answers read at once wake 64 calls whose 64 next requests leave in
+/// one write after the last is dispatched: the whole batch travels from process to process as
+/// one convoy, and each process waits while the others work. Pausing every 32 lets the first
+/// requests leave while the rest are dispatched (`map` with 64 in flight ~370k -> ~440k/s).
+const READ_RUN: usize = 32;
+
 type PanicHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The heartbeat every Messenger answers without announcing it.
@@ -235,7 +242,15 @@ impl Messenger {
             // Made once: a cancellation future registers with the token each time it is made.
             let stopped = stop.cancelled();
             tokio::pin!(stopped);
+            let mut run = 0;
             let reason = loop {
+                // A pause after `READ_RUN` frames when more are already read, so the calls
+                // just answered can send their next frames before the rest are dispatched.
+                run += 1;
+                if run >= READ_RUN && !reader.read_buffer().is_empty() {
+                    run = 0;
+                    tokio::task::yield_now().await;
+                }
                 let frame = tokio::select! {
                     biased;
                     frame = reader.next() => frame,
