@@ -2,8 +2,9 @@
 //!
 //! A frame is a 4-byte big-endian length, then that many bytes of MessagePack: an array of 11
 //! `[kind, id, from_kind, from_slot, from_generation, to_kind, to_slot, to_generation, event,
-//! key, body]`, the integers in their shortest form and the last three as binary strings.
-//! `body` is the event's (or reply's) own MessagePack bytes, so the Hub routes on the envelope
+//! key, body]`, the integers in their shortest form and the last three as binary strings
+//! (`to_slot` and `to_generation` hold a target's two numbers: a slot and generation, or a
+//! `map`'s epoch and run-here flag). `body` is the event's (or reply's) own MessagePack bytes, so the Hub routes on the envelope
 //! alone and never decodes a user type. The envelope has one fixed shape, so its few
 //! MessagePack types (array, unsigned integer, binary) are written and read by hand in this
 //! module (no serde machinery on the hot path; payloads use rmp-serde), and decoding is
@@ -32,8 +33,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{Error, Peer, WorkerId};
 
-/// The protocol version sent in the first frame of every connection.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version sent in the first frame of every connection. 2: a `map` names the
+/// caller's Ready set ([`Target::All`]) and a [`Fanout`] carries its epoch.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The default maximum frame size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
