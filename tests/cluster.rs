@@ -89,6 +89,11 @@ fn a_killed_worker_is_replaced_and_the_port_never_refuses() {
     let helper = Helper::start(2, &[]);
     let status = helper.wait_ready(2);
     let victim = workers(&status)[0].clone();
+    // Every worker learns the Ready set from its maps (and keeps it) before the kill.
+    for _ in 0..6 {
+        let pids: Vec<u32> = serde_json::from_value(helper.get("/map")["pids"].clone()).unwrap();
+        assert_eq!(pids, ready_pids(&status));
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let (refused, served) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -117,6 +122,11 @@ fn a_killed_worker_is_replaced_and_the_port_never_refuses() {
         let ws = workers(s);
         ws.len() == 2 && ws.iter().all(|w| w.3 == "Ready") && ws[0].1 == victim.1 + 1
     });
+    // Maps after the change list the replacement, whichever worker asks.
+    for _ in 0..6 {
+        let pids: Vec<u32> = serde_json::from_value(helper.get("/map")["pids"].clone()).unwrap();
+        assert_eq!(pids, ready_pids(&status), "map after the replacement");
+    }
     let before = served.load(Ordering::SeqCst);
     let deadline = Instant::now() + DEADLINE;
     while served.load(Ordering::SeqCst) < before + 50 {
