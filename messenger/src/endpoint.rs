@@ -37,11 +37,11 @@ struct Handler {
     typed: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
-/// How many frames a Messenger dispatches from its read buffer before it lets its other tasks
+/// How many frames a Messenger dispatches from what it has read before it lets its other tasks
 /// run. Without a pause, 64 answers read at once wake 64 calls whose 64 next requests leave in
 /// one write after the last is dispatched: the whole batch travels from process to process as
 /// one convoy, and each process waits while the others work. Pausing every 32 lets the first
-/// requests leave while the rest are dispatched (`map` with 64 in flight ~370k -> ~440k/s).
+/// requests leave while the rest are dispatched (measured in `bench/ANALYSIS.md`).
 const READ_RUN: usize = 32;
 
 type PanicHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -242,15 +242,18 @@ impl Messenger {
             // Made once: a cancellation future registers with the token each time it is made.
             let stopped = stop.cancelled();
             tokio::pin!(stopped);
+            // Frames dispatched since the read buffer was last empty or the last pause.
             let mut run = 0;
             let reason = loop {
-                // A pause after `READ_RUN` frames when more are already read, so the calls
-                // just answered can send their next frames before the rest are dispatched.
-                run += 1;
-                if run >= READ_RUN && !reader.read_buffer().is_empty() {
+                if reader.read_buffer().is_empty() {
+                    run = 0;
+                } else if run >= READ_RUN {
+                    // The calls just answered send their next frames before the rest are
+                    // dispatched.
                     run = 0;
                     tokio::task::yield_now().await;
                 }
+                run += 1;
                 let frame = tokio::select! {
                     biased;
                     frame = reader.next() => frame,
@@ -517,6 +520,11 @@ impl Messenger {
     /// Runs `event` on every Ready worker at the time of the call (its first handler) and
     /// returns the replies in slot order. Fails with the first worker's error, if any: use
     /// [`map_each`](Messenger::map_each) to keep the others' results.
+    ///
+    /// "At the time of the call" is when the Hub routes it. A calling worker that is Ready runs
+    /// its own share at once, from the Ready set it was last told of; if it left the set while
+    /// its call was on the way (the Hub tells a worker it left, so only then), its share has
+    /// run but is left out of the result.
     pub async fn map<E: Event>(&self, event: E) -> Result<Vec<E::Reply>> {
         let (workers, results) = self.gather(event).await?;
         workers
@@ -587,13 +595,17 @@ impl Messenger {
         let mut gathering: Option<Gathering<E::Reply>> =
             guess.map(|(set, run_here)| Gathering::new(set.workers, run_here));
         let mut event = Some(event);
+        // Whether any frame for the call came, confirming or correcting the guess.
+        let mut heard = false;
         loop {
             if let Some(gathering) = &mut gathering {
-                if let (true, Some(event)) = (gathering.run_here, event.take()) {
-                    // This worker's own share, run here.
-                    match within(deadline.as_mut(), self.shared.run_here(event)).await {
-                        Some(result) => gathering.record(me, result),
-                        None => break,
+                // Taken only to be run: a corrected list may yet ask for this share.
+                if let Some(event) = event.take_if(|_| gathering.run_here) {
+                    // This worker's own share, run here. Out of time, its entry fails; the
+                    // answers already in are still taken below (the wait favours them).
+                    let result = within(deadline.as_mut(), self.shared.run_here(event)).await;
+                    if let Some(result) = result {
+                        gathering.record(me, result);
                     }
                 }
                 if gathering.missing == 0 {
@@ -605,6 +617,7 @@ impl Messenger {
                 // Closed (no more answers can come) or out of time.
                 _ => break,
             };
+            heard = true;
             for answer in answers {
                 match (&mut gathering, answer.kind) {
                     // The Hub refused the call (a worker's failure names the worker).
@@ -628,10 +641,13 @@ impl Messenger {
             }
         }
         call.finish();
+        let closed = self.shared.closed.is_cancelled();
         match gathering {
-            Some(gathering) => Ok((gathering.workers, gathering.results)),
-            None if self.shared.closed.is_cancelled() => Err(Error::Closed),
-            None => Err(self.timed_out(E::NAME, None)),
+            // Out of time with an unconfirmed guess: the entries of the set last listed fail.
+            Some(gathering) if heard || !closed => Ok((gathering.workers, gathering.results)),
+            // The connection ended before the Hub said anything: as without a guess.
+            _ if closed => Err(Error::Closed),
+            _ => Err(self.timed_out(E::NAME, None)),
         }
     }
 
@@ -865,12 +881,17 @@ impl Shared {
 
     fn answer(&self, env: Envelope) {
         self.busy.progress();
+        // A list of the Ready set (addressed to all, unlike a `consume` given back to its
+        // caller), kept for the next maps; id 0: sent unasked, to a worker that left the set.
+        if env.kind == Kind::Fanout && matches!(env.to, Target::All { .. }) {
+            self.learn(&env);
+            if env.id == 0 {
+                return;
+            }
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.get_mut(&env.id) {
             Some(Waiter::Many(answers)) => {
-                if env.kind == Kind::Fanout {
-                    self.learn(&env);
-                }
                 answers.list.push(env);
                 let waker = answers.waker.take();
                 drop(pending);
@@ -883,24 +904,18 @@ impl Shared {
                     let _ = tx.send(env);
                 }
             }
-            None => {
-                if env.kind == Kind::Fanout {
-                    self.learn(&env);
-                }
-                tracing::debug!(id = env.id, "an answer for a call that gave up")
-            }
+            None => tracing::debug!(id = env.id, "an answer for a call that gave up"),
         }
     }
 
-    /// Keeps the Ready set a `map`'s fan-out list names, for the next `map`s. Read as the frame
-    /// comes, so a later call never guesses from an older set.
+    /// Keeps the Ready set a fan-out list names, for the next `map`s. Read as the frame comes,
+    /// so a later call never guesses from an older set.
     fn learn(&self, fanout: &Envelope) {
         // One that does not decode fails its own call.
         let Ok(Fanout { workers, epoch, .. }) = Fanout::from_bytes(&fanout.body) else {
             return;
         };
         let mut known = self.ready_set.lock().unwrap_or_else(|e| e.into_inner());
-        // 0: not the Ready set, but a `consume` given back to its caller.
         if epoch > known.epoch {
             *known = ReadySet {
                 epoch,

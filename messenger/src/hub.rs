@@ -270,7 +270,9 @@ impl Hub {
         if let Some(conn) = state.conns.get_mut(&Peer::Worker(id)) {
             conn.state = PeerState::Draining;
         }
-        state.leave_ready_set(id);
+        if state.leave_ready_set(id) {
+            state.tell_ready_set(id);
+        }
     }
 
     /// Closes worker `id`'s connection from the master's side.
@@ -437,6 +439,7 @@ impl State {
             if let Some(conn) = self.conns.get_mut(&Peer::Worker(old)) {
                 conn.state = PeerState::Draining;
             }
+            self.tell_ready_set(old);
         }
         self.emit(HubEvent::Ready(id));
         self.deliver(
@@ -605,14 +608,15 @@ impl State {
                     run_here,
                     epoch: self.epoch,
                 };
-                let fanout = Envelope::answer(
+                let mut list = Envelope::answer(
                     Kind::Fanout,
                     env.id,
                     Peer::Master,
                     env.event.clone(),
                     fanout.to_bytes(),
                 );
-                self.deliver(env.from, fanout, held);
+                list.to = fanout.target();
+                self.deliver(env.from, list, held);
                 run_here
             }
         };
@@ -730,12 +734,37 @@ impl State {
         }
     }
 
-    /// Worker `id` gets no more messages or shares of a `map`.
-    fn leave_ready_set(&mut self, id: WorkerId) {
-        if self.ready.get(&id.slot) == Some(&id) {
+    /// Worker `id` gets no more messages or shares of a `map`; `false` if it had none already.
+    fn leave_ready_set(&mut self, id: WorkerId) -> bool {
+        let was_ready = self.ready.get(&id.slot) == Some(&id);
+        if was_ready {
             self.ready.remove(&id.slot);
             self.epoch += 1;
         }
+        was_ready
+    }
+
+    /// Tells worker `id`, which has just left the Ready set but stays connected, the set as it
+    /// now is, unasked: its next `map` then does not run its own share on the old list (for the
+    /// Hub to drop). Best effort: with its queue full, it learns from that `map`'s list instead.
+    fn tell_ready_set(&self, id: WorkerId) {
+        let Some(conn) = self.conns.get(&Peer::Worker(id)) else {
+            return;
+        };
+        let fanout = Fanout {
+            workers: self.ready.values().copied().collect(),
+            run_here: false,
+            epoch: self.epoch,
+        };
+        let mut notice = Envelope::answer(
+            Kind::Fanout,
+            0,
+            Peer::Master,
+            Bytes::new(),
+            fanout.to_bytes(),
+        );
+        notice.to = fanout.target();
+        let _ = conn.tx.try_send(notice);
     }
 
     /// Drops `peer` from routing: what it was asked fails with `WorkerGone`, what it asked is

@@ -1,14 +1,14 @@
 //! The wire format: length-prefixed frames, each one MessagePack [`Envelope`].
 //!
 //! A frame is a 4-byte big-endian length, then that many bytes of MessagePack: an array of 11
-//! `[kind, id, from_kind, from_slot, from_generation, to_kind, to_slot, to_generation, event,
-//! key, body]`, the integers in their shortest form and the last three as binary strings
-//! (`to_slot` and `to_generation` hold a target's two numbers: a slot and generation, or a
-//! `map`'s epoch and run-here flag). `body` is the event's (or reply's) own MessagePack bytes, so the Hub routes on the envelope
-//! alone and never decodes a user type. The envelope has one fixed shape, so its few
-//! MessagePack types (array, unsigned integer, binary) are written and read by hand in this
-//! module (no serde machinery on the hot path; payloads use rmp-serde), and decoding is
-//! zero-copy: `event`, `key` and `body` are slices of the frame.
+//! `[kind, id, from_kind, from_slot, from_generation, to_kind, to_slot, to_generation, event, key,
+//! body]`, the integers in their shortest form and the last three as binary strings (`to_slot` and
+//! `to_generation` hold a target's two numbers: a slot and a generation, or a `map`'s epoch and
+//! run-here flag). `body` is the event's (or reply's) own MessagePack bytes, so the Hub routes on
+//! the envelope alone and never decodes a user type. The envelope has one fixed shape, so its few
+//! MessagePack types (array, unsigned integer, binary) are written and read by hand in this module
+//! (no serde machinery on the hot path; payloads use rmp-serde), and decoding is zero-copy:
+//! `event`, `key` and `body` are slices of the frame.
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -557,6 +557,15 @@ impl Fanout {
         dst.freeze()
     }
 
+    /// Where a list of the Ready set is addressed: to all, as a `map` is, so a reader tells it
+    /// from a `consume` given back to its caller (addressed to nobody) without decoding it.
+    pub fn target(&self) -> Target {
+        Target::All {
+            epoch: self.epoch,
+            run_here: self.run_here,
+        }
+    }
+
     /// Reads a body written by [`to_bytes`](Fanout::to_bytes) (or `rmp_serde`).
     pub fn from_bytes(body: &[u8]) -> Result<Fanout, Error> {
         let malformed = || Error::Malformed {
@@ -714,5 +723,25 @@ mod tests {
             codec.decode(&mut buf),
             Err(Error::Malformed { .. })
         ));
+    }
+
+    /// A `map` target's run-here flag is 0 or 1; anything else is not a frame of ours.
+    #[test]
+    fn a_map_target_with_a_bad_flag_is_malformed() {
+        let mut codec = FrameCodec::new();
+        let mut env = Envelope::new(Kind::Request, "e", Vec::new());
+        env.to = Target::All {
+            epoch: 7,
+            run_here: true,
+        };
+        let mut buf = BytesMut::new();
+        codec.encode(&env, &mut buf).unwrap();
+        assert_eq!(codec.decode(&mut buf.clone()).unwrap(), Some(env));
+        // After the length, the array mark and 5 one-byte fields: the target, its 2 numbers.
+        let header = 4 + 1 + 5;
+        assert_eq!(&buf[header..header + 3], &[2, 7, 1], "to_kind, epoch, flag");
+        buf[header + 2] = 2;
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(err, Error::Malformed { .. }), "{err}");
     }
 }

@@ -330,6 +330,106 @@ async fn a_map_after_the_ready_set_changed_asks_the_new_set() {
     assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![1]);
 }
 
+/// A worker that joins the Ready set after it learned the set runs its share once told (the
+/// Hub's list corrects a guess that left it out).
+#[tokio::test]
+async fn a_caller_that_becomes_ready_runs_its_own_share() {
+    let cluster = MockCluster::new(3).await.unwrap();
+    answer_slots(&cluster);
+    cluster.worker(0).ready().await.unwrap();
+    cluster.worker(1).ready().await.unwrap();
+    let caller = cluster.worker(2);
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![0, 1]);
+    caller.ready().await.unwrap();
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![0, 1, 2]);
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![0, 1, 2]);
+}
+
+/// A worker that leaves the Ready set is told so: its next `map` does not run its own share.
+#[tokio::test]
+async fn a_drained_caller_does_not_run_its_own_share() {
+    let cluster = MockCluster::new(2).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    cluster.worker(0).on(move |_: WhoAmI| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { 0 }
+    });
+    cluster.worker(1).on(|_: WhoAmI| async { 1 });
+    cluster.ready().await.unwrap();
+    let caller = cluster.worker(0);
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![0, 1]);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    cluster.hub().drain(WorkerId::new(0, 1));
+    // A round trip on the caller's connection: its answer comes after the Hub's notice.
+    assert_eq!(caller.request(1, WhoAmI).await.unwrap(), 1);
+    assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![1]);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the drained caller ran its share"
+    );
+}
+
+/// A caller's own share that overruns the deadline fails its entry alone: the answers already
+/// in are kept.
+#[tokio::test]
+async fn a_late_own_share_keeps_the_answers_already_in() {
+    let cluster = MockCluster::with_config(
+        2,
+        Config::default().request_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    cluster
+        .worker(0)
+        .on(|_: Never| std::future::pending::<u32>());
+    cluster.worker(1).on(|_: Never| async { 1 });
+    cluster.ready().await.unwrap();
+    let caller = cluster.worker(0);
+    // The first map learns the Ready set, the second guesses from it.
+    for _ in 0..2 {
+        let results = caller.map_each(Never).await.unwrap();
+        assert_eq!(results.len(), 2);
+        assert!(
+            matches!(results[0], (0, Err(Error::Timeout { .. }))),
+            "{results:?}"
+        );
+        assert!(matches!(results[1], (1, Ok(1))), "{results:?}");
+    }
+}
+
+/// Maps in flight while the Ready set keeps changing: each lists one set the cluster had, and
+/// none fails.
+#[tokio::test]
+async fn maps_while_the_ready_set_changes_list_a_set_it_had() {
+    let cluster = Arc::new(ready_cluster(3).await);
+    let maps = (0..8).map(|_| {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                let slots = cluster.worker(0).map(WhoAmI).await.unwrap();
+                assert!(
+                    slots == vec![0, 1, 2] || slots == vec![0, 2],
+                    "not a set the cluster had: {slots:?}"
+                );
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    let maps: Vec<_> = maps.collect();
+    for _ in 0..50 {
+        cluster.hub().drain(WorkerId::new(1, 1));
+        tokio::task::yield_now().await;
+        cluster.worker(1).ready().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    for map in maps {
+        map.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn map_each_reports_a_worker_without_the_handler() {
     let cluster = MockCluster::new(2).await.unwrap();
@@ -830,6 +930,7 @@ async fn a_new_ready_worker_takes_its_slot_over() {
     );
     // The draining worker still calls out and gets answers.
     assert_eq!(cluster.worker(1).request(1, WhoAmI).await.unwrap(), 21);
+    assert_eq!(cluster.worker(1).map(WhoAmI).await.unwrap(), vec![0, 21]);
 
     cluster.hub().drain(WorkerId::new(0, 1));
     assert_eq!(cluster.master().map(WhoAmI).await.unwrap(), vec![21]);

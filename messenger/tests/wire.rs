@@ -243,6 +243,68 @@ async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
     }
 }
 
+/// With the current epoch, the Hub goes by the caller's own word on whether it runs its share:
+/// it is not sent its own share when it says so, and is sent it when it does not.
+#[tokio::test]
+async fn the_hub_trusts_a_current_callers_run_here() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    cluster.worker(0).on(|Note(text): Note| async move { text });
+    cluster.ready().await.unwrap();
+    let me = WorkerId::new(3, 1);
+    let mut raw = raw_worker(&cluster, me).await;
+    raw.send(Envelope::new(Kind::Announce, "note", Vec::new()))
+        .await
+        .unwrap();
+    let mut ready = Envelope::new(Kind::Ready, "", Vec::new());
+    ready.id = 9;
+    raw.send(ready).await.unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!((answer.kind, answer.id), (Kind::Reply, 9));
+
+    let map = |id, epoch, run_here| {
+        let mut request = Envelope::new(
+            Kind::Request,
+            "note",
+            rmp_serde::to_vec_named(&Note("x".into())).unwrap(),
+        );
+        request.id = id;
+        request.to = Target::All { epoch, run_here };
+        request
+    };
+    raw.send(map(1, 0, false)).await.unwrap();
+    let list = raw.next().await.unwrap().unwrap();
+    assert_eq!(list.kind, Kind::Fanout);
+    let list = Fanout::from_bytes(&list.body).unwrap();
+    assert_eq!(list.workers, vec![WorkerId::new(0, 1), me]);
+    assert!(
+        list.run_here,
+        "a Ready caller that handles the event runs its share"
+    );
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!((answer.kind, answer.id), (Kind::Reply, 1));
+
+    raw.send(map(2, list.epoch, true)).await.unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(
+        (answer.kind, answer.id),
+        (Kind::Reply, 2),
+        "only worker 0 is asked"
+    );
+
+    raw.send(map(3, list.epoch, false)).await.unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let frame = raw.next().await.unwrap().unwrap();
+        kinds.push(frame.kind);
+    }
+    kinds.sort_by_key(|kind| *kind as u8);
+    assert_eq!(
+        kinds,
+        vec![Kind::Request, Kind::Reply],
+        "its share sent to it"
+    );
+}
+
 #[tokio::test]
 async fn an_oversize_frame_from_a_peer_closes_its_connection() {
     let cluster = MockCluster::with_config(0, Config::default().max_frame(1024))
