@@ -572,16 +572,10 @@ impl Messenger {
             let run_here = handles && me.worker().is_some_and(|id| set.workers.contains(&id));
             (set.workers.len() > usize::from(run_here)).then_some((set, run_here))
         });
-        let to = match &guess {
-            Some((set, run_here)) => Target::All {
-                epoch: set.epoch,
-                run_here: *run_here,
-            },
-            None => Target::All {
-                epoch: 0,
-                run_here: false,
-            },
-        };
+        let (epoch, run_here) = guess
+            .as_ref()
+            .map_or((0, false), |(set, run_here)| (set.epoch, *run_here));
+        let to = Target::All { epoch, run_here };
         let env = self.envelope::<E>(Kind::Request, to, Bytes::new(), &event)?;
         // One timer for the whole call, however many answers it waits for.
         let deadline = tokio::time::sleep(self.timeout);
