@@ -603,20 +603,12 @@ impl State {
                 let run_here = caller_ready && self.handles(env.from, &env.event);
                 // The caller learns first who will answer, so it knows when it has every
                 // answer.
-                let fanout = Fanout {
+                let list = Fanout {
                     workers: workers.clone(),
                     run_here,
                     epoch: self.epoch,
                 };
-                let mut list = Envelope::answer(
-                    Kind::Fanout,
-                    env.id,
-                    Peer::Master,
-                    env.event.clone(),
-                    fanout.to_bytes(),
-                );
-                list.to = fanout.target();
-                self.deliver(env.from, list, held);
+                self.deliver(env.from, list.frame(env.id, env.event.clone()), held);
                 run_here
             }
         };
@@ -751,20 +743,12 @@ impl State {
         let Some(conn) = self.conns.get(&Peer::Worker(id)) else {
             return;
         };
-        let fanout = Fanout {
+        let list = Fanout {
             workers: self.ready.values().copied().collect(),
             run_here: false,
             epoch: self.epoch,
         };
-        let mut notice = Envelope::answer(
-            Kind::Fanout,
-            0,
-            Peer::Master,
-            Bytes::new(),
-            fanout.to_bytes(),
-        );
-        notice.to = fanout.target();
-        let _ = conn.tx.try_send(notice);
+        let _ = conn.tx.try_send(list.frame(0, Bytes::new()));
     }
 
     /// Drops `peer` from routing: what it was asked fails with `WorkerGone`, what it asked is

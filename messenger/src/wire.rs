@@ -557,12 +557,16 @@ impl Fanout {
         dst.freeze()
     }
 
-    /// Where a list of the Ready set is addressed: to all, as a `map` is, so a reader tells it
-    /// from a `consume` given back to its caller (addressed to nobody) without decoding it.
-    pub fn target(&self) -> Target {
-        Target::All {
-            epoch: self.epoch,
-            run_here: self.run_here,
+    /// This list of the Ready set as a frame from the Hub: the answer to `map` call `id` (or 0,
+    /// unasked). It is addressed to all, as a `map` is, so a reader tells it from a `consume`
+    /// given back to its caller (addressed to nobody) without decoding it.
+    pub fn frame(&self, id: u64, event: Bytes) -> Envelope {
+        Envelope {
+            to: Target::All {
+                epoch: self.epoch,
+                run_here: self.run_here,
+            },
+            ..Envelope::answer(Kind::Fanout, id, Peer::Master, event, self.to_bytes())
         }
     }
 

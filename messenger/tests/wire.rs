@@ -209,7 +209,16 @@ async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
     };
     let fanout = |env: Envelope| {
         assert_eq!(env.kind, Kind::Fanout, "{env:?}");
-        Fanout::from_bytes(&env.body).unwrap()
+        let list = Fanout::from_bytes(&env.body).unwrap();
+        assert_eq!(
+            env.to,
+            Target::All {
+                epoch: list.epoch,
+                run_here: list.run_here
+            },
+            "a list is addressed to all"
+        );
+        list
     };
 
     raw.send(map(1, 0)).await.unwrap();
