@@ -10,8 +10,9 @@
 //!     --tests consume,master,consume64,map64,map,broadcast,payload,cpu --sizes 64,1024,1048576
 //! ```
 //!
-//! `--worker-threads N` sets the workers' runtime threads (default: the cluster's); `--busy-poll-us N`
-//! the messenger's busy-poll budget (default: the messenger's, 100 µs; 0 never polls).
+//! `--worker-threads N` sets the workers' runtime threads (default: the cluster's);
+//! `--busy-poll-us N` the messenger's busy-poll budget (default: the messenger's, 100 µs; 0 never
+//! polls).
 //!
 //! Tests (each bounded to about `--seconds`, after a short warm-up):
 //! - `consume`, `master`: `consume(pid)` / `request_master(echo)` one at a time;

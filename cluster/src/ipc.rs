@@ -124,12 +124,8 @@ impl AsyncWrite for IpcStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let done = unsafe { libc::shutdown(self.fd(), libc::SHUT_WR) };
-        Poll::Ready(if done < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        })
+        use nix::sys::socket::{shutdown, Shutdown};
+        Poll::Ready(shutdown(self.fd(), Shutdown::Write).map_err(io::Error::from))
     }
 }
 

@@ -29,7 +29,8 @@ impl BusyPoll {
 
 /// Spawns the task that keeps the runtime polling its sockets, rather than sleeping, while
 /// `waiting(owner)` holds and progress keeps coming: it stops once nothing is awaited, or when
-/// nothing happened for `budget`; [`BusyPoll::progress`] starts it again. Each turn yields, so every other task runs between polls. Ends with its owner.
+/// nothing happened for `budget`; [`BusyPoll::progress`] starts it again. Each turn yields, so
+/// every other task runs between polls. Ends with its owner.
 pub(crate) fn spawn<T, B, W>(owner: &Arc<T>, busy: B, waiting: W, budget: Duration)
 where
     T: Send + Sync + 'static,

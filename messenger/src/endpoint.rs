@@ -527,10 +527,8 @@ impl Messenger {
     /// run but is left out of the result.
     pub async fn map<E: Event>(&self, event: E) -> Result<Vec<E::Reply>> {
         let (workers, results) = self.gather(event).await?;
-        workers
-            .iter()
-            .zip(results)
-            .map(|(id, result)| result.unwrap_or_else(|| Err(self.missing::<E>(*id))))
+        self.per_worker::<E>(&workers, results)
+            .map(|(_, result)| result)
             .collect()
     }
 
@@ -538,23 +536,27 @@ impl Messenger {
     /// has no handler, dies or does not answer in time fails its entry alone.
     pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
         let (workers, results) = self.gather(event).await?;
-        Ok(workers
-            .iter()
-            .zip(results)
-            .map(|(id, result)| {
-                let result = result.unwrap_or_else(|| Err(self.missing::<E>(*id)));
-                (id.slot, result)
-            })
-            .collect())
+        Ok(self.per_worker::<E>(&workers, results).collect())
     }
 
-    /// The error for worker `id`, whose answer to a `map` never came.
-    fn missing<E: Event>(&self, id: WorkerId) -> Error {
-        if self.shared.closed.is_cancelled() {
-            Error::Closed
-        } else {
-            self.timed_out(E::NAME, Some(Peer::Worker(id)))
-        }
+    /// A `map`'s result for each worker asked, with its slot: an answer that never came is
+    /// [`Error::Closed`] once the connection ended, else a timeout.
+    fn per_worker<'a, E: Event>(
+        &'a self,
+        workers: &'a [WorkerId],
+        results: Vec<Option<Result<E::Reply>>>,
+    ) -> impl Iterator<Item = (u32, Result<E::Reply>)> + 'a {
+        let closed = self.shared.closed.is_cancelled();
+        workers.iter().zip(results).map(move |(id, result)| {
+            let result = result.unwrap_or_else(|| {
+                Err(if closed {
+                    Error::Closed
+                } else {
+                    self.timed_out(E::NAME, Some(Peer::Worker(*id)))
+                })
+            });
+            (id.slot, result)
+        })
     }
 
     /// Runs a `map`: who was asked, in slot order, and each one's result if it came.
@@ -1133,7 +1135,8 @@ const ARENA: usize = 16 * 1024;
 thread_local! {
     /// Payloads are cut from one buffer per thread (each cut shares it, counted), instead of a
     /// vector grown and allocated per message.
-    static PAYLOADS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+    static PAYLOADS: std::cell::RefCell<bytes::BytesMut> =
+        std::cell::RefCell::new(bytes::BytesMut::new());
 }
 
 fn encode<T: Serialize + ?Sized>(event: &str, value: &T) -> Result<Bytes> {

@@ -542,7 +542,7 @@ pub struct Fanout {
 
 impl Fanout {
     /// The MessagePack of this body (the same bytes as `rmp_serde::to_vec`), written by hand:
-    /// one goes with every `map`.
+    /// one goes with every `consume` the Hub gives back to its caller.
     pub fn to_bytes(&self) -> Bytes {
         let mut dst = BytesMut::with_capacity(13 + self.workers.len() * 12);
         dst.put_u8(0x93);

@@ -376,12 +376,10 @@ async fn a_drained_caller_does_not_run_its_own_share() {
 /// in are kept.
 #[tokio::test]
 async fn a_late_own_share_keeps_the_answers_already_in() {
-    let cluster = MockCluster::with_config(
-        2,
-        Config::default().request_timeout(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap();
+    let cluster =
+        MockCluster::with_config(2, Config::default().request_timeout(Duration::from_secs(2)))
+            .await
+            .unwrap();
     cluster
         .worker(0)
         .on(|_: Never| std::future::pending::<u32>());
