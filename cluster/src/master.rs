@@ -124,7 +124,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         .collect();
     let opts = Arc::new(opts);
     let result = runtime.block_on(async move {
-        let hub = Hub::new(opts.messenger.clone());
+        let (hub, events) = Hub::supervised(opts.messenger.clone())?;
         let spawner = Spawner::start(
             SpawnConfig {
                 exe,
@@ -159,7 +159,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         ));
         watch_signals(&master)?;
         let supervisor = Supervisor::new(opts.clone(), hub, spawner, sup_tx, phase);
-        if supervisor.run(sup_rx).await {
+        if supervisor.run(sup_rx, events).await {
             tracing::info!("every worker has exited; the master exits");
             Ok(())
         } else {

@@ -142,8 +142,11 @@ impl Supervisor {
     }
 
     /// Runs until every worker has exited after a stop. Returns whether the stop was graceful.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) -> bool {
-        let mut events = self.hub.subscribe();
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Cmd>,
+        mut events: mpsc::UnboundedReceiver<HubEvent>,
+    ) -> bool {
         for slot in 0..self.slots.len() as u32 {
             self.start_current(slot, "boot").await;
         }
@@ -211,13 +214,21 @@ impl Supervisor {
 
     fn hub_event(&mut self, event: HubEvent) {
         match event {
-            HubEvent::Ready(id) => self.ready(id),
-            HubEvent::Closed { id, reason } => {
-                if self.procs.contains_key(&id) {
-                    // Usually the process is exiting; give its exit a moment to be the cause.
-                    self.after(LOST_CONNECTION_GRACE, Cmd::LostDeadline { id, reason });
+            HubEvent::ReadyAsked(id) => {
+                let s = &self.slots[id.slot as usize];
+                let wanted = self.state(id) == Some(WorkerState::Starting)
+                    && (s.current == Some(id) || s.pending.as_ref().map(|p| p.id) == Some(id));
+                if wanted && self.hub.admit(id).is_ok() {
+                    self.ready(id);
+                } else {
+                    self.hub.refuse(id, "not the worker its slot is starting");
                 }
             }
+            // Usually the process is exiting; give its exit a moment to be the cause.
+            HubEvent::Closed { id, reason } if self.procs.contains_key(&id) => {
+                self.after(LOST_CONNECTION_GRACE, Cmd::LostDeadline { id, reason });
+            }
+            _ => {}
         }
     }
 
@@ -562,7 +573,7 @@ impl Supervisor {
         if expected {
             tracing::info!(slot, generation, pid = proc.pid, %cause, "worker exited after draining");
         }
-        self.hub.detach(id).await;
+        self.hub.detach(id);
         let s = &mut self.slots[slot as usize];
         let was_pending = s.pending.as_ref().map(|p| p.id) == Some(id);
         let was_current = s.current == Some(id);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::StreamExt;
-use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Target, PROTOCOL_VERSION};
+use messenger::wire::{Credit, Envelope, FrameCodec, Hello, Kind, Target};
 use messenger::{Config, Hub, Peer, WorkerId};
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::Mutex;
@@ -37,15 +37,7 @@ impl Raw {
             codec: FrameCodec::new(),
             buf: BytesMut::new(),
         };
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            peer: None,
-        };
-        raw.queue(&Envelope::new(
-            Kind::Hello,
-            "",
-            rmp_serde::to_vec(&hello).unwrap(),
-        ));
+        raw.queue(&Hello::new(None).frame());
         raw.flush().await;
         assert_eq!(raw.next().await.kind, Kind::Hello);
         for event in events {
@@ -88,7 +80,7 @@ fn hub(c: &mut Criterion) {
         .unwrap();
     let ticks = Arc::new(AtomicU64::new(0));
     let (_hub, a) = rt.block_on(async {
-        let hub = Hub::new(Config::default());
+        let hub = Hub::new(Config::default()).unwrap();
         let a = Raw::connect(&hub, 0, &[]).await;
         let mut b = Raw::connect(&hub, 1, &["pid", "tick"]).await;
         let ticks = ticks.clone();
@@ -98,13 +90,21 @@ fn hub(c: &mut Criterion) {
                 match env.kind {
                     Kind::Request => {
                         let me = Peer::Worker(WorkerId::new(1, 1));
-                        let reply =
-                            Envelope::answer(Kind::Reply, env.id, me, env.event, NIL.into());
+                        let reply = Envelope {
+                            to: Target::caller(env.from),
+                            ..Envelope::answer(Kind::Reply, env.id, me, env.event, NIL.into())
+                        };
                         b.queue(&reply);
                         b.flush().await;
                     }
-                    Kind::Broadcast => {
-                        ticks.fetch_add(1, Ordering::Relaxed);
+                    // Room for more broadcasts, given back in batches as a Messenger does.
+                    Kind::Broadcast if ticks.fetch_add(1, Ordering::Relaxed) % 256 == 255 => {
+                        let credit = Credit {
+                            frames: 256,
+                            bytes: 256 * env.wire_len() as u64,
+                        };
+                        b.queue(&credit.frame());
+                        b.flush().await;
                     }
                     _ => {}
                 }

@@ -30,7 +30,7 @@ struct Blob(ByteBuf);
 /// A Hub and `n` Ready workers, each on its own Unix socket pair.
 async fn cluster(n: u32, ticks: Arc<AtomicU64>) -> (Hub, Vec<Messenger>) {
     let config = Config::default();
-    let hub = Hub::new(config.clone());
+    let hub = Hub::new(config.clone()).unwrap();
     hub.messenger().on(|Echo(text): Echo| async move { text });
     let mut workers = Vec::new();
     for slot in 0..n {

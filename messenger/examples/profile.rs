@@ -39,6 +39,7 @@ fn main() {
         }
         cluster.ready().await.unwrap();
         let worker = cluster.worker(0).clone();
+        sizes(&worker);
         let start = std::time::Instant::now();
         for round in 0..calls / 64 {
             match op.as_str() {
@@ -76,4 +77,14 @@ fn main() {
             calls as f64 / elapsed.as_secs_f64()
         );
     });
+}
+
+#[allow(dead_code)]
+fn sizes(worker: &messenger::Messenger) {
+    eprintln!(
+        "map {} consume {} broadcast {}",
+        std::mem::size_of_val(&worker.map(Pid)),
+        std::mem::size_of_val(&worker.consume(Pid)),
+        std::mem::size_of_val(&worker.broadcast(Tick(0)))
+    );
 }

@@ -21,19 +21,21 @@
 // Lets `#[derive(Event)]` name this crate `::messenger` from inside it too.
 extern crate self as messenger;
 
+mod builtin;
 mod busy;
 mod config;
 mod endpoint;
 mod error;
 mod event;
 mod hub;
+mod payload;
 mod peer;
 pub mod testing;
 mod transport;
 pub mod wire;
 
 pub use async_trait::async_trait;
-pub use config::Config;
+pub use config::{Config, MAX_DURATION};
 pub use endpoint::Messenger;
 pub use error::{Error, Result};
 pub use event::{BoxFuture, Dispatch, Event};

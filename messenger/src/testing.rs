@@ -50,7 +50,7 @@ impl MockCluster {
     /// Like [`new`](MockCluster::new), with `config` for the Hub and every Messenger.
     pub async fn with_config(workers: u32, config: Config) -> Result<MockCluster> {
         let mut cluster = MockCluster {
-            hub: Hub::new(config),
+            hub: Hub::new(config)?,
             workers: Vec::new(),
         };
         for slot in 0..workers {

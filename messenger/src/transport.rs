@@ -6,18 +6,22 @@
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::{Envelope, FrameCodec, Hello, Kind, PROTOCOL_VERSION};
-use crate::{Config, Error, Peer};
+use crate::wire::{Envelope, FrameCodec, Hello, Kind, READ_CHUNK};
+use crate::{Config, Error};
 
-/// How many frames the writer takes from its queue for one write.
-const BATCH: usize = 256;
+/// At most this many frames are taken for one write: when busy, one system call carries many.
+const BATCH_FRAMES: usize = 256;
+/// A write stops growing once this many bytes are in it (the first frame always goes), so the
+/// writer's buffer stays small whatever the frames' sizes.
+const BATCH_BYTES: usize = 256 * 1024;
+/// The writer's buffer, once a large frame grew it, is given back past this.
+const BUFFER_KEPT: usize = 1024 * 1024;
 
-/// Something the writer can take frames from: the Hub's bounded queues and the Messengers'
-/// outbound queues.
+/// Something the writer takes frames from: the Hub's queues and the Messengers' outbound
+/// queues.
 pub(crate) trait Outbox: Send + 'static {
     /// What the queue holds: a frame, maybe with bookkeeping.
     type Item: Send;
@@ -32,22 +36,13 @@ pub(crate) trait Outbox: Send + 'static {
 
     /// The frame of an item.
     fn frame(item: &Self::Item) -> &Envelope;
+
+    /// These items were written: the room they held is free.
+    fn written(&mut self, items: &[Self::Item]);
 }
 
-impl Outbox for mpsc::Receiver<Envelope> {
-    type Item = Envelope;
-
-    async fn recv_batch(&mut self, batch: &mut Vec<Envelope>, limit: usize) -> usize {
-        self.recv_many(batch, limit).await
-    }
-
-    fn frame(item: &Envelope) -> &Envelope {
-        item
-    }
-}
-
-/// Writes what `outbox` yields to `io`, a batch of frames per write: when busy, one system call
-/// carries many frames. Ends when the outbox closes, `stop` fires, or the write fails.
+/// Writes what `outbox` yields to `io`, a batch of frames per write. Ends when the outbox
+/// closes, `stop` fires, or the write fails.
 pub(crate) async fn write_frames<W, O>(
     mut io: W,
     mut outbox: O,
@@ -57,40 +52,58 @@ pub(crate) async fn write_frames<W, O>(
     W: AsyncWrite + Unpin,
     O: Outbox,
 {
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::with_capacity(BATCH_FRAMES);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // Made once: a cancellation future registers with the token each time it is made.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
-        let n = tokio::select! {
-            biased;
-            n = outbox.recv_batch(&mut batch, BATCH) => n,
-            () = &mut stopped => break,
-        };
-        if n == 0 {
-            break;
+        if batch.is_empty() {
+            let n = tokio::select! {
+                biased;
+                n = outbox.recv_batch(&mut batch, BATCH_FRAMES) => n,
+                () = &mut stopped => break,
+            };
+            if n == 0 {
+                break;
+            }
         }
-        // Encoded where they lie, then dropped in place: an envelope is not small to move.
+        // Encoded where they lie, until the buffer holds a write's worth; the rest waits for
+        // the next write.
+        let mut frames = 0;
         for item in &batch {
             let env = O::frame(item);
+            frames += 1;
             // Senders check sizes before they queue; this only guards against a bug there.
             if let Err(err) = codec.encode(env, &mut buf) {
                 tracing::error!(event = %env.event_name(), "frame not sent: {err}");
             }
+            if buf.len() >= BATCH_BYTES {
+                break;
+            }
         }
-        batch.clear();
         if let Err(err) = io.write_all(&buf).await {
             tracing::debug!("connection write failed: {err}");
             break;
         }
+        outbox.written(&batch[..frames]);
+        if frames == batch.len() {
+            batch.clear();
+        } else {
+            batch.drain(..frames);
+        }
         buf.clear();
-        if buf.capacity() > 1024 * 1024 {
-            // One huge frame should not pin its buffer for the connection's life.
+        if buf.capacity() > BUFFER_KEPT {
             buf = BytesMut::with_capacity(64 * 1024);
         }
     }
     let _ = io.shutdown().await;
+}
+
+/// The room a frame takes in a queue's byte budget: its size on the wire. The sender of a
+/// broadcast and the Hub that acknowledges it count it the same way.
+pub(crate) fn cost(env: &Envelope) -> u32 {
+    u32::try_from(env.wire_len()).unwrap_or(u32::MAX)
 }
 
 /// The codec for `config`.
@@ -98,6 +111,23 @@ pub(crate) fn codec(config: &Config) -> FrameCodec {
     FrameCodec::builder()
         .max_frame(config.max_frame)
         .new_codec()
+}
+
+/// How many read chunks a peer's frames may keep alive in the Hub (1 MiB): past that, its
+/// frames are copied out of their read buffer (see [`FrameCodec`]).
+pub(crate) const HUB_KEPT_CHUNKS: usize = 16;
+
+/// The Hub's codec for a peer's frames.
+pub(crate) fn hub_codec(config: &Config) -> FrameCodec {
+    FrameCodec::builder()
+        .max_frame(config.max_frame)
+        .keep_chunks(HUB_KEPT_CHUNKS)
+        .new_codec()
+}
+
+/// A reader of frames from `read`, reading a chunk at a time (see [`FrameCodec`]).
+pub(crate) fn reader<R: AsyncRead>(read: R, codec: FrameCodec) -> FramedRead<R, FrameCodec> {
+    FramedRead::with_capacity(read, codec, READ_CHUNK)
 }
 
 /// Writes one frame at once (handshakes happen before the writer task exists).
@@ -111,16 +141,6 @@ pub(crate) async fn write_one<W: AsyncWrite + Unpin>(
     io.write_all(&buf).await?;
     io.flush().await?;
     Ok(())
-}
-
-/// The `Hello` frame of this protocol version, telling `peer` who it is (from the Hub).
-pub(crate) fn hello(peer: Option<Peer>) -> Envelope {
-    let body = rmp_serde::to_vec(&Hello {
-        version: PROTOCOL_VERSION,
-        peer,
-    })
-    .unwrap_or_default();
-    Envelope::new(Kind::Hello, "", body)
 }
 
 /// Reads the first frame, which must be a `Hello` of our protocol version; a `Failure` frame
@@ -141,19 +161,8 @@ pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
         Some(frame) => frame?,
     };
     match env.kind {
-        Kind::Hello => {
-            let hello: Hello = rmp_serde::from_slice(&env.body).map_err(|e| Error::Malformed {
-                detail: format!("hello: {e}"),
-            })?;
-            if hello.version != PROTOCOL_VERSION {
-                return Err(Error::ProtocolMismatch {
-                    ours: PROTOCOL_VERSION,
-                    theirs: hello.version,
-                });
-            }
-            Ok(hello)
-        }
-        Kind::Failure => Err(crate::endpoint::decode_failure(&env)),
+        Kind::Hello => Hello::from_bytes(&env.body),
+        Kind::Failure => Err(env.error()),
         other => Err(Error::Malformed {
             detail: format!("expected a hello frame, got {other:?}"),
         }),

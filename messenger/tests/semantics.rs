@@ -326,7 +326,9 @@ async fn a_map_after_the_ready_set_changed_asks_the_new_set() {
     // A caller told of an empty set asks the Hub again rather than answer alone.
     cluster.hub().drain(WorkerId::new(2, 1));
     assert_eq!(caller.map(WhoAmI).await.unwrap(), Vec::<u32>::new());
-    cluster.worker(1).ready().await.unwrap();
+    let replacement = cluster.connect(WorkerId::new(1, 2)).await.unwrap();
+    replacement.on(|_: WhoAmI| async { 1 });
+    replacement.ready().await.unwrap();
     assert_eq!(caller.map(WhoAmI).await.unwrap(), vec![1]);
 }
 
@@ -417,10 +419,17 @@ async fn maps_while_the_ready_set_changes_list_a_set_it_had() {
         })
     });
     let maps: Vec<_> = maps.collect();
-    for _ in 0..50 {
-        cluster.hub().drain(WorkerId::new(1, 1));
+    let mut replacements = Vec::new();
+    for generation in 1..=50 {
+        cluster.hub().drain(WorkerId::new(1, generation));
         tokio::task::yield_now().await;
-        cluster.worker(1).ready().await.unwrap();
+        let replacement = cluster
+            .connect(WorkerId::new(1, generation + 1))
+            .await
+            .unwrap();
+        replacement.on(|_: WhoAmI| async { 1 });
+        replacement.ready().await.unwrap();
+        replacements.push(replacement);
         tokio::task::yield_now().await;
     }
     for map in maps {
@@ -890,7 +899,7 @@ async fn a_worker_that_disconnects_fails_its_pending_calls_at_once() {
 #[tokio::test]
 async fn the_master_detaching_a_worker_closes_its_messenger() {
     let cluster = ready_cluster(1).await;
-    cluster.hub().detach(WorkerId::new(0, 1)).await;
+    cluster.hub().detach(WorkerId::new(0, 1));
     cluster.worker(0).closed().await;
     assert!(matches!(
         cluster.worker(0).map(WhoAmI).await,
@@ -988,9 +997,18 @@ async fn a_slow_worker_costs_bounded_memory_and_does_not_stop_the_others() {
             master.broadcast(Tick(n)).await.unwrap();
         }
     });
-    // Wait (generously) until the Hub's queue to the stuck worker is full...
+    // Wait (generously) until the Hub holds a budget's worth for the stuck worker, and never
+    // more than that and the one broadcast its paused sender is waiting with...
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while cluster.hub().queued(stuck) != Some(4) {
+    loop {
+        let held = cluster.hub().queued(stuck).unwrap();
+        assert!(
+            held <= 5,
+            "the Hub holds {held} frames for the stuck worker"
+        );
+        if held >= 4 {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "the queue to the stuck worker never filled"

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use messenger::testing::MockCluster;
-use messenger::wire::{Envelope, Fanout, FrameCodec, Hello, Kind, Target, PROTOCOL_VERSION};
+use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Members, Target, PROTOCOL_VERSION};
 use messenger::{Config, Error, Event, HubEvent, Messenger, Peer, WorkerId};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -21,11 +21,11 @@ fn hello(version: u32) -> Envelope {
     Envelope::new(
         Kind::Hello,
         "",
-        rmp_serde::to_vec(&Hello {
+        Hello {
             version,
             peer: None,
-        })
-        .unwrap(),
+        }
+        .to_bytes(),
     )
 }
 
@@ -37,7 +37,7 @@ async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream,
     framed.send(hello(PROTOCOL_VERSION)).await.unwrap();
     let answer = framed.next().await.unwrap().unwrap();
     assert_eq!(answer.kind, Kind::Hello);
-    let hello: Hello = rmp_serde::from_slice(&answer.body).unwrap();
+    let hello = Hello::from_bytes(&answer.body).unwrap();
     assert_eq!(
         hello.peer,
         Some(Peer::Worker(id)),
@@ -57,7 +57,7 @@ async fn the_hub_refuses_another_protocol_version() {
 
     let refusal = framed.next().await.unwrap().unwrap();
     assert_eq!(refusal.kind, Kind::Failure);
-    let error: Error = rmp_serde::from_slice(&refusal.body).unwrap();
+    let error = refusal.error();
     assert!(
         matches!(error, Error::ProtocolMismatch { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1)
     );
@@ -80,11 +80,11 @@ async fn a_worker_refuses_a_hub_of_another_protocol_version() {
         let mut framed = Framed::new(fake_hub, FrameCodec::new());
         let first = framed.next().await.unwrap().unwrap();
         assert_eq!(first.kind, Kind::Hello);
-        let body = rmp_serde::to_vec(&Hello {
+        let body = Hello {
             version: 99,
             peer: Some(Peer::Worker(WorkerId::new(0, 1))),
-        })
-        .unwrap();
+        }
+        .to_bytes();
         framed
             .send(Envelope::new(Kind::Hello, "", body))
             .await
@@ -167,26 +167,82 @@ async fn a_worker_cannot_address_a_worker_by_id_or_answer_what_it_was_not_asked(
     raw.send(request).await.unwrap();
     let answer = raw.next().await.unwrap().unwrap();
     assert_eq!((answer.kind, answer.id), (Kind::Failure, 7));
-    assert!(matches!(
-        rmp_serde::from_slice::<Error>(&answer.body).unwrap(),
-        Error::Forbidden { .. }
-    ));
+    assert!(matches!(answer.error(), Error::Forbidden { .. }));
 
-    // A made-up answer to route 1 goes nowhere, and real calls still work.
-    let mut forged = Envelope::new(
-        Kind::Reply,
-        "note",
-        rmp_serde::to_vec_named("forged").unwrap(),
-    );
-    forged.id = 1;
-    raw.send(forged).await.unwrap();
+    // Real calls still work.
     assert_eq!(
         cluster.master().consume(Note("real".into())).await.unwrap(),
         "real"
     );
 }
 
-/// A `map`'s caller that names the Hub's current Ready set gets no fan-out list, only the
+/// A worker cannot answer a call that went to another worker: answers made up for every id the
+/// master may be waiting on are dropped, and the real answer comes.
+#[tokio::test]
+async fn a_worker_cannot_answer_for_another() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let released = std::sync::Mutex::new(Some(released));
+    cluster.worker(0).on(move |Note(text): Note| {
+        let wait = released.lock().unwrap().take();
+        let _ = started.send(());
+        async move {
+            if let Some(wait) = wait {
+                let _ = wait.await;
+            }
+            text
+        }
+    });
+    cluster.ready().await.unwrap();
+    let mut raw = raw_worker(&cluster, WorkerId::new(3, 1)).await;
+    let master = cluster.master();
+    let call = tokio::spawn(async move { master.consume(Note("real".into())).await });
+    // The master's call is running on worker 0: answer it from elsewhere, for every id.
+    running.recv().await.unwrap();
+    for id in 0..64 {
+        let mut forged = Envelope::new(
+            Kind::Reply,
+            "note",
+            rmp_serde::to_vec_named("forged").unwrap(),
+        );
+        forged.id = id;
+        forged.to = Target::Master;
+        raw.send(forged).await.unwrap();
+    }
+    // A round trip on the raw connection: the forged answers were all routed by then.
+    let mut ping = Envelope::new(
+        Kind::Request,
+        "note",
+        rmp_serde::to_vec_named(&Note("p".into())).unwrap(),
+    );
+    ping.id = 1000;
+    ping.to = Target::Any;
+    raw.send(ping).await.unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!((answer.kind, answer.id), (Kind::Reply, 1000));
+    assert!(!call.is_finished(), "a forged answer ended the call");
+    release.send(()).unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), "real");
+}
+
+/// An answer must name the call it answers: one that does not is not of this protocol.
+#[tokio::test]
+async fn an_answer_to_nobody_closes_its_sender() {
+    let cluster = MockCluster::new(0).await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let mut raw = raw_worker(&cluster, WorkerId::new(0, 1)).await;
+    raw.send(Envelope::new(Kind::Reply, "note", Vec::new()))
+        .await
+        .unwrap();
+    match events.recv().await.unwrap() {
+        HubEvent::Closed { reason, .. } => assert!(reason.contains("addressed to"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(raw.next().await.is_none());
+}
+
+/// A `map`'s caller that names the Hub's current Ready set gets no member list, only the
 /// answers; one that names an older set (or none) gets the list first.
 #[tokio::test]
 async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
@@ -207,9 +263,9 @@ async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
         };
         request
     };
-    let fanout = |env: Envelope| {
-        assert_eq!(env.kind, Kind::Fanout, "{env:?}");
-        let list = Fanout::from_bytes(&env.body).unwrap();
+    let members = |env: Envelope| {
+        assert_eq!(env.kind, Kind::Members, "{env:?}");
+        let list = Members::from_bytes(&env.body).unwrap();
         assert_eq!(
             env.to,
             Target::All {
@@ -222,7 +278,7 @@ async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
     };
 
     raw.send(map(1, 0)).await.unwrap();
-    let first = fanout(raw.next().await.unwrap().unwrap());
+    let first = members(raw.next().await.unwrap().unwrap());
     assert_eq!(first.workers, vec![WorkerId::new(0, 1)]);
     assert!(first.epoch > 0);
     let answer = raw.next().await.unwrap().unwrap();
@@ -240,7 +296,7 @@ async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
     joined.on(|Note(text): Note| async move { text });
     joined.ready().await.unwrap();
     raw.send(map(3, first.epoch)).await.unwrap();
-    let second = fanout(raw.next().await.unwrap().unwrap());
+    let second = members(raw.next().await.unwrap().unwrap());
     assert_eq!(
         second.workers,
         vec![WorkerId::new(0, 1), WorkerId::new(1, 1)]
@@ -282,8 +338,8 @@ async fn the_hub_trusts_a_current_callers_run_here() {
     };
     raw.send(map(1, 0, false)).await.unwrap();
     let list = raw.next().await.unwrap().unwrap();
-    assert_eq!(list.kind, Kind::Fanout);
-    let list = Fanout::from_bytes(&list.body).unwrap();
+    assert_eq!(list.kind, Kind::Members);
+    let list = Members::from_bytes(&list.body).unwrap();
     assert_eq!(list.workers, vec![WorkerId::new(0, 1), me]);
     assert!(
         list.run_here,
@@ -354,8 +410,10 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         Kind::Request,
         Kind::Reply,
         Kind::Failure,
-        Kind::Fanout,
+        Kind::Members,
         Kind::Cancel,
+        Kind::RunHere,
+        Kind::Credit,
     ]);
     let peer = prop_oneof![
         Just(Peer::Master),

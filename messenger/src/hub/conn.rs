@@ -1,0 +1,457 @@
+//! One connection as the Hub sees it: what the peer handles, and everything on its way to it.
+//!
+//! Frames for a peer go into its queue, which its writer task empties onto the socket. The
+//! queue has a budget ([`Config::queue_frames`] and [`Config::queue_bytes`]), and what may
+//! enter depends on what the frame is:
+//! - a request finds no room over the budget: its caller gets [`Error::Busy`] at once;
+//! - an answer always has room up to twice the budget (the peer asked for it); past that the
+//!   peer is not reading what it asked for, and is closed as stuck;
+//! - a broadcast goes out only within the peer's *window*: the broadcasts it was sent and has not
+//!   yet run ([`Kind::Credit`] gives room back), so a worker holds a bounded number, and its
+//!   reader never has to stop (stopping would leave the replies its handlers wait for unread).
+//!   The rest wait here, in the backlog. A sender learns when each of its broadcasts has left
+//!   every backlog (an [`Ack`]), and has at most a budget's worth not yet acknowledged: so a
+//!   backlog holds at most that for each sender, and a flood slows its sender down;
+//! - the Hub's own frames (the master's orders to one worker, the Ready set's news) always go.
+//!
+//! So the Hub holds at most about twice the budget for a peer, plus a budget's worth of
+//! broadcasts per sender; and a peer that has frames waiting and takes none for
+//! [`Config::stall_timeout`] is closed as stuck (see [`Outbound::stuck`]).
+//!
+//! A frame is a slice of the read buffer it came in (see [`FrameCodec`]): while it waits it
+//! keeps at most [`READ_CHUNK`] (64 KiB) of that buffer alive, or its own size if larger. So the
+//! memory a peer's queue keeps is bounded by its frames as well as its bytes; the tables that
+//! outlive a frame (names, keys, remembered replies) keep copies.
+//!
+//! [`FrameCodec`]: crate::wire::FrameCodec
+//! [`READ_CHUNK`]: crate::wire::READ_CHUNK
+//!
+//! [`Config::queue_frames`]: crate::Config::queue_frames
+//! [`Config::queue_bytes`]: crate::Config::queue_bytes
+//! [`Config::stall_timeout`]: crate::Config::stall_timeout
+//! [`Error::Busy`]: crate::Error::Busy
+//! [`Kind::Credit`]: crate::wire::Kind::Credit
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustc_hash::FxHashSet as HashSet;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::transport::{cost, Outbox};
+use crate::wire::{Credit, Envelope};
+use crate::{Config, Peer};
+
+/// A connected peer.
+pub(super) struct Conn {
+    /// The events it handles (copies of the names it announced, never slices of a frame).
+    pub handlers: HashSet<Bytes>,
+    /// It was drained or superseded: it may never be Ready again.
+    pub retired: bool,
+    /// Its request to be Ready, waiting for the master's answer (the request's id).
+    pub ready_call: Option<u64>,
+    pub out: Outbound,
+    /// Ends its tasks.
+    pub stop: CancellationToken,
+}
+
+impl Conn {
+    pub fn new(out: Outbound) -> Conn {
+        Conn {
+            handlers: HashSet::default(),
+            retired: false,
+            ready_call: None,
+            out,
+            stop: CancellationToken::new(),
+        }
+    }
+}
+
+/// Frames and bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+impl Budget {
+    pub fn of(config: &Config) -> Budget {
+        Budget {
+            frames: config.queue_frames,
+            bytes: config.queue_bytes,
+        }
+    }
+}
+
+/// What the queue holds, shared with the writer task (which takes from it without the Hub's
+/// lock), and when the writer last made progress.
+pub(super) struct Level {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Nanoseconds since the Hub's start: the last write, or the last time the queue went
+    /// from empty to not.
+    progress: AtomicU64,
+    start: Instant,
+}
+
+impl Level {
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn progressed(&self) {
+        self.progress.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn frames(&self) -> usize {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// One broadcast, for its sender: shared by the copies of it that wait in backlogs. When the
+/// last copy leaves (sent, or its peer gone), the sender may send another.
+pub(super) struct Ack {
+    pub sender: Peer,
+    pub bytes: u64,
+}
+
+/// A broadcast waiting for room in a peer's window.
+struct Waiting {
+    env: Envelope,
+    ack: Arc<Ack>,
+}
+
+/// The frames on their way to one peer.
+pub(super) struct Outbound {
+    tx: mpsc::UnboundedSender<Envelope>,
+    level: Arc<Level>,
+    budget: Budget,
+    /// Broadcasts waiting for room in the window.
+    backlog: VecDeque<Waiting>,
+    /// When the backlog last moved (or started): nanoseconds, as `Level::progress`.
+    backlog_progress: u64,
+    /// The broadcasts sent and not yet credited: how many, and their bytes.
+    window: usize,
+    window_bytes: usize,
+}
+
+/// Why a frame was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// A request over the budget: its caller gets `Busy`.
+    Full,
+    /// An answer past twice the budget: the peer does not read, and is closed.
+    Overflow,
+}
+
+impl Outbound {
+    /// An outbound queue and the end its writer task takes frames from.
+    pub fn new(budget: Budget, start: Instant) -> (Outbound, Frames) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let level = Arc::new(Level {
+            frames: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
+            start,
+        });
+        let out = Outbound {
+            tx,
+            level: level.clone(),
+            budget,
+            backlog: VecDeque::new(),
+            backlog_progress: 0,
+            window: 0,
+            window_bytes: 0,
+        };
+        (out, Frames { rx, level })
+    }
+
+    /// Frames held for this peer: in the queue and the backlog.
+    pub fn held(&self) -> usize {
+        self.level.frames() + self.backlog.len()
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.level.bytes()
+    }
+
+    /// Whether a request would find room now.
+    pub fn has_room(&self) -> bool {
+        self.level.frames() < self.budget.frames && self.held_bytes() < self.budget.bytes
+    }
+
+    /// Queues a frame whatever the budget: the Hub's own, few by nature.
+    pub fn control(&mut self, env: Envelope) {
+        let size = env.wire_len();
+        if self.level.frames.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.level.progressed();
+        }
+        self.level.bytes.fetch_add(size, Ordering::Relaxed);
+        // A closed queue belongs to a connection being torn down.
+        let _ = self.tx.send(env);
+    }
+
+    /// Whether the queue (the backlog aside) holds `factor` budgets, or would with `size`
+    /// more bytes.
+    fn over(&self, factor: usize, size: usize) -> bool {
+        let frames = self.level.frames();
+        frames > 0
+            && (frames >= factor * self.budget.frames
+                || self.held_bytes() + size > factor * self.budget.bytes)
+    }
+
+    /// Queues a request, if it fits the budget.
+    pub fn request(&mut self, env: Envelope) -> Result<(), Refused> {
+        if self.over(1, env.wire_len()) {
+            return Err(Refused::Full);
+        }
+        self.control(env);
+        Ok(())
+    }
+
+    /// Queues an answer, up to twice the budget.
+    pub fn answer(&mut self, env: Envelope) -> Result<(), Refused> {
+        if self.over(2, env.wire_len()) {
+            return Err(Refused::Overflow);
+        }
+        self.control(env);
+        Ok(())
+    }
+
+    /// Queues a broadcast within the window, or keeps it in the backlog with a share of its
+    /// `ack` (made on first need).
+    pub fn broadcast(&mut self, env: Envelope, ack: &mut Option<Arc<Ack>>, sender: Peer) {
+        let size = env.wire_len();
+        if self.backlog.is_empty() && self.window_has_room(size) {
+            self.window += 1;
+            self.window_bytes += size;
+            return self.control(env);
+        }
+        if self.backlog.is_empty() {
+            self.backlog_progress = self.level.now();
+        }
+        let ack = ack.get_or_insert_with(|| {
+            Arc::new(Ack {
+                sender,
+                bytes: cost(&env).into(),
+            })
+        });
+        self.backlog.push_back(Waiting {
+            env,
+            ack: ack.clone(),
+        });
+    }
+
+    fn window_has_room(&self, size: usize) -> bool {
+        self.window == 0
+            || (self.window < self.budget.frames && self.window_bytes + size <= self.budget.bytes)
+    }
+
+    /// The peer ran `credit.frames` more broadcasts, of `credit.bytes` bytes: send what now
+    /// fits the window; the acks of what left the backlog go to `released`. `Err` if it claims
+    /// more than it was sent.
+    pub fn credit(&mut self, credit: Credit, released: &mut Vec<Arc<Ack>>) -> Result<(), String> {
+        let (frames, bytes) = (
+            usize::try_from(credit.frames).unwrap_or(usize::MAX),
+            usize::try_from(credit.bytes).unwrap_or(usize::MAX),
+        );
+        if frames > self.window || bytes > self.window_bytes {
+            return Err(format!(
+                "gave back room for {frames} broadcasts of {bytes} bytes, but has only {} of \
+                 {} bytes",
+                self.window, self.window_bytes
+            ));
+        }
+        self.window -= frames;
+        self.window_bytes -= bytes;
+        let moved = !self.backlog.is_empty();
+        while let Some(size) = self.backlog.front().map(|w| w.env.wire_len()) {
+            if !self.window_has_room(size) {
+                break;
+            }
+            let Some(Waiting { env, ack }) = self.backlog.pop_front() else {
+                break;
+            };
+            self.window += 1;
+            self.window_bytes += size;
+            self.control(env);
+            released.push(ack);
+        }
+        if moved {
+            self.backlog_progress = self.level.now();
+        }
+        Ok(())
+    }
+
+    /// The peer is gone: the acks of the broadcasts still waiting for it.
+    pub fn abandon(self) -> Vec<Arc<Ack>> {
+        self.backlog.into_iter().map(|w| w.ack).collect()
+    }
+
+    /// Why the peer counts as stuck, if it does: frames wait for it and it took none for
+    /// `stall` (its socket is full), or broadcasts wait for room it has not given back.
+    pub fn stuck(&self, stall: Duration) -> Option<String> {
+        let now = self.level.now();
+        let stalled = |since: u64| Duration::from_nanos(now.saturating_sub(since)) >= stall;
+        if self.level.frames() > 0 && stalled(self.level.progress.load(Ordering::Relaxed)) {
+            return Some(format!(
+                "stuck: {} frames waited {stall:?} for it to read",
+                self.level.frames()
+            ));
+        }
+        if !self.backlog.is_empty() && stalled(self.backlog_progress) {
+            return Some(format!(
+                "stuck: {} broadcasts waited {stall:?} for it to run the ones it had",
+                self.backlog.len()
+            ));
+        }
+        None
+    }
+}
+
+/// The writer task's end of an [`Outbound`].
+pub(super) struct Frames {
+    rx: mpsc::UnboundedReceiver<Envelope>,
+    level: Arc<Level>,
+}
+
+#[cfg(test)]
+impl Frames {
+    /// The next frame, if one is there.
+    pub fn try_recv(&mut self) -> Option<Envelope> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Outbox for Frames {
+    type Item = Envelope;
+
+    async fn recv_batch(&mut self, batch: &mut Vec<Envelope>, limit: usize) -> usize {
+        self.rx.recv_many(batch, limit).await
+    }
+
+    fn frame(item: &Envelope) -> &Envelope {
+        item
+    }
+
+    fn written(&mut self, items: &[Envelope]) {
+        let bytes: usize = items.iter().map(Envelope::wire_len).sum();
+        self.level.frames.fetch_sub(items.len(), Ordering::Relaxed);
+        self.level.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.level.progressed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Kind;
+
+    fn frame(body: usize) -> Envelope {
+        Envelope::new(Kind::Broadcast, "e", vec![0u8; body])
+    }
+
+    fn outbound(frames: usize, bytes: usize) -> (Outbound, Frames) {
+        Outbound::new(Budget { frames, bytes }, Instant::now())
+    }
+
+    #[tokio::test]
+    async fn requests_stop_at_the_budget_answers_at_twice_it() {
+        let (mut out, _frames) = outbound(2, 1 << 20);
+        out.request(frame(1)).unwrap();
+        out.request(frame(1)).unwrap();
+        assert_eq!(out.request(frame(1)), Err(Refused::Full));
+        assert!(!out.has_room());
+        out.answer(frame(1)).unwrap();
+        out.answer(frame(1)).unwrap();
+        assert_eq!(out.answer(frame(1)), Err(Refused::Overflow));
+        out.control(frame(1));
+        assert_eq!(out.held(), 5);
+    }
+
+    #[tokio::test]
+    async fn bytes_count_as_well_as_frames() {
+        let (mut out, _frames) = outbound(100, 1000);
+        // One frame always fits an empty queue, whatever its size.
+        out.request(frame(5000)).unwrap();
+        assert_eq!(out.request(frame(1)), Err(Refused::Full));
+    }
+
+    #[tokio::test]
+    async fn broadcasts_wait_for_credit_and_their_acks_come_as_they_leave_the_backlog() {
+        let (mut out, mut frames) = outbound(2, 1 << 20);
+        let mut acks = Vec::new();
+        for _ in 0..4 {
+            let mut ack = None;
+            out.broadcast(frame(1), &mut ack, Peer::Master);
+            acks.extend(ack);
+        }
+        assert_eq!(acks.len(), 2, "two sent at once, two in the backlog");
+        assert!(frames.try_recv().is_some() && frames.try_recv().is_some());
+        assert!(
+            frames.try_recv().is_none(),
+            "nothing beyond the window is sent"
+        );
+        let mut released = Vec::new();
+        let credit = |frames| Credit {
+            frames,
+            bytes: frames * frame(1).wire_len() as u64,
+        };
+        assert!(
+            out.credit(credit(3), &mut released).is_err(),
+            "more credit than broadcasts sent"
+        );
+        out.credit(credit(1), &mut released).unwrap();
+        assert_eq!(released.len(), 1);
+        assert!(Arc::ptr_eq(&released[0], &acks[0]));
+        assert!(frames.try_recv().is_some() && frames.try_recv().is_none());
+        let left = out.abandon();
+        assert_eq!(left.len(), 1);
+        assert!(Arc::ptr_eq(&left[0], &acks[1]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_takes_nothing_is_stuck_after_the_stall_timeout() {
+        let stall = Duration::from_secs(10);
+        let (mut out, mut frames) = outbound(2, 1 << 20);
+        assert_eq!(out.stuck(stall), None, "nothing waits");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        out.request(frame(1)).unwrap();
+        assert_eq!(
+            out.stuck(stall),
+            None,
+            "the clock starts when a frame waits"
+        );
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(out.stuck(stall), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(out.stuck(stall).unwrap().contains("to read"));
+        let env = frames.try_recv().unwrap();
+        frames.written(&[env]);
+        assert_eq!(out.stuck(stall), None);
+
+        for _ in 0..3 {
+            out.broadcast(frame(1), &mut None, Peer::Master);
+        }
+        while let Some(env) = frames.try_recv() {
+            frames.written(&[env]);
+        }
+        tokio::time::advance(stall).await;
+        assert!(out.stuck(stall).unwrap().contains("broadcasts"));
+        let credit = Credit {
+            frames: 1,
+            bytes: frame(1).wire_len() as u64,
+        };
+        out.credit(credit, &mut Vec::new()).unwrap();
+        assert_eq!(out.stuck(stall), None, "credit is progress");
+    }
+}

@@ -1,0 +1,240 @@
+//! The Hub: the one place where routing rules live.
+//!
+//! It runs in the master. Every worker's connection ends here, and so does the master's own
+//! Messenger (routed in the caller's task, without a socket). The Hub stamps each frame with the
+//! peer its connection belongs to, decides where it goes from the envelope alone (it never
+//! decodes a payload), and remembers who waits for which answer, so that a peer that goes away
+//! fails its pending calls at once.
+//!
+//! Nothing the Hub does waits on one peer: routing a frame takes a lock, queues, and lets go.
+//! What a slow or hostile peer may cost is bounded: its queue (see `conn.rs`), its pending
+//! calls ([`Config::max_calls`]), the names it announces ([`Config::max_events`]), the
+//! `consume_once` replies remembered ([`Config::once_keys`], [`Config::once_bytes`]). Frames
+//! are copied out of the read buffer they came in, so nothing kept pins more than its own size.
+//! A peer that breaks the protocol is closed, with one log line.
+//!
+//! The files: `serve.rs` runs a connection (handshake, reader, writer, watchdog), `router.rs`
+//! routes each frame, `conn.rs` is a connection's queue and window, `pending.rs` the calls
+//! awaiting answers, `members.rs` the Ready set, `once.rs` the remembered `consume_once` replies.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::builtin::Ping;
+use crate::endpoint::Router;
+use crate::wire::Envelope;
+use crate::{Config, Event, Messenger, Peer, Result, WorkerId};
+
+mod conn;
+mod members;
+mod once;
+mod pending;
+mod router;
+mod serve;
+
+use members::Admission;
+use router::State;
+
+/// Where a worker is in its life, as far as routing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// Connected, not Ready yet: it may send, but gets no messages.
+    Starting,
+    /// Gets messages and counts for `map`.
+    Ready,
+    /// Replaced or told to drain: gets no new messages, and can never be Ready again; its
+    /// answers still reach their callers.
+    Draining,
+}
+
+/// What the Hub tells its subscribers (the supervisor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// The worker asks to be Ready. Only a supervised Hub ([`Hub::supervised`]) asks: answer
+    /// with [`Hub::admit`] or [`Hub::refuse`].
+    ReadyAsked(WorkerId),
+    /// The worker was made Ready (in place of the one that held its slot, if any).
+    Ready(WorkerId),
+    /// The worker's connection ended; `reason` says why (end of file, an error, stuck, ...).
+    Closed {
+        /// The worker.
+        id: WorkerId,
+        /// Why the connection ended.
+        reason: String,
+    },
+}
+
+/// The master's router. Cheap to clone; every clone is the same Hub.
+///
+/// Create it inside a tokio runtime: it spawns the master's own link.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    config: Config,
+    state: Mutex<State>,
+    master: Messenger,
+}
+
+impl Hub {
+    /// A Hub with no workers yet, and the master's Messenger linked to it. It decides itself
+    /// who may be Ready (see [`PeerState::Draining`]): what the mock cluster uses.
+    pub fn new(config: Config) -> Result<Hub> {
+        Self::with_admission(config, Admission::Auto)
+    }
+
+    /// A Hub whose workers' requests to be Ready are the supervisor's to answer: it hears of
+    /// each as [`HubEvent::ReadyAsked`] on the returned channel (with every other event).
+    pub fn supervised(config: Config) -> Result<(Hub, mpsc::UnboundedReceiver<HubEvent>)> {
+        let hub = Self::with_admission(config, Admission::Supervised)?;
+        let events = hub.subscribe();
+        Ok((hub, events))
+    }
+
+    fn with_admission(config: Config, admission: Admission) -> Result<Hub> {
+        config.validate()?;
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let router: Weak<dyn Router> = weak.clone();
+            let master = Messenger::local(router, config.clone());
+            let mut state = State::new(&config, admission);
+            serve::connect_master(&mut state, master.clone());
+            Shared {
+                config,
+                state: Mutex::new(state),
+                master,
+            }
+        });
+        Ok(Hub { shared })
+    }
+
+    /// The master's own Messenger: it can broadcast, consume, map and request like a worker, and
+    /// its handlers answer the workers' `request_master`.
+    pub fn messenger(&self) -> Messenger {
+        self.shared.master.clone()
+    }
+
+    /// The configuration the Hub was made with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Receives the Hub's events: workers asking to be and made Ready, connections ending.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<HubEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribe(tx);
+        rx
+    }
+
+    /// Serves worker `id` over `io`: whatever speaks on it is that worker. The handshake (the
+    /// protocol version) and the connection's tasks run in the background; a refused or ended
+    /// connection is reported as [`HubEvent::Closed`].
+    pub fn attach<IO>(&self, id: WorkerId, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        serve::attach(self.clone(), id, io);
+    }
+
+    /// Makes worker `id` its slot's Ready worker, answering its request to be Ready: the worker
+    /// that held the slot gets no new messages from now on (drain it). `Err` if `id` is not
+    /// connected, or was drained or superseded.
+    pub fn admit(&self, id: WorkerId) -> Result<(), String> {
+        let mut state = self.lock();
+        let admitted = state.admit(id);
+        state.finish();
+        admitted
+    }
+
+    /// Refuses worker `id`'s request to be Ready: it gets [`Error::Forbidden`] with `reason`.
+    ///
+    /// [`Error::Forbidden`]: crate::Error::Forbidden
+    pub fn refuse(&self, id: WorkerId, reason: &str) {
+        let mut state = self.lock();
+        state.refuse(id, reason.to_owned());
+        state.finish();
+    }
+
+    /// Routes no new messages to worker `id` (state Draining, for good); answers it owes still
+    /// reach their callers.
+    pub fn drain(&self, id: WorkerId) {
+        let mut state = self.lock();
+        state.drain(id);
+        state.finish();
+    }
+
+    /// Closes worker `id`'s connection from the master's side.
+    pub fn detach(&self, id: WorkerId) {
+        self.lock()
+            .close(Peer::Worker(id), "detached by the master");
+    }
+
+    /// Every connected worker and its state, in slot then generation order.
+    pub fn peers(&self) -> Vec<(WorkerId, PeerState)> {
+        let state = self.lock();
+        let mut peers: Vec<_> = state
+            .conns
+            .iter()
+            .filter_map(|(peer, conn)| {
+                let id = peer.worker()?;
+                let at = if state.members.is_ready(id) {
+                    PeerState::Ready
+                } else if conn.retired {
+                    PeerState::Draining
+                } else {
+                    PeerState::Starting
+                };
+                Some((id, at))
+            })
+            .collect();
+        peers.sort_by_key(|(id, _)| *id);
+        peers
+    }
+
+    /// The Ready workers, in slot order: the workers a `map` asks now.
+    pub fn ready_set(&self) -> Vec<WorkerId> {
+        self.lock().members.workers().collect()
+    }
+
+    /// How many frames the Hub holds for worker `id` (its queue and the broadcasts waiting for
+    /// room), or `None` if it is not connected: a worker that does not keep up shows here first.
+    pub fn queued(&self, id: WorkerId) -> Option<usize> {
+        let state = self.lock();
+        Some(state.conns.get(&Peer::Worker(id))?.out.held())
+    }
+
+    /// Runs `event` on the exact worker `id`, whatever its state and however full its queue:
+    /// the master's way to address one process (drain it, check it) rather than a slot.
+    pub async fn request_worker<E: Event>(&self, id: WorkerId, event: E) -> Result<E::Reply> {
+        self.shared.master.request_worker(id, event).await
+    }
+
+    /// A heartbeat: how long worker `id` took to answer from a task on its runtime.
+    pub async fn ping(&self, id: WorkerId) -> Result<Duration> {
+        let started = std::time::Instant::now();
+        self.request_worker(id, Ping).await?;
+        Ok(started.elapsed())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The master's Messenger routes its frames here, in the calling task.
+impl Router for Shared {
+    fn route(&self, env: Envelope) {
+        self.lock().route(Peer::Master, env, true);
+    }
+}

@@ -1,0 +1,513 @@
+//! [`FrameCodec`]: envelopes in and out of 4-byte length-prefixed frames.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::msgpack::{read_array_len, read_bin, read_uint, write_bin, write_uint};
+use super::{
+    Envelope, Kind, Target, DEFAULT_MAX_FRAME, ENVELOPE_OVERHEAD, MAX_NAME, PREFIX, READ_CHUNK,
+};
+use crate::{Error, Peer, WorkerId};
+
+/// How many fields the envelope array has.
+const FIELDS: u32 = 11;
+
+/// The codec of the messenger's connections: [`Envelope`]s in 4-byte length-prefixed frames.
+///
+/// Both directions refuse a frame over the maximum size with [`Error::FrameTooLarge`]. The
+/// encoder leaves the buffer as it was, so the connection stays usable (the messengers check
+/// sizes before they queue a frame, so this only guards against misuse). The decoder cannot
+/// skip what it cannot trust: a peer that sends an oversize or malformed frame gets its
+/// connection closed.
+///
+/// Decoded frames are slices of the read buffer, which the decoder keeps small: a reader
+/// starts with [`READ_CHUNK`] bytes, and a frame larger than that is read into a buffer of
+/// exactly its size, after which reading goes on in a fresh small one. So a frame kept (in a
+/// queue, say) keeps at most [`READ_CHUNK`] bytes alive, or its own size if larger. With a
+/// limit on the read chunks its frames may keep alive ([`Builder::keep_chunks`]), the decoder
+/// copies frames out instead while that many are kept: what a peer's frames pin of their read
+/// buffers is then bounded whatever becomes of them.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame: usize,
+    kept: Option<Kept>,
+}
+
+/// The read chunks that decoded frames keep alive: a handle on each (its first frame), and the
+/// chunk being read (by where its allocation ends).
+#[derive(Debug, Clone)]
+struct Kept {
+    limit: usize,
+    chunks: Vec<Bytes>,
+    current: usize,
+    /// The current chunk has a handle (a frame was sliced from it).
+    counted: bool,
+}
+
+impl Kept {
+    /// Whether a frame of the chunk ending at `end` may be sliced from it (or must be copied).
+    fn may_slice(&mut self, end: usize) -> bool {
+        if end != self.current {
+            // A new chunk: forget the chunks no frame keeps any more.
+            self.current = end;
+            self.counted = false;
+            self.chunks.retain(|chunk| !chunk.is_unique());
+        }
+        self.counted || self.chunks.len() < self.limit
+    }
+
+    fn sliced(&mut self, frame: &Bytes) {
+        if !self.counted {
+            self.counted = true;
+            self.chunks.push(frame.clone());
+        }
+    }
+}
+
+/// Configures a [`FrameCodec`].
+///
+/// ```
+/// use messenger::wire::FrameCodec;
+///
+/// let codec = FrameCodec::builder().max_frame(1024).new_codec();
+/// assert_eq!(codec.max_frame(), 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    max_frame: usize,
+    keep_chunks: Option<usize>,
+}
+
+impl Builder {
+    /// The largest frame, length prefix excluded, the codec encodes or decodes.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// At most `chunks` read buffers (of [`READ_CHUNK`] bytes) are kept alive by decoded
+    /// frames; past that, frames are copied out of their read buffer (default: no limit). The
+    /// Hub sets one, so that what a peer sends costs it a bounded amount of memory however long
+    /// the frames are kept.
+    pub fn keep_chunks(mut self, chunks: usize) -> Self {
+        self.keep_chunks = Some(chunks);
+        self
+    }
+
+    /// The codec.
+    pub fn new_codec(&self) -> FrameCodec {
+        FrameCodec {
+            max_frame: self.max_frame,
+            kept: self.keep_chunks.map(|limit| Kept {
+                limit,
+                chunks: Vec::new(),
+                current: 0,
+                counted: false,
+            }),
+        }
+    }
+}
+
+impl FrameCodec {
+    /// A codec with the default maximum frame size ([`DEFAULT_MAX_FRAME`]).
+    pub fn new() -> Self {
+        Self::builder().new_codec()
+    }
+
+    /// A builder to configure a codec.
+    pub fn builder() -> Builder {
+        Builder {
+            max_frame: DEFAULT_MAX_FRAME,
+            keep_chunks: None,
+        }
+    }
+
+    /// The largest frame this codec accepts, in bytes.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Envelope;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Envelope>, Error> {
+        if src.len() < PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max_frame {
+            return Err(Error::FrameTooLarge {
+                size: len,
+                max: self.max_frame,
+            });
+        }
+        let whole = PREFIX + len;
+        if src.len() < whole {
+            if whole > READ_CHUNK && src.capacity() < whole {
+                // A large frame gets a buffer of its own, exactly its size: reading fills it
+                // and no more, so the frame keeps nothing else alive.
+                let mut own = BytesMut::with_capacity(whole);
+                own.extend_from_slice(src);
+                *src = own;
+            } else {
+                src.reserve(whole - src.len());
+            }
+            return Ok(None);
+        }
+        // Where the read chunk's allocation ends: frames split off its front do not move it.
+        let end = src.as_ptr() as usize + src.capacity();
+        // A large frame has a buffer of its own: it keeps only itself alive.
+        let mut kept = self.kept.as_mut().filter(|_| whole <= READ_CHUNK);
+        let frame = if kept.as_mut().is_some_and(|kept| !kept.may_slice(end)) {
+            let frame = Bytes::copy_from_slice(&src[PREFIX..whole]);
+            src.advance(whole);
+            frame
+        } else {
+            src.advance(PREFIX);
+            let frame = src.split_to(len).freeze();
+            if let Some(kept) = kept {
+                kept.sliced(&frame);
+            }
+            frame
+        };
+        if whole > READ_CHUNK || src.capacity() > 2 * READ_CHUNK {
+            // What follows a large frame is read into a fresh small buffer (a buffer grown
+            // once would grow to its old size again).
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(src.len()));
+            fresh.extend_from_slice(src);
+            *src = fresh;
+        }
+        decode_envelope(&frame).map(Some)
+    }
+}
+
+fn malformed(detail: String) -> Error {
+    Error::Malformed { detail }
+}
+
+/// Reads an envelope; `event`, `key` and `body` are slices of `frame`.
+pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
+    let mut rd: &[u8] = frame;
+    let fields =
+        read_array_len(&mut rd).ok_or_else(|| malformed("not an envelope: no array".into()))?;
+    if fields != FIELDS {
+        return Err(malformed(format!(
+            "an envelope of {fields} fields, not {FIELDS}"
+        )));
+    }
+    let kind: u8 = read_int(&mut rd, "kind")?;
+    let id: u64 = read_int(&mut rd, "id")?;
+    let from = match (
+        read_int::<u8>(&mut rd, "from")?,
+        read_int(&mut rd, "from")?,
+        read_int(&mut rd, "from")?,
+    ) {
+        (0, _, _) => Peer::Master,
+        (1, slot, generation) => Peer::Worker(WorkerId::new(slot, generation)),
+        (tag, _, _) => return Err(malformed(format!("unknown sender kind {tag}"))),
+    };
+    let to = (
+        read_int(&mut rd, "to")?,
+        read_int(&mut rd, "to")?,
+        read_int(&mut rd, "to")?,
+    );
+    let mut bin = |field: &str| {
+        read_bin(&mut rd)
+            .map(|bin| frame.slice_ref(bin))
+            .map_err(|detail| malformed(format!("envelope {field}: {detail}")))
+    };
+    let event = bin("event")?;
+    let key = bin("key")?;
+    let body = bin("body")?;
+    if !rd.is_empty() {
+        return Err(malformed(format!("{} bytes after the envelope", rd.len())));
+    }
+    let kind = Kind::from_u8(kind).ok_or_else(|| malformed(format!("unknown kind {kind}")))?;
+    let to = Target::from_wire(to).ok_or_else(|| malformed(format!("bad target {to:?}")))?;
+    for (field, name) in [("event", &event), ("key", &key)] {
+        if name.len() > MAX_NAME {
+            return Err(malformed(format!(
+                "{field} of {} bytes, over the {MAX_NAME} allowed",
+                name.len()
+            )));
+        }
+    }
+    if !event.is_ascii() && std::str::from_utf8(&event).is_err() {
+        return Err(malformed("an event name that is not UTF-8".into()));
+    }
+    Ok(Envelope {
+        kind,
+        id,
+        from,
+        to,
+        event,
+        key,
+        body,
+    })
+}
+
+fn read_int<T: TryFrom<u64>>(rd: &mut &[u8], field: &str) -> Result<T, Error> {
+    let value = read_uint(rd)
+        .ok_or_else(|| malformed(format!("envelope {field}: not an unsigned integer")))?;
+    T::try_from(value).map_err(|_| malformed(format!("envelope {field}: {value} is out of range")))
+}
+
+/// Writes the envelope's MessagePack straight into the buffer.
+fn write_envelope(env: &Envelope, dst: &mut BytesMut) {
+    let (from_kind, from_slot, from_generation) = match env.from {
+        Peer::Master => (0, 0, 0),
+        Peer::Worker(id) => (1, id.slot.into(), id.generation),
+    };
+    let (to_kind, to_a, to_b) = env.to.to_wire();
+    dst.put_u8(0x90 | FIELDS as u8); // fixarray
+    for value in [
+        env.kind as u64,
+        env.id,
+        from_kind,
+        from_slot,
+        from_generation,
+        to_kind.into(),
+        to_a,
+        to_b,
+    ] {
+        write_uint(dst, value);
+    }
+    for bin in [&env.event, &env.key, &env.body] {
+        write_bin(dst, bin);
+    }
+}
+
+impl Encoder<&Envelope> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
+        let start = dst.len();
+        dst.reserve(PREFIX + ENVELOPE_OVERHEAD + env.payload_len());
+        dst.put_u32(0);
+        write_envelope(env, dst);
+        let len = dst.len() - start - PREFIX;
+        if len > self.max_frame {
+            dst.truncate(start);
+            return Err(Error::FrameTooLarge {
+                size: len,
+                max: self.max_frame,
+            });
+        }
+        dst[start..start + PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}
+
+impl Encoder<Envelope> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, env: Envelope, dst: &mut BytesMut) -> Result<(), Error> {
+        self.encode(&env, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversize_frames_are_refused_both_ways() {
+        let mut codec = FrameCodec::builder().max_frame(100).new_codec();
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let big = Envelope::new(Kind::Broadcast, "big", vec![0u8; 200]);
+        let err = codec.encode(&big, &mut buf).unwrap_err();
+        assert!(
+            matches!(err, Error::FrameTooLarge { max: 100, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            &buf[..],
+            b"keep",
+            "a refused frame leaves the buffer as it was"
+        );
+
+        let mut incoming = BytesMut::new();
+        incoming.put_u32(101);
+        let err = codec.decode(&mut incoming).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::FrameTooLarge {
+                    size: 101,
+                    max: 100
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_frame_within_the_overhead_bound_always_encodes() {
+        let mut codec = FrameCodec::builder().max_frame(1000).new_codec();
+        let mut env = Envelope::new(Kind::Request, "e", vec![0u8; 1000 - ENVELOPE_OVERHEAD - 1]);
+        env.id = u64::MAX;
+        env.from = Peer::Worker(WorkerId::new(u32::MAX, u64::MAX));
+        env.to = Target::Worker(WorkerId::new(u32::MAX, u64::MAX));
+        codec.encode(&env, &mut BytesMut::new()).unwrap();
+    }
+
+    #[test]
+    fn an_envelope_array_in_a_longer_encoding_decodes_too() {
+        let mut codec = FrameCodec::new();
+        let sent = Envelope::new(Kind::Broadcast, "tick", vec![0x2a]);
+        let mut buf = BytesMut::new();
+        codec.encode(&sent, &mut buf).unwrap();
+        assert_eq!(buf[4], 0x9b, "this side writes a fixarray");
+        // What another MessagePack encoder may write instead: an array 16 of 11.
+        let mut other = BytesMut::new();
+        other.put_u32((buf.len() - 4 + 2) as u32);
+        other.put_slice(&[0xdc, 0x00, 0x0b]);
+        other.put_slice(&buf[5..]);
+        assert_eq!(codec.decode(&mut other).unwrap().unwrap(), sent);
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::new();
+        buf.put_u32(3);
+        buf.put_slice(&[0xc1, 0xc1, 0xc1]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    /// Names and keys longer than [`MAX_NAME`] are not frames of ours: a table keyed by them
+    /// would cost what the peer chooses.
+    #[test]
+    fn names_over_the_limit_are_malformed() {
+        let mut codec = FrameCodec::new();
+        for (event, key) in [(MAX_NAME + 1, 0), (1, MAX_NAME + 1)] {
+            let env = Envelope {
+                event: Bytes::from(vec![b'e'; event]),
+                key: Bytes::from(vec![b'k'; key]),
+                ..Envelope::new(Kind::Request, "", Vec::new())
+            };
+            let mut buf = BytesMut::new();
+            codec.encode(&env, &mut buf).unwrap();
+            let err = codec.decode(&mut buf).unwrap_err();
+            assert!(err.to_string().contains("over the 1024 allowed"), "{err}");
+        }
+        let env = Envelope {
+            event: Bytes::from(vec![b'e'; MAX_NAME]),
+            key: Bytes::from(vec![b'k'; MAX_NAME]),
+            ..Envelope::new(Kind::Request, "", Vec::new())
+        };
+        let mut buf = BytesMut::new();
+        codec.encode(&env, &mut buf).unwrap();
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(env));
+    }
+
+    /// A large frame is read into a buffer of its own, so it keeps nothing else alive, and what
+    /// follows it is read into a fresh small buffer.
+    #[test]
+    fn a_frame_keeps_at_most_a_read_chunk_alive_or_its_own_size() {
+        let mut codec = FrameCodec::new();
+        let big = Envelope::new(Kind::Broadcast, "big", vec![7u8; 1 << 20]);
+        let small = Envelope::new(Kind::Broadcast, "small", vec![1u8; 8]);
+        let mut wire = BytesMut::new();
+        codec.encode(&small, &mut wire).unwrap();
+        codec.encode(&big, &mut wire).unwrap();
+        codec.encode(&small, &mut wire).unwrap();
+        // Fed as a socket would: a read buffer of one chunk, filled up to its capacity.
+        let mut src = BytesMut::with_capacity(READ_CHUNK);
+        let mut got = Vec::new();
+        let mut fed = 0;
+        let whole = {
+            let mut alone = BytesMut::new();
+            codec.encode(&big, &mut alone).unwrap();
+            alone.len()
+        };
+        while got.len() < 3 {
+            if let Some(frame) = codec.decode(&mut src).unwrap() {
+                got.push((frame, src.capacity()));
+                continue;
+            }
+            if got.len() == 1 && src.len() >= PREFIX {
+                let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+                assert_eq!(len + PREFIX, whole, "the big frame is next");
+                assert_eq!(src.capacity(), whole, "a buffer of exactly its size");
+            }
+            if src.len() == src.capacity() {
+                src.reserve(READ_CHUNK);
+            }
+            let room = (src.capacity() - src.len()).min(wire.len() - fed);
+            src.extend_from_slice(&wire[fed..fed + room]);
+            fed += room;
+        }
+        assert_eq!(got[1].0, big);
+        // Before and after the big frame, small frames come in buffers of one chunk.
+        assert!(got.iter().all(|(_, capacity)| *capacity <= READ_CHUNK));
+        assert_eq!((&got[0].0, &got[2].0), (&small, &small));
+    }
+
+    /// Frames kept alive (in queues, say) keep at most a few read chunks alive: past the limit,
+    /// frames are copied; once chunks are let go, slicing resumes.
+    #[test]
+    fn kept_frames_pin_a_bounded_number_of_read_chunks() {
+        let mut codec = FrameCodec::builder().keep_chunks(2).new_codec();
+        let frame = Envelope::new(Kind::Broadcast, "e", vec![1u8; 100]);
+        let mut one = BytesMut::new();
+        codec.encode(&frame, &mut one).unwrap();
+        // Each read chunk holds one frame; every decoded frame is kept.
+        let mut kept = Vec::new();
+        let mut chunks = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let mut src = BytesMut::with_capacity(READ_CHUNK);
+            src.extend_from_slice(&one);
+            let end = src.as_ptr() as usize + src.capacity();
+            let got = codec.decode(&mut src).unwrap().unwrap();
+            // Sliced: the frame's bytes lie in the read chunk.
+            if (end - READ_CHUNK..end).contains(&(got.body.as_ptr() as usize)) {
+                chunks.insert(end);
+            }
+            kept.push((got, src));
+        }
+        assert_eq!(
+            chunks.len(),
+            2,
+            "two chunks kept alive, the other frames copied"
+        );
+        // Let every frame go: the next chunks are sliced again.
+        kept.clear();
+        let mut src = BytesMut::with_capacity(READ_CHUNK);
+        src.extend_from_slice(&one);
+        let end = src.as_ptr() as usize + src.capacity();
+        let got = codec.decode(&mut src).unwrap().unwrap();
+        assert!((end - READ_CHUNK..end).contains(&(got.body.as_ptr() as usize)));
+    }
+
+    /// A `map` target's run-here flag is 0 or 1; anything else is not a frame of ours.
+    #[test]
+    fn a_map_target_with_a_bad_flag_is_malformed() {
+        let mut codec = FrameCodec::new();
+        let mut env = Envelope::new(Kind::Request, "e", Vec::new());
+        env.to = Target::All {
+            epoch: 7,
+            run_here: true,
+        };
+        let mut buf = BytesMut::new();
+        codec.encode(&env, &mut buf).unwrap();
+        assert_eq!(codec.decode(&mut buf.clone()).unwrap(), Some(env));
+        // After the length, the array mark and 5 one-byte fields: the target, its 2 numbers.
+        let header = 4 + 1 + 5;
+        assert_eq!(&buf[header..header + 3], &[2, 7, 1], "to_kind, epoch, flag");
+        buf[header + 2] = 2;
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(err, Error::Malformed { .. }), "{err}");
+    }
+}
