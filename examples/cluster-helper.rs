@@ -187,6 +187,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
     } else {
         w.ready().await?;
     }
+
     let on_unix = async {
         match unix {
             Some(unix) => multiprocess::serve(unix, router.clone(), w.drained()).await,
@@ -195,6 +196,11 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
     };
     let on_tcp = multiprocess::serve(listener, router.clone(), w.drained());
     tokio::try_join!(on_tcp, on_unix)?;
+    if std::env::var_os("HELPER_READY_AGAIN").is_some() {
+        // A worker that misbehaves: drained, it asks to be Ready again.
+        let again = w.ready().await;
+        tracing::warn!("asked to be Ready again after draining: {again:?}");
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use messenger::{Hub, Messenger, Peer};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::builder::MasterBoot;
 use crate::control::{Reload, Unhealthy};
@@ -12,7 +12,7 @@ use crate::listen::{self, LocalAddr};
 use crate::options::Options;
 use crate::spawn::{SpawnConfig, Spawner};
 use crate::status::{Phase, Status};
-use crate::supervisor::{reload_loop, Cmd, Supervisor};
+use crate::supervisor::{self, Cmd};
 
 /// What the master's bootstrap gets: the master's messenger and the calls that steer the
 /// cluster. Cheap to clone.
@@ -24,9 +24,7 @@ pub struct Master {
 struct Inner {
     hub: Hub,
     messenger: Messenger,
-    supervisor: mpsc::UnboundedSender<Cmd>,
-    reloads: mpsc::UnboundedSender<oneshot::Sender<Result<(), Error>>>,
-    phase: watch::Receiver<Phase>,
+    supervisor: supervisor::Handle,
     local_addrs: Vec<LocalAddr>,
     workers: usize,
 }
@@ -45,32 +43,36 @@ impl Master {
 
     /// Rolls every worker, a batch of slots at a time, new first. Resolves when the rollout is
     /// over; `Err` says where and why it stopped (the old workers of the remaining slots keep
-    /// serving). Calls made while a rollout runs are coalesced into one more rollout.
+    /// serving). Calls made while a rollout runs are coalesced into one more rollout. Asked
+    /// before the workers start (in the master's bootstrap), it is done at once: they start
+    /// from the binary as it is.
     pub async fn reload(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.inner.reloads.send(tx).map_err(|_| Error::Stopping)?;
+        if !self.inner.supervisor.send(Cmd::Reload(tx)) {
+            return Err(Error::Stopping);
+        }
         rx.await.map_err(|_| Error::Stopping)?
     }
 
     /// Drains every worker, then the master's `run` returns `Ok`. A second call (like a second
     /// SIGTERM) kills every worker at once.
     pub fn stop(&self) {
-        let _ = self.inner.supervisor.send(Cmd::Stop { graceful: true });
+        self.inner.supervisor.send(Cmd::Stop { graceful: true });
     }
 
-    /// A snapshot of every slot: state, pid, generation, restarts, uptime.
+    /// A snapshot of every slot: state, pid, generation, restarts, uptime. In the master's
+    /// bootstrap, before the workers start, every slot is empty.
     pub async fn status(&self) -> Result<Status, Error> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .supervisor
-            .send(Cmd::Status { reply })
-            .map_err(|_| Error::Stopping)?;
+        if !self.inner.supervisor.send(Cmd::Status(reply)) {
+            return Err(Error::Stopping);
+        }
         rx.await.map_err(|_| Error::Stopping)
     }
 
     /// The master's phase, to read or to wait on (`changed()`).
     pub fn phase(&self) -> watch::Receiver<Phase> {
-        self.inner.phase.clone()
+        self.inner.supervisor.phase()
     }
 
     /// Where the listeners listen, in the order they were added (ports chosen for port 0).
@@ -124,7 +126,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         .collect();
     let opts = Arc::new(opts);
     let result = runtime.block_on(async move {
-        let (hub, events) = Hub::supervised(opts.messenger.clone())?;
+        let (hub, hub_events) = Hub::supervised(opts.messenger.clone())?;
         let spawner = Spawner::start(
             SpawnConfig {
                 exe,
@@ -133,37 +135,34 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
             },
             tokio::runtime::Handle::current(),
         )?;
-        let phase = Arc::new(watch::channel(Phase::Starting).0);
-        let (sup_tx, sup_rx) = mpsc::unbounded_channel();
-        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+        // Running before the master's bootstrap, which may ask it for a status or a reload;
+        // it starts the workers once the bootstrap is done.
+        let (supervisor, supervised) =
+            supervisor::start(opts.clone(), hub.clone(), hub_events, spawner);
         let master = Master {
             inner: Arc::new(Inner {
                 messenger: hub.messenger(),
-                hub: hub.clone(),
-                supervisor: sup_tx.clone(),
-                reloads: reload_tx,
-                phase: phase.subscribe(),
+                hub,
+                supervisor: supervisor.clone(),
                 local_addrs,
                 workers: opts.workers,
             }),
         };
         control_handlers(&master);
-        if let Some(boot) = boot {
-            boot(master.clone()).await.map_err(Error::Bootstrap)?;
-        }
-        tokio::spawn(reload_loop(
-            reload_rx,
-            sup_tx.clone(),
-            opts.clone(),
-            phase.clone(),
-        ));
         watch_signals(&master)?;
-        let supervisor = Supervisor::new(opts.clone(), hub, spawner, sup_tx, phase);
-        if supervisor.run(sup_rx, events).await {
-            tracing::info!("every worker has exited; the master exits");
-            Ok(())
-        } else {
-            Err(Error::Killed)
+        if let Some(boot) = boot {
+            if let Err(e) = boot(master.clone()).await {
+                supervisor.send(Cmd::Stop { graceful: false });
+                return Err(Error::Bootstrap(e));
+            }
+        }
+        supervisor.send(Cmd::Boot);
+        match supervised.await {
+            Ok(true) => {
+                tracing::info!("every worker has exited; the master exits");
+                Ok(())
+            }
+            _ => Err(Error::Killed),
         }
     });
     for path in unix_paths {
@@ -180,10 +179,7 @@ fn control_handlers(master: &Master) {
         .messenger()
         .on_from(move |from: Peer, event: Unhealthy| {
             if let Peer::Worker(id) = from {
-                let _ = sup.send(Cmd::Unhealthy {
-                    id,
-                    reason: event.reason,
-                });
+                sup.unhealthy(id, event.reason);
             }
             async {}
         });

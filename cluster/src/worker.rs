@@ -82,11 +82,23 @@ impl Worker {
         }
     }
 
-    /// Tells the master this worker is Ready: from now on it gets messages, counts for `map`,
-    /// and may replace the worker it was started to replace. Call it once the server runs
+    /// Asks the master to make this worker Ready: from then on it gets messages, counts for
+    /// `map`, and replaces the worker it was started to replace. Call it once the server runs
     /// (connections already queue on the inherited listener, so right before serving is fine).
+    ///
+    /// The master grants it only to the worker it is starting for the slot: a worker that was
+    /// replaced or told to drain, or while the cluster stops, is refused
+    /// ([`messenger::Error::Forbidden`]), and drains ([`Worker::drained`] resolves).
     pub async fn ready(&self) -> Result<(), Error> {
-        Ok(self.inner.messenger.ready().await?)
+        match self.inner.messenger.ready().await {
+            Ok(()) => Ok(()),
+            Err(refused @ messenger::Error::Forbidden { .. }) => {
+                tracing::warn!("not made Ready ({refused}): draining");
+                self.inner.drain.cancel();
+                Err(refused.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Asks the master to replace this worker: a new one is started, and once it is Ready this
@@ -181,7 +193,9 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
                 messenger,
                 listeners: Mutex::new(listeners),
                 drain,
-                reload_timeout: opts.ready_timeout * (opts.workers as u32 + 1),
+                reload_timeout: opts
+                    .ready_timeout
+                    .saturating_mul(u32::try_from(opts.workers + 1).unwrap_or(u32::MAX)),
             }),
         };
         tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
@@ -233,13 +247,18 @@ fn watch_signals(drain: &CancellationToken) -> Result<(), Error> {
     Ok(())
 }
 
-/// The panic policy: a panic anywhere in the worker (a handler, a task) reports it unhealthy.
+/// The panic policy: a panic anywhere in the worker (a handler, a task) reports it unhealthy,
+/// once: the master replaces it, and later panics have nothing to add.
 fn report_panics(messenger: &Messenger) {
     let messenger = messenger.clone();
     let runtime = tokio::runtime::Handle::current();
     let previous = std::panic::take_hook();
+    let reported = std::sync::atomic::AtomicBool::new(false);
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
+        if reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let reason = format!("panicked: {info}");
         let messenger = messenger.clone();
         runtime.spawn(async move {

@@ -1,0 +1,255 @@
+//! The master's Supervisor: one task that owns the workers' life cycle ([`Fleet`], a state
+//! machine with no I/O) and carries out what it decides.
+//!
+//! Everything that concerns a worker (its process started or exited, its request to be Ready,
+//! its connection ending, a deadline, a reload or stop asked) is an event for this one task, so
+//! the rules are applied in one place and one order. What it does in turn (start a process,
+//! admit or drain a worker in the Hub, kill one, set a timer) never waits on a worker: a
+//! process is started and waited for by a task of its own (`process.rs`), a drain order is sent
+//! by a task of its own, heartbeats run in a task of their own (`heartbeat.rs`).
+//!
+//! The files: `fleet.rs` the state machine, `rollout.rs` a rolling reload, `process.rs` a
+//! worker's process, `heartbeat.rs` the heartbeats.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use messenger::{Hub, HubEvent, WorkerId};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use crate::control::Drain;
+use crate::error::Error;
+use crate::options::Options;
+use crate::spawn::Spawner;
+use crate::status::{Phase, Status};
+
+mod fleet;
+mod heartbeat;
+mod process;
+mod rollout;
+#[cfg(test)]
+mod tests;
+
+use fleet::{Action, Event, Fleet, ReloadError};
+
+/// What the master asks of its Supervisor.
+pub(crate) enum Cmd {
+    /// Start every worker (the master's bootstrap is done).
+    Boot,
+    /// Roll every worker; the outcome goes back on the channel.
+    Reload(oneshot::Sender<Result<(), Error>>),
+    /// Drain every worker and stop (`graceful`), or kill them all.
+    Stop { graceful: bool },
+    /// A snapshot of every slot.
+    Status(oneshot::Sender<Status>),
+}
+
+enum Input {
+    Cmd(Cmd),
+    Event(Event),
+}
+
+/// A handle on the Supervisor: cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::UnboundedSender<Input>,
+    phase: watch::Receiver<Phase>,
+}
+
+impl Handle {
+    /// Sends `cmd`; `false` if the Supervisor is gone.
+    pub fn send(&self, cmd: Cmd) -> bool {
+        self.tx.send(Input::Cmd(cmd)).is_ok()
+    }
+
+    /// Worker `id` says it is not well.
+    pub fn unhealthy(&self, id: WorkerId, reason: String) {
+        let _ = self.tx.send(Input::Event(Event::Unhealthy { id, reason }));
+    }
+
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.clone()
+    }
+}
+
+/// Starts the Supervisor of the workers of `hub` (a supervised Hub, whose events are
+/// `hub_events`). It waits for [`Cmd::Boot`] to start them; the task ends once every worker
+/// has exited after a stop, with whether the stop was graceful.
+pub(crate) fn start(
+    opts: Arc<Options>,
+    hub: Hub,
+    hub_events: mpsc::UnboundedReceiver<HubEvent>,
+    spawner: Spawner,
+) -> (Handle, tokio::task::JoinHandle<bool>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (phase, phase_rx) = watch::channel(Phase::Starting);
+    let report = tx.clone();
+    heartbeat::start(
+        hub.clone(),
+        opts.heartbeat_interval,
+        opts.heartbeat_timeout,
+        move |event| report.send(Input::Event(event)).is_ok(),
+    );
+    let supervisor = Supervisor {
+        fleet: Fleet::new(Options::clone(&opts)),
+        hub,
+        spawner,
+        tx: tx.clone(),
+        kills: HashMap::new(),
+        reloads: HashMap::new(),
+        next_ticket: 0,
+        phase,
+    };
+    let task = tokio::spawn(supervisor.run(rx, hub_events));
+    (
+        Handle {
+            tx,
+            phase: phase_rx,
+        },
+        task,
+    )
+}
+
+struct Supervisor {
+    fleet: Fleet,
+    hub: Hub,
+    spawner: Spawner,
+    /// For the tasks it starts to report back.
+    tx: mpsc::UnboundedSender<Input>,
+    /// Kills each worker's process.
+    kills: HashMap<WorkerId, Arc<Notify>>,
+    /// Whoever asked for each reload under way.
+    reloads: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
+    next_ticket: u64,
+    phase: watch::Sender<Phase>,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+        mut hub_events: mpsc::UnboundedReceiver<HubEvent>,
+    ) -> bool {
+        loop {
+            let input = tokio::select! {
+                Some(input) = rx.recv() => input,
+                Some(event) = hub_events.recv() => match event {
+                    HubEvent::ReadyAsked(id) => Input::Event(Event::ReadyAsked { id }),
+                    HubEvent::Closed { id, reason } => Input::Event(Event::Lost { id, reason }),
+                    _ => continue,
+                },
+                else => break,
+            };
+            match input {
+                Input::Event(event) => self.handle(event),
+                Input::Cmd(cmd) => self.command(cmd),
+            }
+            let phase = self.fleet.phase();
+            self.phase
+                .send_if_modified(|p| std::mem::replace(p, phase) != phase);
+            if self.fleet.finished() {
+                break;
+            }
+        }
+        self.phase.send_replace(Phase::Stopped);
+        self.fleet.stopped_gracefully()
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Boot => self.handle(Event::Boot),
+            Cmd::Reload(reply) => {
+                self.next_ticket += 1;
+                let ticket = self.next_ticket;
+                self.reloads.insert(ticket, reply);
+                self.handle(Event::Reload { ticket });
+            }
+            Cmd::Stop { graceful } => self.handle(Event::Stop { graceful }),
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.fleet.status(Instant::now()));
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        if let Event::Exited { id, .. } = &event {
+            self.kills.remove(id);
+            // Its pending calls fail now, not when the Hub reads the end of its socket.
+            self.hub.detach(*id);
+        }
+        for action in self.fleet.handle(Instant::now(), event) {
+            self.act(action);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Spawn { id, cause } => {
+                tracing::debug!(
+                    slot = id.slot,
+                    generation = id.generation,
+                    cause,
+                    "starting worker"
+                );
+                let kill = Arc::new(Notify::new());
+                self.kills.insert(id, kill.clone());
+                let tx = self.tx.clone();
+                let report = move |event| {
+                    let _ = tx.send(Input::Event(event));
+                };
+                process::start(self.spawner.clone(), self.hub.clone(), id, kill, report);
+            }
+            Action::Admit(id) => {
+                if let Err(why) = self.hub.admit(id) {
+                    // Gone meanwhile: its connection's end is on its way as an event.
+                    tracing::debug!(
+                        slot = id.slot,
+                        generation = id.generation,
+                        "not admitted: {why}"
+                    );
+                }
+            }
+            Action::Refuse { id, reason } => self.hub.refuse(id, &reason),
+            Action::Drain { id, why: _ } => {
+                self.hub.drain(id);
+                let hub = self.hub.clone();
+                tokio::spawn(async move {
+                    match hub.request_worker(id, Drain).await {
+                        Ok(()) => {}
+                        // Gone, or going: its kill deadline, already set, bounds the rest.
+                        Err(e) => tracing::debug!(
+                            slot = id.slot,
+                            generation = id.generation,
+                            "drain order not answered: {e}"
+                        ),
+                    }
+                });
+            }
+            Action::Kill { id, cause: _ } => {
+                if let Some(kill) = self.kills.get(&id) {
+                    kill.notify_one();
+                }
+            }
+            Action::After { delay, timer } => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Input::Event(Event::Timer(timer)));
+                });
+            }
+            Action::ReloadDone { tickets, result } => {
+                for ticket in tickets {
+                    if let Some(reply) = self.reloads.remove(&ticket) {
+                        let _ = reply.send(match &result {
+                            Ok(()) => Ok(()),
+                            Err(ReloadError::Stopping) => Err(Error::Stopping),
+                            Err(ReloadError::Failed(why)) => Err(Error::Reload(why.clone())),
+                        });
+                    }
+                }
+            }
+            Action::CloseListeners => self.spawner.close_listeners(),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! A rolling reload: slots replaced a batch at a time, each batch once the previous one's new
+//! workers are Ready. The first replacement that fails stops the rollout there (the old
+//! workers of the slots left keep serving); whoever asked hears how it ended.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use messenger::WorkerId;
+
+/// What happened, for the rollout.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Start (the first batch).
+    Next,
+    /// Worker `id` got Ready.
+    Ready(WorkerId),
+    /// Worker `id` will never be Ready, for this reason.
+    Failed(WorkerId, String),
+    /// Look again (a batch was just started).
+    Check,
+}
+
+/// What to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Wait for the new workers of the batch under way.
+    Wait,
+    /// Replace the workers of these slots.
+    Replace(Vec<u32>),
+    /// The rollout is over: answer these tickets.
+    Done(Vec<u64>, Result<(), String>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Rollout {
+    tickets: Vec<u64>,
+    /// Slots not started yet, in order.
+    queue: VecDeque<u32>,
+    batch: usize,
+    /// The new worker each slot of the batch under way waits for.
+    waiting: BTreeMap<u32, WorkerId>,
+    done: usize,
+    total: usize,
+}
+
+impl Rollout {
+    /// A rollout of `slots` slots, `batch` at a time, for `tickets`.
+    pub fn new(tickets: Vec<u64>, slots: u32, batch: usize) -> Rollout {
+        Rollout {
+            tickets,
+            queue: (0..slots).collect(),
+            batch: batch.max(1),
+            waiting: BTreeMap::new(),
+            done: 0,
+            total: slots as usize,
+        }
+    }
+
+    /// More tickets for this rollout's outcome.
+    pub fn join(&mut self, tickets: &[u64]) {
+        self.tickets.extend_from_slice(tickets);
+    }
+
+    /// Its tickets, to answer when it is given up.
+    pub fn tickets(self) -> Vec<u64> {
+        self.tickets
+    }
+
+    /// Slot `slot` of the batch waits for worker `id`.
+    pub fn waiting(&mut self, slot: u32, id: WorkerId) {
+        self.waiting.insert(slot, id);
+    }
+
+    pub fn step(&mut self, step: Step) -> Next {
+        match step {
+            Step::Ready(id) if self.waiting.get(&id.slot) == Some(&id) => {
+                self.waiting.remove(&id.slot);
+                self.done += 1;
+            }
+            Step::Failed(id, why) if self.waiting.get(&id.slot) == Some(&id) => {
+                let why = format!(
+                    "slot {}: {why}; stopped after {} of {} slots, the other workers keep serving",
+                    id.slot, self.done, self.total
+                );
+                return Next::Done(std::mem::take(&mut self.tickets), Err(why));
+            }
+            _ => {}
+        }
+        if !self.waiting.is_empty() {
+            return Next::Wait;
+        }
+        if self.queue.is_empty() {
+            return Next::Done(std::mem::take(&mut self.tickets), Ok(()));
+        }
+        let n = self.batch.min(self.queue.len());
+        Next::Replace(self.queue.drain(..n).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_follow_each_other_and_a_failure_stops_the_rollout() {
+        let mut rollout = Rollout::new(vec![7], 3, 2);
+        assert_eq!(rollout.step(Step::Next), Next::Replace(vec![0, 1]));
+        rollout.waiting(0, WorkerId::new(0, 2));
+        rollout.waiting(1, WorkerId::new(1, 2));
+        assert_eq!(
+            rollout.step(Step::Ready(WorkerId::new(0, 1))),
+            Next::Wait,
+            "not the one"
+        );
+        assert_eq!(rollout.step(Step::Ready(WorkerId::new(0, 2))), Next::Wait);
+        assert_eq!(
+            rollout.step(Step::Ready(WorkerId::new(1, 2))),
+            Next::Replace(vec![2])
+        );
+        rollout.waiting(2, WorkerId::new(2, 2));
+        match rollout.step(Step::Failed(WorkerId::new(2, 2), "it crashed".into())) {
+            Next::Done(tickets, Err(why)) => {
+                assert_eq!(tickets, vec![7]);
+                assert!(
+                    why.contains("slot 2: it crashed") && why.contains("2 of 3"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rollout_of_every_slot_ends_well() {
+        let mut rollout = Rollout::new(vec![1], 1, 1);
+        rollout.join(&[2, 3]);
+        assert_eq!(rollout.step(Step::Next), Next::Replace(vec![0]));
+        rollout.waiting(0, WorkerId::new(0, 5));
+        assert_eq!(
+            rollout.step(Step::Ready(WorkerId::new(0, 5))),
+            Next::Done(vec![1, 2, 3], Ok(()))
+        );
+    }
+}
