@@ -103,6 +103,16 @@ fn main() -> Result<(), multiprocess::Error> {
                 let master = master.clone();
                 async move { master.status().await.ok() }
             });
+            if std::env::var_os("HELPER_BOOT_ASKS").is_some() {
+                // The master's bootstrap asks before any worker starts: answered at once.
+                let status = m.status().await?;
+                let reloaded = m.reload().await;
+                println!(
+                    "BOOT ASKED phase={:?} slots={} reload={reloaded:?}",
+                    status.phase,
+                    status.slots.len()
+                );
+            }
             for addr in m.local_addrs() {
                 if let LocalAddr::Tcp(addr) = addr {
                     println!("LISTENING {addr}");
@@ -303,7 +313,10 @@ async fn hang(State(app): State<App>) -> Json<Value> {
 }
 
 async fn panic(State(app): State<App>) -> Json<Value> {
-    tokio::spawn(async { panic!("a task panicked, as the test asked") });
+    // Several tasks panic: the worker reports itself once.
+    for _ in 0..5 {
+        tokio::spawn(async { panic!("a task panicked, as the test asked") });
+    }
     id_of(State(app)).await
 }
 

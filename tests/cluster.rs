@@ -251,11 +251,46 @@ fn an_unhealthy_worker_is_replaced_new_first() {
 fn a_panicking_worker_is_replaced_new_first() {
     let helper = Helper::start(2, &[]);
     helper.wait_ready(2);
+    // Five tasks panic: one report.
     let old = id_of(&helper.post("/panic"));
     helper.out.wait_line("the report", |l| {
         line_has(l, &["worker unhealthy", "panicked"])
     });
     assert_replaced_new_first(&helper, old);
+    let reports = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| {
+                line_has(
+                    l,
+                    &[
+                        "worker reports itself unhealthy",
+                        &format!("slot={} generation={}", old.0, old.1),
+                    ],
+                )
+            })
+            .count()
+    };
+    assert_eq!(
+        reports(&helper.out.lines()),
+        1,
+        "one report for five panics"
+    );
+}
+
+/// A master bootstrap may ask for the status and a reload before the workers start: it gets
+/// an answer at once (every slot empty; the reload is done, the workers start from the binary
+/// as it is), not a hang.
+#[test]
+fn a_master_bootstrap_may_ask_for_status_and_reload() {
+    let helper = Helper::start(2, &[("HELPER_BOOT_ASKS", "1".into())]);
+    helper.out.wait_line("the bootstrap's answers", |l| {
+        line_has(
+            l,
+            &["BOOT ASKED", "phase=Starting", "slots=2", "reload=Ok(())"],
+        )
+    });
+    helper.wait_ready(2);
 }
 
 #[test]
@@ -516,6 +551,45 @@ fn a_misdirected_worker_identity_fails_loudly() {
             "{value}: {stderr}"
         );
         assert!(!String::from_utf8_lossy(&out.stdout).contains("LISTENING"));
+    }
+}
+
+/// A worker count that cannot be meant, or settings that cannot work, are a clear error before
+/// anything listens or starts: no panic, no fork per slot.
+#[test]
+fn absurd_settings_are_a_clear_error_before_anything_starts() {
+    for (var, value, expected) in [
+        (
+            "WORKERS",
+            "18446744073709551615",
+            "is over the limit of 1024",
+        ),
+        ("WORKERS", "100000", "is over the limit of 1024"),
+        (
+            "HELPER_KILL_TIMEOUT_MS",
+            "18446744073709551615",
+            "kill_timeout",
+        ),
+        (
+            "HELPER_HEARTBEAT_INTERVAL_MS",
+            "0",
+            "heartbeat_interval is zero",
+        ),
+    ] {
+        let out = run_to_exit(
+            std::process::Command::new(helper_exe())
+                .env(var, value)
+                .env("PORT", "0"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains("invalid configuration") && stderr.contains(expected),
+            "{var}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{var}={value}: {stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("LISTENING"));
+        assert!(!stderr.contains("listening"), "{var}={value}: {stderr}");
     }
 }
 

@@ -64,9 +64,18 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// The number of worker slots; 0 (the default) means the number of CPUs.
+    /// The number of worker slots; 0 (the default) means the number of CPUs. At most
+    /// [`max_workers`](Builder::max_workers).
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// The most worker slots [`workers`](Builder::workers) may ask for (default 1024): a worker
+    /// count over it is an error, so that a typo never forks a process per slot until the
+    /// machine runs out.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.opts.max_workers = n;
         self
     }
 
@@ -187,7 +196,10 @@ impl Builder {
     /// them until SIGTERM/SIGINT or [`Master::stop`]), or, in a process the master started, as
     /// that worker. Decided before any async runtime exists.
     ///
-    /// Returns `Ok` after a graceful stop. A process started as a worker never becomes a
+    /// Returns `Ok` after a graceful stop. Settings that cannot work (a worker count over
+    /// [`max_workers`](Builder::max_workers), a duration over 100 years, a messenger setting
+    /// [`Config::validate`](messenger::Config::validate) refuses) are an [`Error::Config`]
+    /// before anything is bound or started. A process started as a worker never becomes a
     /// master: calling `run` again in it, or with a worker identity that does not check out,
     /// is an [`Error::WorkerEnv`].
     pub fn run(mut self) -> Result<(), Error> {
@@ -196,6 +208,7 @@ impl Builder {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        self.opts.validate()?;
         let worker = self.worker.ok_or_else(|| {
             Error::Config("no worker bootstrap: call `.worker(|w| async move { .. })`".into())
         })?;

@@ -179,6 +179,7 @@ fn control_handlers(master: &Master) {
         .messenger()
         .on_from(move |from: Peer, event: Unhealthy| {
             if let Peer::Worker(id) = from {
+                tracing::info!(slot = id.slot, generation = id.generation, reason = %event.reason, "worker reports itself unhealthy");
                 sup.unhealthy(id, event.reason);
             }
             async {}

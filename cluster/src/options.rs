@@ -2,13 +2,27 @@
 
 use std::time::Duration;
 
+use messenger::MAX_DURATION;
+
+use crate::error::Error;
 use crate::listen::ListenAddr;
+
+/// The most worker slots a cluster may have unless [`Builder::max_workers`] says otherwise: a
+/// typo in a worker count should be an error, not a fork bomb.
+///
+/// [`Builder::max_workers`]: crate::Builder::max_workers
+pub const DEFAULT_MAX_WORKERS: usize = 1024;
+
+/// The most runtime threads a worker may ask for.
+const MAX_WORKER_THREADS: usize = 4096;
 
 /// Every setting of a cluster, filled by the [`Builder`](crate::Builder).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// How many worker slots (already resolved: never 0).
     pub workers: usize,
+    /// The most worker slots allowed.
+    pub max_workers: usize,
     /// What the master listens on, in the order the workers see the listeners.
     pub listeners: Vec<ListenAddr>,
     /// A worker that is not Ready this long after its start is killed (boot failure); a
@@ -55,6 +69,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             workers: 1,
+            max_workers: DEFAULT_MAX_WORKERS,
             listeners: Vec::new(),
             ready_timeout: Duration::from_secs(30),
             kill_timeout: Duration::from_secs(30),
@@ -72,6 +87,58 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Checks that the settings hold together: a clear [`Error::Config`] naming the setting
+    /// otherwise, before anything is bound or started.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let invalid = |reason: String| Err(Error::Config(reason));
+        if self.workers > self.max_workers {
+            return invalid(format!(
+                "{} workers is over the limit of {} (raise it with Builder::max_workers)",
+                self.workers, self.max_workers
+            ));
+        }
+        if let Some(threads) = self.worker_threads {
+            if threads > MAX_WORKER_THREADS {
+                return invalid(format!(
+                    "worker_threads {threads} is over {MAX_WORKER_THREADS} per worker"
+                ));
+            }
+        }
+        for (name, duration) in [
+            ("ready_timeout", self.ready_timeout),
+            ("kill_timeout", self.kill_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("backoff initial delay", self.backoff_initial),
+            ("backoff max delay", self.backoff_max),
+            ("stable_after", self.stable_after),
+        ] {
+            if duration > MAX_DURATION {
+                return invalid(format!(
+                    "{name} {duration:?} is over {MAX_DURATION:?} (100 years)"
+                ));
+            }
+        }
+        for (name, duration) in [
+            ("ready_timeout", self.ready_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+        ] {
+            if duration.is_zero() {
+                return invalid(format!("{name} is zero"));
+            }
+        }
+        if self.backoff_initial > self.backoff_max {
+            return invalid(format!(
+                "the backoff's initial delay {:?} is over its max {:?}",
+                self.backoff_initial, self.backoff_max
+            ));
+        }
+        self.messenger
+            .validate()
+            .map_err(|e| Error::Config(format!("messenger: {e}")))
+    }
+
     /// The delay before the next start of a slot after `failures` quick deaths in a row: the
     /// first is restarted at once, then `backoff_initial` doubling up to `backoff_max`, with
     /// up to 25% jitter so that slots failing together do not restart in lock step.
@@ -104,6 +171,81 @@ mod tests {
         assert_eq!(with(cpus * 4, None).runtime_threads(), 1);
         assert_eq!(with(cpus, Some(3)).runtime_threads(), 3);
         assert_eq!(with(1, Some(0)).runtime_threads(), 1);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_with_their_name() {
+        let cases: Vec<(Options, &str)> = vec![
+            (
+                Options {
+                    workers: usize::MAX,
+                    ..Options::default()
+                },
+                "max_workers",
+            ),
+            (
+                Options {
+                    workers: 100_000,
+                    ..Options::default()
+                },
+                "over the limit of 1024",
+            ),
+            (
+                Options {
+                    ready_timeout: Duration::MAX,
+                    ..Options::default()
+                },
+                "ready_timeout",
+            ),
+            (
+                Options {
+                    kill_timeout: Duration::MAX,
+                    ..Options::default()
+                },
+                "kill_timeout",
+            ),
+            (
+                Options {
+                    heartbeat_interval: Duration::ZERO,
+                    ..Options::default()
+                },
+                "heartbeat_interval is zero",
+            ),
+            (
+                Options {
+                    backoff_initial: Duration::from_secs(5),
+                    backoff_max: Duration::from_secs(1),
+                    ..Options::default()
+                },
+                "backoff",
+            ),
+            (
+                Options {
+                    worker_threads: Some(1 << 20),
+                    ..Options::default()
+                },
+                "worker_threads",
+            ),
+            (
+                Options {
+                    messenger: messenger::Config::default().max_frame(usize::MAX),
+                    ..Options::default()
+                },
+                "max_frame",
+            ),
+        ];
+        for (opts, name) in cases {
+            let err = opts.validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        Options::default().validate().unwrap();
+        Options {
+            workers: 5000,
+            max_workers: 5000,
+            ..Options::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

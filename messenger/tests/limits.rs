@@ -1,0 +1,220 @@
+//! The limits that keep a buggy or hostile peer from hurting the others: handlers running at
+//! once, calls in flight, names announced, frames that break the protocol; and replies read
+//! whatever the handlers do.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use messenger::testing::MockCluster;
+use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Target};
+use messenger::{Config, Error, Event, HubEvent, Peer, WorkerId};
+use serde::{Deserialize, Serialize};
+use tokio::io::DuplexStream;
+use tokio::sync::Notify;
+use tokio_util::codec::Framed;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "held", reply = u32)]
+struct Held;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
+struct Tick(u64);
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "echo", reply = u64)]
+struct Echo(u64);
+
+/// A peer that speaks raw frames: connected to the Hub as `id`, handshake done.
+async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream, FrameCodec> {
+    let (hub_end, raw) = tokio::io::duplex(256 * 1024);
+    cluster.hub().attach(id, hub_end);
+    let mut framed = Framed::new(raw, FrameCodec::new());
+    framed.send(Hello::new(None).frame()).await.unwrap();
+    let answer = framed.next().await.unwrap().unwrap();
+    assert_eq!(answer.kind, Kind::Hello);
+    framed
+}
+
+async fn closed_because(events: &mut tokio::sync::mpsc::UnboundedReceiver<HubEvent>) -> String {
+    loop {
+        match events.recv().await.unwrap() {
+            HubEvent::Closed { reason, .. } => return reason,
+            _ => continue,
+        }
+    }
+}
+
+/// A worker runs at most `max_handlers` requests at once: more are answered `Busy` at once,
+/// and those running finish.
+#[tokio::test]
+async fn handlers_beyond_the_limit_are_busy_not_queued_without_bound() {
+    let config = Config::default().max_handlers(4);
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    let release = Arc::new(Notify::new());
+    let running = Arc::new(AtomicUsize::new(0));
+    let (r, c) = (release.clone(), running.clone());
+    cluster.worker(0).on(move |_: Held| {
+        let (release, running) = (r.clone(), c.clone());
+        async move {
+            running.fetch_add(1, Ordering::SeqCst);
+            release.notified().await;
+            1
+        }
+    });
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let master = master.clone();
+            tokio::spawn(async move { master.consume(Held).await })
+        })
+        .collect();
+    // Four run and wait; the six over the limit end at once, Busy.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while calls.iter().filter(|c| c.is_finished()).count() < 6 || running.load(Ordering::SeqCst) < 4
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the calls over the limit waited"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (finished, held): (Vec<_>, Vec<_>) = calls.into_iter().partition(|c| c.is_finished());
+    assert_eq!((finished.len(), held.len()), (6, 4));
+    for call in finished {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+    }
+    assert_eq!(running.load(Ordering::SeqCst), 4);
+    while held.iter().any(|c| !c.is_finished()) {
+        release.notify_waiters();
+        tokio::task::yield_now().await;
+    }
+    for call in held {
+        assert_eq!(call.await.unwrap().unwrap(), 1);
+    }
+}
+
+/// A broadcast handler that waits on a call of its own while broadcasts keep coming gets its
+/// answer: the reader never stops reading (the broadcasts wait in the master, within the
+/// worker's window).
+#[tokio::test]
+async fn a_broadcast_handler_waiting_on_a_call_gets_its_answer_during_a_flood() {
+    let config = Config::default()
+        .queue_frames(8)
+        .request_timeout(Duration::from_secs(30));
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster.master().on(|Echo(n)| async move { n });
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let worker = cluster.worker(0).clone();
+    let (d, f) = (done.clone(), failed.clone());
+    cluster.worker(0).on(move |Tick(n)| {
+        let (worker, done, failed) = (worker.clone(), d.clone(), f.clone());
+        async move {
+            match worker.request_master(Echo(n)).await {
+                Ok(echo) if echo == n => done.fetch_add(1, Ordering::SeqCst),
+                _ => failed.fetch_add(1, Ordering::SeqCst),
+            };
+        }
+    });
+    cluster.ready().await.unwrap();
+    const TICKS: u64 = 500;
+    for n in 0..TICKS {
+        cluster.master().broadcast(Tick(n)).await.unwrap();
+    }
+    while done.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < TICKS as usize {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "a handler's call failed");
+}
+
+/// A caller has at most `max_calls` calls in flight through the Hub: more fail `Busy` (naming
+/// the caller) and cost the Hub nothing.
+#[tokio::test]
+async fn calls_in_flight_are_bounded_per_caller() {
+    let config = Config::default().max_calls(8);
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster
+        .worker(0)
+        .on(|_: Held| std::future::pending::<u32>());
+    cluster.ready().await.unwrap();
+    let me = WorkerId::new(5, 1);
+    let mut raw = raw_worker(&cluster, me).await;
+    for id in 1..=20u64 {
+        let mut request = Envelope::new(Kind::Request, "held", vec![0xc0]);
+        request.id = id;
+        request.to = Target::Any;
+        raw.send(request).await.unwrap();
+    }
+    for _ in 0..12 {
+        let answer = raw.next().await.unwrap().unwrap();
+        assert_eq!(answer.kind, Kind::Failure);
+        assert!(
+            matches!(answer.error(), Error::Busy { peer, .. } if peer == Peer::Worker(me)),
+            "{:?}",
+            answer.error()
+        );
+    }
+}
+
+/// A peer that announces more event names than `max_events` is closed: names are a table the
+/// peer would otherwise grow without bound.
+#[tokio::test]
+async fn too_many_event_names_close_the_peer() {
+    let config = Config::default().max_events(16);
+    let cluster = MockCluster::with_config(0, config).await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let mut raw = raw_worker(&cluster, WorkerId::new(0, 1)).await;
+    for n in 0..100 {
+        let name = format!("event-{n}");
+        let announce = Envelope {
+            event: Bytes::from(name),
+            ..Envelope::new(Kind::Announce, "", Vec::new())
+        };
+        if raw.send(announce).await.is_err() {
+            break;
+        }
+    }
+    let reason = closed_because(&mut events).await;
+    assert!(reason.contains("more than 16 event names"), "{reason}");
+}
+
+/// Frames that break the protocol close the peer at the first one: one log line, not one per
+/// frame, whatever it keeps sending.
+#[tokio::test]
+async fn a_peer_breaking_the_protocol_is_closed_at_once() {
+    let cluster = MockCluster::new(0).await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let mut raw = raw_worker(&cluster, WorkerId::new(0, 1)).await;
+    let mut sent = 0;
+    for _ in 0..10_000 {
+        if raw.send(Hello::new(None).frame()).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let reason = closed_because(&mut events).await;
+    assert!(reason.contains("only the Hub sends"), "{reason}");
+    assert!(sent >= 1);
+    // One closing, however many frames it sent.
+    assert!(events.try_recv().is_err());
+}
+
+/// Credit for more broadcasts than were sent is a lie: the peer is closed.
+#[tokio::test]
+async fn credit_for_broadcasts_never_sent_closes_the_peer() {
+    let cluster = MockCluster::new(0).await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let mut raw = raw_worker(&cluster, WorkerId::new(0, 1)).await;
+    let credit = messenger::wire::Credit {
+        frames: 5,
+        bytes: 100,
+    };
+    raw.send(credit.frame()).await.unwrap();
+    let reason = closed_because(&mut events).await;
+    assert!(reason.contains("gave back room"), "{reason}");
+}
