@@ -1,120 +1,409 @@
-//! The calls a Messenger waits on, by id: one answer for most, many for a `map`.
+//! The calls a Messenger makes: `ready`, `broadcast`, `consume`, `consume_once`, `request`,
+//! `request_master` and `map`, each with its deadline, and the answers they wait for.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::task::Poll;
+use std::future::Future;
+use std::sync::Arc;
 
-use rustc_hash::FxHashMap as HashMap;
+use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use crate::wire::Envelope;
+use super::map::{MapCall, Step};
+use super::pending::{Answers, Waiter};
+use super::run::Started;
+use super::{Messenger, Shared};
+use crate::payload::{decode_answer, encode};
+use crate::transport;
+use crate::wire::{Envelope, Kind, Members, Target};
+use crate::{Error, Event, Peer, Result, WorkerId};
 
-pub(super) enum Waiter {
-    One(oneshot::Sender<Envelope>),
-    Many(Answers),
+/// The Ready set as a [`Members`] list named it. A `map` made while it is still the Hub's
+/// needs no member list: the caller names its `epoch`, and only a changed set is sent again.
+#[derive(Clone, Default)]
+pub(super) struct ReadySet {
+    /// 0: not told yet.
+    epoch: u64,
+    workers: Arc<[WorkerId]>,
 }
 
-/// The answers to a `map` as they come, kept in the table itself: a channel, or even a shared
-/// list, allocated per call cost more than the rest of the call's bookkeeping.
-#[derive(Default)]
-pub(super) struct Answers {
-    list: Vec<Envelope>,
-    /// The caller's waker while it waits.
-    waker: Option<std::task::Waker>,
+/// Runs `future` unless `deadline` passes first.
+async fn within<F: Future>(
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    future: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = future => Some(out),
+        () = deadline => None,
+    }
 }
 
-impl Drop for Answers {
-    /// Forgotten (the connection closed): the waiting caller learns no more answers can come.
+/// A pending call: forgets its waiter when dropped, and tells the Hub the caller gave up
+/// unless the call finished (so a timed-out or abandoned call leaves nothing behind).
+struct Call<'a> {
+    shared: &'a Shared,
+    id: u64,
+    done: bool,
+}
+
+impl Call<'_> {
+    fn finish(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Call<'_> {
     fn drop(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-}
-
-#[derive(Default)]
-pub(super) struct Calls {
-    pending: Mutex<HashMap<u64, Waiter>>,
-    next_id: AtomicU64,
-    /// How many calls wait: read without the lock, to bound them.
-    count: AtomicUsize,
-}
-
-impl Calls {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A new call's id, waiting with `waiter`.
-    pub fn begin(&self, waiter: Waiter) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut pending = self.lock();
-        pending.insert(id, waiter);
-        self.count.store(pending.len(), Ordering::Relaxed);
-        id
-    }
-
-    /// Forgets call `id`.
-    pub fn end(&self, id: u64) {
-        let mut pending = self.lock();
-        pending.remove(&id);
-        self.count.store(pending.len(), Ordering::Relaxed);
-    }
-
-    /// Forgets every call: their callers learn the connection is closed.
-    pub fn clear(&self) {
-        let pending = std::mem::take(&mut *self.lock());
-        self.count.store(0, Ordering::Relaxed);
-        drop(pending);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Hands an answer to its call; `false` if no call waits for it (one that gave up).
-    pub fn answer(&self, env: Envelope) -> bool {
-        let mut pending = self.lock();
-        match pending.get_mut(&env.id) {
-            Some(Waiter::Many(answers)) => {
-                answers.list.push(env);
-                let waker = answers.waker.take();
-                drop(pending);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                true
-            }
-            Some(Waiter::One(_)) => {
-                if let Some(Waiter::One(tx)) = pending.remove(&env.id) {
-                    self.count.store(pending.len(), Ordering::Relaxed);
-                    let _ = tx.send(env);
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The answers to `map` call `id` that came since the last look; empty once no more can
-    /// come (the connection closed).
-    pub async fn answers(&self, id: u64) -> Vec<Envelope> {
-        std::future::poll_fn(|cx| {
-            let mut pending = self.lock();
-            let Some(Waiter::Many(answers)) = pending.get_mut(&id) else {
-                return Poll::Ready(Vec::new());
+        self.shared.calls.end(self.id);
+        if !self.done {
+            let cancel = Envelope {
+                id: self.id,
+                ..Envelope::new(Kind::Cancel, "", Bytes::new())
             };
-            if answers.list.is_empty() {
-                answers.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            answers.waker = None;
-            Poll::Ready(std::mem::take(&mut answers.list))
+            self.shared.link.send_control(cancel);
+        }
+    }
+}
+
+impl Messenger {
+    /// Asks the master to make this worker Ready: from then on it gets messages and counts for
+    /// `map`. Returns once the master granted it, so handlers registered before are known by
+    /// then; [`Error::Forbidden`] if it did not (a worker that was replaced or told to drain
+    /// can never be Ready again).
+    pub async fn ready(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let env = Envelope::new(Kind::Ready, "ready", Bytes::new());
+        let answer = self.ask("ready", env).await?;
+        decode_answer::<()>("ready", &answer)
+    }
+
+    /// Sends `event` to every Ready worker, this one included when it is Ready; every handler of
+    /// the event runs there. Returns once the Hub has taken it: frames from one sender keep
+    /// their order. Workers that have no handler for it do not get it.
+    ///
+    /// A process has at most [`Config::queue_frames`] broadcasts ([`Config::queue_bytes`]
+    /// bytes) that some receiver has not yet taken: past that, this waits for room, so a
+    /// flood goes at the pace of its slowest receiver (one that takes nothing is closed as
+    /// stuck after [`Config::stall_timeout`]).
+    pub async fn broadcast<E: Event>(&self, event: E) -> Result<()> {
+        let env = self.envelope::<E>(Kind::Broadcast, Target::Hub, Bytes::new(), &event)?;
+        drop(event);
+        self.shared.window.take(transport::cost(&env)).await?;
+        self.shared.link.send(env).await
+    }
+
+    /// Runs `event` on exactly one Ready worker that handles it, spreading calls evenly, and
+    /// returns its reply. [`Error::NoHandler`] if no Ready worker handles it.
+    pub async fn consume<E: Event>(&self, event: E) -> Result<E::Reply> {
+        self.call(Target::Any, Bytes::new(), event).await
+    }
+
+    /// Runs `event` on one worker once per `key` for the master's lifetime, however many workers
+    /// ask: every caller, also one that asks while it runs, gets the same reply. A failed run is
+    /// not remembered, so the next caller tries again. The Hub remembers
+    /// [`Config::once_keys`] keys and [`Config::once_bytes`] bytes of replies, forgetting the
+    /// oldest first. A key is at most [`MAX_NAME`](crate::wire::MAX_NAME) bytes.
+    pub async fn consume_once<E: Event>(&self, key: &str, event: E) -> Result<E::Reply> {
+        if key.len() > crate::wire::MAX_NAME {
+            return Err(Error::Config {
+                reason: format!(
+                    "a consume_once key of {} bytes, over the {} allowed",
+                    key.len(),
+                    crate::wire::MAX_NAME
+                ),
+            });
+        }
+        self.call(Target::Once, Bytes::copy_from_slice(key.as_bytes()), event)
+            .await
+    }
+
+    /// Runs `event` on the Ready worker of `slot` and returns its reply.
+    pub async fn request<E: Event>(&self, slot: u32, event: E) -> Result<E::Reply> {
+        self.call(Target::Slot(slot), Bytes::new(), event).await
+    }
+
+    /// Runs `event` on the master's handler and returns its reply.
+    pub async fn request_master<E: Event>(&self, event: E) -> Result<E::Reply> {
+        self.call(Target::Master, Bytes::new(), event).await
+    }
+
+    /// Runs `event` on the exact worker `id`, whatever its state. Only the master may.
+    pub(crate) async fn request_worker<E: Event>(
+        &self,
+        id: WorkerId,
+        event: E,
+    ) -> Result<E::Reply> {
+        self.call(Target::Worker(id), Bytes::new(), event).await
+    }
+
+    /// Runs `event` on every Ready worker at the time of the call (its first handler) and
+    /// returns the replies in slot order. Fails with the first worker's error, if any: use
+    /// [`map_each`](Messenger::map_each) to keep the others' results.
+    ///
+    /// "At the time of the call" is when the Hub routes it. A calling worker that is Ready runs
+    /// its own share at once, from the Ready set it was last told of; if it left the set while
+    /// its call was on the way (the Hub tells a worker it left, so only then), its share has
+    /// run but is left out of the result.
+    pub async fn map<E: Event>(&self, event: E) -> Result<Vec<E::Reply>> {
+        let (workers, results) = self.gather(event).await?;
+        self.per_worker::<E>(&workers, results)
+            .map(|(_, result)| result)
+            .collect()
+    }
+
+    /// Like [`map`](Messenger::map), but every worker's own result, with its slot: a worker that
+    /// has no handler, dies or does not answer in time fails its entry alone.
+    pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
+        let (workers, results) = self.gather(event).await?;
+        Ok(self.per_worker::<E>(&workers, results).collect())
+    }
+
+    /// A `map`'s result for each worker asked, with its slot: an answer that never came is
+    /// [`Error::Closed`] once the connection ended, else a timeout.
+    fn per_worker<'a, E: Event>(
+        &'a self,
+        workers: &'a [WorkerId],
+        results: Vec<Option<Result<E::Reply>>>,
+    ) -> impl Iterator<Item = (u32, Result<E::Reply>)> + 'a {
+        let closed = self.shared.closed.is_cancelled();
+        workers.iter().zip(results).map(move |(id, result)| {
+            let result = result.unwrap_or_else(|| {
+                Err(if closed {
+                    Error::Closed
+                } else {
+                    self.timed_out(E::NAME, Some(Peer::Worker(*id)))
+                })
+            });
+            (id.slot, result)
         })
+    }
+
+    /// Runs a `map`: who was asked, in slot order, and each one's result if it came.
+    #[allow(clippy::type_complexity)]
+    async fn gather<E: Event>(
+        &self,
+        event: E,
+    ) -> Result<(Arc<[WorkerId]>, Vec<Option<Result<E::Reply>>>)> {
+        let me = self.shared.peer;
+        // Guess who answers from the Ready set last listed: if the Hub's is the same it sends
+        // no list, and this end runs its own share at once. Only when an answer is to come,
+        // since the first frame for the call is what tells a right guess from a wrong one.
+        let handles = self.shared.handlers.handles(E::NAME.as_bytes());
+        let guess = self.shared.ready_set().and_then(|set| {
+            let run_here = handles && me.worker().is_some_and(|id| set.workers.contains(&id));
+            (set.workers.len() > usize::from(run_here)).then_some((set, run_here))
+        });
+        let (epoch, run_here) = guess
+            .as_ref()
+            .map_or((0, false), |(set, run_here)| (set.epoch, *run_here));
+        let guess = guess.map(|(set, run_here)| (set.workers, run_here));
+        let to = Target::All { epoch, run_here };
+        let env = self.envelope::<E>(Kind::Request, to, Bytes::new(), &event)?;
+        drop(event);
+        // One timer for the whole call, however many answers it waits for.
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let call = self.begin(Waiter::Many(Answers::default()));
+        let mut map = MapCall::<E::Reply>::new(me, guess, env.body.clone());
+        within(
+            deadline.as_mut(),
+            self.shared.link.send(Envelope { id: call.id, ..env }),
+        )
         .await
+        .ok_or_else(|| self.timed_out(E::NAME, None))??;
+        loop {
+            match map.next() {
+                Step::RunOwnShare(body) => {
+                    // Out of time, its entry fails; the answers already in are still taken
+                    // (the wait favours them).
+                    let answer = match self.shared.start(&self.request_here::<E>(to, body)) {
+                        Started::Now(answer) => Some(answer),
+                        Started::Later(answer) => within(deadline.as_mut(), answer).await,
+                    };
+                    map.own_share(answer.map(|a| decode_answer::<E::Reply>(E::NAME, &a)));
+                }
+                Step::Wait => {
+                    match within(deadline.as_mut(), self.shared.calls.answers(call.id)).await {
+                        Some(answers) if !answers.is_empty() => map.answers(E::NAME, answers)?,
+                        // Closed (no more answers can come) or out of time.
+                        _ => break,
+                    }
+                }
+                Step::Done => break,
+            }
+        }
+        call.finish();
+        map.finish(self.shared.closed.is_cancelled(), || {
+            self.timed_out(E::NAME, None)
+        })
+    }
+
+    /// A call of `event` to `to`. Encoded and queued before the future is first polled (and
+    /// so not kept in it): a call's future stays small.
+    fn call<E: Event>(
+        &self,
+        to: Target,
+        key: Bytes,
+        event: E,
+    ) -> impl Future<Output = Result<E::Reply>> + Send + '_ {
+        use futures_util::future::{ready, Either};
+        let env = match self.envelope::<E>(Kind::Request, to, key, &event) {
+            Ok(env) => env,
+            Err(err) => return Either::Left(ready(Err(err))),
+        };
+        drop(event);
+        let started = Instant::now();
+        let body = env.body.clone();
+        let asked = self.ask(E::NAME, env);
+        Either::Right(async move {
+            let answer = asked.await?;
+            if answer.kind != Kind::RunHere {
+                return decode_answer::<E::Reply>(E::NAME, &answer);
+            }
+            drop(answer);
+            // The Hub picked this very worker: run the handler here, as a request frame would
+            // be, within what is left of the deadline.
+            let answer = match self.shared.start(&self.request_here::<E>(to, body)) {
+                Started::Now(answer) => answer,
+                // Boxed: rare, and it would make every call's future larger.
+                Started::Later(answer) => {
+                    Box::pin(tokio::time::timeout_at(started + self.timeout, answer))
+                        .await
+                        .map_err(|_| self.timed_out(E::NAME, None))?
+                }
+            };
+            decode_answer::<E::Reply>(E::NAME, &answer)
+        })
+    }
+
+    /// Sends a request now (waiting for room if there is none) and waits for its one answer,
+    /// within the deadline.
+    fn ask(
+        &self,
+        event: &'static str,
+        env: Envelope,
+    ) -> impl Future<Output = Result<Envelope>> + Send + '_ {
+        let (tx, rx) = oneshot::channel();
+        let call = self.begin(Waiter::One(tx));
+        let sent = self.shared.link.send(Envelope { id: call.id, ..env });
+        async move {
+            let answer = tokio::time::timeout(self.timeout, async {
+                sent.await?;
+                rx.await.map_err(|_| Error::Closed)
+            })
+            .await;
+            match answer {
+                Ok(answer) => {
+                    call.finish();
+                    answer
+                }
+                Err(_) => Err(self.timed_out(event, None)),
+            }
+        }
+    }
+
+    fn begin(&self, waiter: Waiter) -> Call<'_> {
+        let id = self.shared.calls.begin(waiter);
+        self.shared.busy.progress();
+        Call {
+            shared: &self.shared,
+            id,
+            done: false,
+        }
+    }
+
+    fn timed_out(&self, event: &str, peer: Option<Peer>) -> Error {
+        Error::Timeout {
+            event: event.into(),
+            after: self.timeout,
+            peer,
+        }
+    }
+
+    /// The request frame a share run here stands for: what the Hub would have sent.
+    fn request_here<E: Event>(&self, to: Target, body: Bytes) -> Envelope {
+        Envelope {
+            kind: Kind::Request,
+            id: 0,
+            from: self.shared.peer,
+            to,
+            event: Bytes::from_static(E::NAME.as_bytes()),
+            key: Bytes::new(),
+            body,
+        }
+    }
+
+    /// Encodes `event` into an envelope, refusing one that would be over the maximum frame, or
+    /// a call beyond [`Config::max_calls`].
+    fn envelope<E: Event>(
+        &self,
+        kind: Kind,
+        to: Target,
+        key: Bytes,
+        event: &E,
+    ) -> Result<Envelope> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if kind == Kind::Request && self.shared.calls.len() >= self.shared.config.max_calls {
+            return Err(Error::Busy {
+                event: E::NAME.into(),
+                peer: self.shared.peer,
+            });
+        }
+        let body = encode(E::NAME, event)?;
+        let env = Envelope {
+            kind,
+            id: 0,
+            from: self.shared.peer,
+            to,
+            event: Bytes::from_static(E::NAME.as_bytes()),
+            key,
+            body,
+        };
+        self.shared.check_size(&env)?;
+        Ok(env)
+    }
+}
+
+impl Shared {
+    /// An answer came: to its call, unless it is news of the Ready set.
+    pub(super) fn answer(&self, env: Envelope) {
+        self.busy.progress();
+        // A list of the Ready set, kept for the next maps; id 0: sent unasked, to a worker
+        // that left the set.
+        if env.kind == Kind::Members {
+            self.learn(&env);
+            if env.id == 0 {
+                return;
+            }
+        }
+        if !self.calls.answer(env) {
+            tracing::debug!("an answer for a call that gave up");
+        }
+    }
+
+    /// Keeps the Ready set a member list names, for the next `map`s. Read as the frame comes,
+    /// so a later call never guesses from an older set.
+    fn learn(&self, list: &Envelope) {
+        // One that does not decode fails its own call.
+        let Ok(Members { workers, epoch, .. }) = Members::from_bytes(&list.body) else {
+            return;
+        };
+        let mut known = self.ready_set.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch > known.epoch {
+            *known = ReadySet {
+                epoch,
+                workers: workers.into(),
+            };
+        }
+    }
+
+    /// The Ready set last listed, if any.
+    fn ready_set(&self) -> Option<ReadySet> {
+        let known = self.ready_set.lock().unwrap_or_else(|e| e.into_inner());
+        (known.epoch != 0).then(|| known.clone())
     }
 }

@@ -1,0 +1,312 @@
+//! Calls: who runs a request (one worker taking turns, a slot's, the master, every Ready
+//! worker for a `map`, once per key), passing it on, and its answer back.
+
+use bytes::Bytes;
+
+use super::State;
+use crate::hub::pending::{Answered, OnceKey, Refused as NotForwarded};
+use crate::wire::{Envelope, Kind, Members as MemberList, Target};
+use crate::{Error, Peer, WorkerId};
+
+impl State {
+    /// A Ready worker that handles `event`, taking turns; one with room in its queue if any.
+    pub(super) fn pick(&mut self, event: &Bytes) -> Option<WorkerId> {
+        // The candidates, in a vector kept from call to call.
+        let mut candidates = std::mem::take(&mut self.map_workers);
+        candidates.clear();
+        candidates.extend(self.members.workers().filter(|id| {
+            self.conns
+                .get(&Peer::Worker(*id))
+                .is_some_and(|conn| conn.handlers.contains(&event[..]))
+        }));
+        let picked = self.take_turn(event, &candidates).map(|start| {
+            let has_room = |id: &&WorkerId| {
+                self.conns
+                    .get(&Peer::Worker(**id))
+                    .is_some_and(|conn| conn.out.has_room())
+            };
+            let (before, after) = candidates.split_at(start);
+            after
+                .iter()
+                .chain(before)
+                .find(has_room)
+                .unwrap_or(&candidates[start])
+                .to_owned()
+        });
+        self.map_workers = candidates;
+        picked
+    }
+
+    /// Whose turn it is among `candidates` for `event`: an index, or `None` if there are none.
+    pub(super) fn take_turn(&mut self, event: &Bytes, candidates: &[WorkerId]) -> Option<usize> {
+        let first = *candidates.first()?;
+        let turn = match self.turns.get_mut(&event[..]) {
+            Some(turn) => turn,
+            None => {
+                if self.turns.len() > 2 * self.max_events {
+                    self.turns.clear();
+                }
+                // Keyed by the name the worker announced: a copy, not a slice of this frame.
+                let name = self.handled(Peer::Worker(first), event)?.clone();
+                self.turns.entry(name).or_insert(usize::MAX)
+            }
+        };
+        *turn = turn.wrapping_add(1);
+        Some(*turn % candidates.len())
+    }
+
+    pub(super) fn request(&mut self, env: Envelope) {
+        let from = env.from;
+        let responder = match env.to {
+            Target::Any => {
+                self.pick(&env.event)
+                    .map(Peer::Worker)
+                    .ok_or_else(|| Error::NoHandler {
+                        event: env.event_name(),
+                        peer: None,
+                    })
+            }
+            Target::Slot(slot) => match self.members.in_slot(slot) {
+                None => Err(Error::NoWorker { slot }),
+                Some(worker) if self.handled(Peer::Worker(worker), &env.event).is_some() => {
+                    Ok(Peer::Worker(worker))
+                }
+                Some(worker) => Err(Error::NoHandler {
+                    event: env.event_name(),
+                    peer: Some(Peer::Worker(worker)),
+                }),
+            },
+            Target::Master if self.handled(Peer::Master, &env.event).is_some() => Ok(Peer::Master),
+            Target::Master => Err(Error::NoHandler {
+                event: env.event_name(),
+                peer: Some(Peer::Master),
+            }),
+            Target::Worker(_) if from != Peer::Master => Err(Error::Forbidden {
+                reason: "only the master addresses a worker by its id".into(),
+            }),
+            Target::Worker(worker) => return self.order(env, worker),
+            Target::All { .. } => return self.map(env),
+            Target::Once => return self.once(env),
+            Target::Hub => Err(Error::Malformed {
+                detail: "a request addressed to nobody".into(),
+            }),
+        };
+        match responder {
+            // The caller was picked: it runs the handler itself, two frames fewer.
+            Ok(responder) if responder == from && from != Peer::Master => {
+                let run_here = Envelope::answer(
+                    Kind::RunHere,
+                    env.id,
+                    Peer::Master,
+                    Bytes::new(),
+                    Bytes::new(),
+                );
+                self.answer(from, run_here)
+            }
+            Ok(responder) => {
+                if let Err(error) = self.forward(&env, responder) {
+                    self.fail(from, env.id, Peer::Master, env.event, &error);
+                }
+            }
+            Err(error) => self.fail(from, env.id, Peer::Master, env.event, &error),
+        }
+    }
+
+    /// Sends `env` on to `responder`, remembering where the answer goes. `Err` if the caller
+    /// has too many calls pending, or the responder's queue is full.
+    pub(super) fn forward(&mut self, env: &Envelope, responder: Peer) -> Result<(), Error> {
+        let caller = (env.from, env.id);
+        let busy = |peer| Error::Busy {
+            event: env.event_name(),
+            peer,
+        };
+        let Some(name) = self.handled(responder, &env.event).cloned() else {
+            return Err(Error::NoHandler {
+                event: env.event_name(),
+                peer: Some(responder),
+            });
+        };
+        match self
+            .pending
+            .forward(caller, responder, name, self.max_calls)
+        {
+            Ok(()) => {}
+            Err(NotForwarded::TooMany) => return Err(busy(env.from)),
+            Err(NotForwarded::InUse) => {
+                return Err(Error::Forbidden {
+                    reason: "the call's id is taken by a consume_once run".into(),
+                })
+            }
+        }
+        let taken = self
+            .conns
+            .get_mut(&responder)
+            .is_some_and(|conn| conn.out.request(env.clone()).is_ok());
+        if !taken {
+            self.pending.unforward(caller, responder);
+            return Err(busy(responder));
+        }
+        Ok(())
+    }
+
+    /// The master's order to one worker, in any state (a heartbeat, a drain order): it goes
+    /// whatever the worker's queue holds.
+    pub(super) fn order(&mut self, env: Envelope, worker: WorkerId) {
+        let responder = Peer::Worker(worker);
+        let caller = (env.from, env.id);
+        if !self.conns.contains_key(&responder) {
+            let error = Error::WorkerGone {
+                event: env.event_name(),
+                peer: responder,
+            };
+            return self.fail(env.from, env.id, Peer::Master, env.event, &error);
+        }
+        // The master's own name: static, never a slice of a worker's frame.
+        let forwarded = self
+            .pending
+            .forward(caller, responder, env.event.clone(), usize::MAX);
+        if forwarded.is_ok() {
+            if let Some(conn) = self.conns.get_mut(&responder) {
+                conn.out.control(env);
+            }
+        }
+    }
+
+    pub(super) fn map(&mut self, env: Envelope) {
+        let Target::All { epoch, run_here } = env.to else {
+            return;
+        };
+        // A vector kept for every map, rather than one allocated per map.
+        let mut workers = std::mem::take(&mut self.map_workers);
+        workers.clear();
+        workers.extend(self.members.workers());
+        let caller_ready = workers.iter().any(|id| Peer::Worker(*id) == env.from);
+        let run_here = if epoch != 0 && epoch == self.members.epoch() {
+            // The caller knows this Ready set already, and whether it handles the event.
+            run_here && caller_ready
+        } else {
+            // A Ready caller that handles the event runs its own share itself: two frames
+            // fewer, and the slowest leg of a map from a worker is gone. The caller learns
+            // first who will answer, so it knows when it has every answer.
+            let run_here = caller_ready && self.handled(env.from, &env.event).is_some();
+            let list = MemberList {
+                workers: workers.clone(),
+                run_here,
+                epoch: self.members.epoch(),
+            };
+            self.answer(env.from, list.frame(env.id));
+            run_here
+        };
+        for &worker in &workers {
+            let peer = Peer::Worker(worker);
+            if peer == env.from && run_here {
+                continue;
+            }
+            if let Err(error) = self.forward(&env, peer) {
+                self.fail(env.from, env.id, peer, env.event.clone(), &error);
+            }
+        }
+        self.map_workers = workers;
+    }
+
+    pub(super) fn once(&mut self, env: Envelope) {
+        let key: OnceKey = (
+            Bytes::copy_from_slice(&env.event),
+            Bytes::copy_from_slice(&env.key),
+        );
+        let caller = (env.from, env.id);
+        if let Some(done) = self.once.get(&key) {
+            let reply = Envelope::answer(Kind::Reply, env.id, done.from, key.0, done.body.clone());
+            return self.answer(env.from, reply);
+        }
+        let busy = |peer| Error::Busy {
+            event: env.event_name(),
+            peer,
+        };
+        if self.pending.once_running(&key) {
+            if self.pending.once_wait(key, caller, self.max_calls).is_err() {
+                self.fail(
+                    env.from,
+                    env.id,
+                    Peer::Master,
+                    env.event.clone(),
+                    &busy(env.from),
+                );
+            }
+            return;
+        }
+        let Some(worker) = self.pick(&env.event) else {
+            let error = Error::NoHandler {
+                event: env.event_name(),
+                peer: None,
+            };
+            return self.fail(env.from, env.id, Peer::Master, env.event, &error);
+        };
+        let responder = Peer::Worker(worker);
+        let name = self
+            .handled(responder, &env.event)
+            .cloned()
+            .unwrap_or_default();
+        let started = self
+            .pending
+            .once_run(key, caller, responder, name, self.max_calls);
+        if let Err(refused) = started {
+            let error = match refused {
+                NotForwarded::TooMany => busy(env.from),
+                NotForwarded::InUse => Error::Forbidden {
+                    reason: "the call's id is taken by a consume_once run".into(),
+                },
+            };
+            return self.fail(env.from, env.id, Peer::Master, env.event.clone(), &error);
+        }
+        let taken = self
+            .conns
+            .get_mut(&responder)
+            .is_some_and(|conn| conn.out.request(env.clone()).is_ok());
+        if !taken {
+            // As if the run failed at once: every caller (only this one) hears it.
+            if let Answered::Once(_, waiters) = self.pending.answered(caller, responder) {
+                for (peer, id) in waiters {
+                    self.fail(peer, id, Peer::Master, env.event.clone(), &busy(responder));
+                }
+            }
+        }
+    }
+
+    pub(super) fn answered(&mut self, env: Envelope) {
+        // An answer names its caller (the request's sender) and the caller's id.
+        let caller = match env.to {
+            Target::Master => Peer::Master,
+            Target::Worker(id) => Peer::Worker(id),
+            _ => {
+                let reason = format!("sent an answer addressed to {:?}", env.to);
+                return self.close_later(env.from, reason);
+            }
+        };
+        match self.pending.answered((caller, env.id), env.from) {
+            // A call given up, or an answer the peer was not asked for.
+            Answered::Unknown => tracing::debug!(from = %env.from, "an answer nobody waits for"),
+            Answered::Caller(_) => self.answer(caller, env),
+            Answered::Once(key, waiters) => {
+                // A success is remembered for every later caller; a failure is not.
+                if env.kind == Kind::Reply {
+                    self.once.remember(key, env.from, &env.body);
+                }
+                let answer = Envelope {
+                    event: Bytes::copy_from_slice(&env.event),
+                    body: Bytes::copy_from_slice(&env.body),
+                    ..env
+                };
+                for (caller, id) in waiters {
+                    self.answer(
+                        caller,
+                        Envelope {
+                            id,
+                            ..answer.clone()
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

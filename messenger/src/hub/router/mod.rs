@@ -1,0 +1,343 @@
+//! What the Hub does with each frame: the routing rules, all of them, under one lock and
+//! without ever waiting.
+//!
+//! A frame is stamped with the peer its connection belongs to, then:
+//! - `Announce`: the peer handles that event from now on (at most `max_events` names);
+//! - `Ready`: a request to be Ready, answered by the master (see `members.rs`);
+//! - `Broadcast`: to every Ready worker that handles it, the sender included;
+//! - `Request`: to one worker (`consume`: round robin among those that handle it, preferring
+//!   room; `request`: a slot's Ready worker), to every Ready worker (`map`), to the master, or
+//!   once per key (`consume_once`);
+//! - `Reply` / `Failure`: back to the caller, from the responder it was asked of only;
+//! - `Cancel`: the caller gave up; `Credit`: the peer ran broadcasts (see `conn.rs`).
+//!
+//! Anything else from a peer breaks the protocol, and closes its connection.
+//!
+//! The files: the state, the dispatch and what every route shares here (queuing, failing,
+//! closing, broadcasts and their acknowledgements); Ready and drains in `ready.rs`; requests and
+//! their answers in `calls.rs`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap as HashMap;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::conn::{Ack, Budget, Conn, Outbound, Refused};
+use super::members::{Admission, Members};
+use super::once::OnceResults;
+use super::pending::{Answered, Pending};
+use super::HubEvent;
+use crate::transport::cost;
+use crate::wire::{Credit, Envelope, Kind};
+use crate::{Config, Error, Peer, WorkerId};
+
+/// The body of the reply to a granted `Ready`: MessagePack nil.
+const NIL: &[u8] = &[0xc0];
+
+mod calls;
+mod ready;
+
+pub(super) struct State {
+    pub conns: HashMap<Peer, Conn>,
+    pub members: Members,
+    pending: Pending,
+    once: OnceResults,
+    /// Round-robin position per event, for `consume`; keyed by names that a Ready worker
+    /// handles (the copies it announced), and cleared when it grows past what can be handled.
+    turns: HashMap<Bytes, usize>,
+    subscribers: Vec<mpsc::UnboundedSender<HubEvent>>,
+    admission: Admission,
+    max_calls: usize,
+    max_events: usize,
+    pub budget: Budget,
+    /// Peers to close, found while routing; closed before the lock is released.
+    closing: Vec<(Peer, String)>,
+    /// Broadcasts each sender is owed an acknowledgement for: frames and bytes. The sender of
+    /// the frames being routed is kept apart, to spare a lookup per broadcast.
+    acks: HashMap<Peer, (u64, u64)>,
+    acks_hot: Option<(Peer, (u64, u64))>,
+    /// How many are acknowledged at a time ([`Config::credit_batch`]).
+    ack_batch: (u64, u64),
+    /// The Ready workers of the `map` being routed (kept between maps).
+    map_workers: Vec<WorkerId>,
+    /// The clock of every connection's progress.
+    pub start: Instant,
+}
+
+impl State {
+    pub fn new(config: &Config, admission: Admission) -> State {
+        State {
+            conns: HashMap::default(),
+            members: Members::default(),
+            pending: Pending::default(),
+            once: OnceResults::new(config.once_keys, config.once_bytes),
+            turns: HashMap::default(),
+            subscribers: Vec::new(),
+            admission,
+            max_calls: config.max_calls,
+            max_events: config.max_events,
+            budget: Budget::of(config),
+            closing: Vec::new(),
+            acks: HashMap::default(),
+            acks_hot: None,
+            ack_batch: config.credit_batch(),
+            map_workers: Vec::new(),
+            start: Instant::now(),
+        }
+    }
+
+    pub fn subscribe(&mut self, tx: mpsc::UnboundedSender<HubEvent>) {
+        self.subscribers.push(tx);
+    }
+
+    pub fn emit(&mut self, event: HubEvent) {
+        self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    /// Routes one frame from `from`. The acknowledgements of broadcasts are sent at the end of
+    /// a batch (`batch_end`: nothing more is read from this peer for now), not per frame.
+    pub fn route(&mut self, from: Peer, mut env: Envelope, batch_end: bool) {
+        env.from = from;
+        match env.kind {
+            Kind::Announce => self.announce(env),
+            Kind::Ready => self.ready(env),
+            Kind::Broadcast => self.broadcast(env),
+            Kind::Request => self.request(env),
+            Kind::Reply | Kind::Failure => self.answered(env),
+            Kind::Cancel => {
+                let responders = self.conns.keys().copied();
+                self.pending.cancel((from, env.id), responders);
+            }
+            Kind::Credit => self.credit(from, &env),
+            Kind::Hello | Kind::Members | Kind::RunHere => {
+                let reason = format!("sent a {:?} frame, which only the Hub sends", env.kind);
+                self.close_later(from, reason);
+            }
+        }
+        self.settle();
+        if batch_end {
+            self.flush_acks();
+        }
+    }
+
+    /// Closes what routing found to close, and sends the acknowledgements owed.
+    pub fn finish(&mut self) {
+        self.settle();
+        self.flush_acks();
+    }
+
+    /// Closes `peer` once the frame being routed is done.
+    pub(super) fn close_later(&mut self, peer: Peer, reason: String) {
+        if peer != Peer::Master {
+            self.closing.push((peer, reason));
+        }
+    }
+
+    /// Closes the peers found to be closed while routing (closing one may find more).
+    fn settle(&mut self) {
+        while let Some((peer, reason)) = self.closing.pop() {
+            self.close(peer, &reason);
+        }
+    }
+
+    /// Forgets `peer`: its tasks stop, what it was asked fails with `WorkerGone`, what it
+    /// asked is dropped, and the subscribers hear why. `false` if it was gone already.
+    pub fn close(&mut self, peer: Peer, reason: &str) -> bool {
+        let Some(conn) = self.conns.remove(&peer) else {
+            return false;
+        };
+        conn.stop.cancel();
+        self.acks.remove(&peer);
+        if self.acks_hot.is_some_and(|(hot, _)| hot == peer) {
+            self.acks_hot = None;
+        }
+        for ack in conn.out.abandon() {
+            self.release(ack);
+        }
+        if let Peer::Worker(id) = peer {
+            self.members.remove(id);
+        }
+        for (owed, answered) in self.pending.forget(peer) {
+            let error = Error::WorkerGone {
+                event: String::from_utf8_lossy(&owed.event).into(),
+                peer,
+            };
+            let event = owed.event;
+            match answered {
+                Answered::Caller((caller, id)) => self.fail(caller, id, peer, event, &error),
+                Answered::Once(_, waiters) => {
+                    for (caller, id) in waiters {
+                        self.fail(caller, id, peer, event.clone(), &error);
+                    }
+                }
+                Answered::Unknown => {}
+            }
+        }
+        if let Peer::Worker(id) = peer {
+            tracing::info!(
+                slot = id.slot,
+                generation = id.generation,
+                "worker connection ended: {reason}"
+            );
+            self.emit(HubEvent::Closed {
+                id,
+                reason: reason.to_owned(),
+            });
+        }
+        self.settle();
+        true
+    }
+
+    /// Queues an answer for `to`; one that does not read its answers is closed.
+    pub(super) fn answer(&mut self, to: Peer, env: Envelope) {
+        let Some(conn) = self.conns.get_mut(&to) else {
+            return;
+        };
+        if to == Peer::Master {
+            return conn.out.control(env);
+        }
+        if conn.out.answer(env) == Err(Refused::Overflow) {
+            let reason = format!(
+                "stuck: it did not read the answers to its own calls (over twice its queue \
+                 budget of {} frames, {} bytes)",
+                self.budget.frames, self.budget.bytes
+            );
+            self.close_later(to, reason);
+        }
+    }
+
+    pub(super) fn fail(&mut self, to: Peer, id: u64, from: Peer, event: Bytes, error: &Error) {
+        // A copy: the name must not keep the frame it came in (maybe a large one) alive.
+        let event = Bytes::copy_from_slice(&event);
+        self.answer(to, Envelope::failure(id, from, event, error));
+    }
+
+    /// The copy of `event`'s name that `peer` announced, if it handles it.
+    pub(super) fn handled(&self, peer: Peer, event: &[u8]) -> Option<&Bytes> {
+        self.conns.get(&peer)?.handlers.get(event)
+    }
+
+    fn announce(&mut self, env: Envelope) {
+        let Some(conn) = self.conns.get_mut(&env.from) else {
+            return;
+        };
+        if conn.handlers.contains(&env.event) {
+            return;
+        }
+        if conn.handlers.len() >= self.max_events {
+            let reason = format!("announced more than {} event names", self.max_events);
+            return self.close_later(env.from, reason);
+        }
+        conn.handlers.insert(Bytes::copy_from_slice(&env.event));
+    }
+
+    fn broadcast(&mut self, env: Envelope) {
+        let sender = env.from;
+        let mut ack = None;
+        for id in self.members.workers() {
+            if let Some(conn) = self.conns.get_mut(&Peer::Worker(id)) {
+                if conn.handlers.contains(&env.event) {
+                    conn.out.broadcast(env.clone(), &mut ack, sender);
+                }
+            }
+        }
+        match ack {
+            Some(ack) => self.release(ack),
+            // Taken by every receiver at once.
+            None => self.owe_ack(sender, cost(&env).into()),
+        }
+    }
+
+    /// Lets go of one share of a broadcast's acknowledgement: the last one owes it its sender.
+    fn release(&mut self, ack: Arc<Ack>) {
+        if let Ok(ack) = Arc::try_unwrap(ack) {
+            self.owe_ack(ack.sender, ack.bytes);
+        }
+    }
+
+    fn owe_ack(&mut self, sender: Peer, bytes: u64) {
+        match &mut self.acks_hot {
+            Some((hot, owed)) if *hot == sender => {
+                owed.0 += 1;
+                owed.1 += bytes;
+            }
+            hot => {
+                if let Some((peer, (frames, bytes))) = hot.replace((sender, (1, bytes))) {
+                    let owed = self.acks.entry(peer).or_default();
+                    owed.0 += frames;
+                    owed.1 += bytes;
+                }
+            }
+        }
+    }
+
+    /// Tells each sender owed a batch's worth how many of its broadcasts have left every
+    /// queue.
+    fn flush_acks(&mut self) {
+        if let Some((peer, (frames, bytes))) = self.acks_hot.take() {
+            let owed = self.acks.entry(peer).or_default();
+            owed.0 += frames;
+            owed.1 += bytes;
+        }
+        let (frames, bytes) = self.ack_batch;
+        let conns = &mut self.conns;
+        self.acks.retain(|sender, owed| {
+            if owed.0 < frames && owed.1 < bytes {
+                return true;
+            }
+            if let Some(conn) = conns.get_mut(sender) {
+                let credit = Credit {
+                    frames: owed.0,
+                    bytes: owed.1,
+                };
+                conn.out.control(credit.frame());
+            }
+            false
+        });
+    }
+
+    fn credit(&mut self, from: Peer, env: &Envelope) {
+        let Some(conn) = self.conns.get_mut(&from) else {
+            return;
+        };
+        let mut released = Vec::new();
+        let credited = Credit::from_frame(env).and_then(|credit| {
+            conn.out
+                .credit(credit, &mut released)
+                .map_err(|detail| Error::Malformed { detail })
+        });
+        if let Err(err) = credited {
+            self.close_later(from, err.to_string());
+        }
+        for ack in released {
+            self.release(ack);
+        }
+    }
+
+    /// A new connection for `peer`.
+    pub fn connect(&mut self, peer: Peer, out: Outbound) -> tokio_util::sync::CancellationToken {
+        let conn = Conn::new(out);
+        let stop = conn.stop.clone();
+        if let Some(old) = self.conns.insert(peer, conn) {
+            // The same id twice: the older connection cannot be told from the newer; end it.
+            old.stop.cancel();
+        }
+        stop
+    }
+}
+
+pub(super) fn ready_reply(id: u64) -> Envelope {
+    Envelope::answer(
+        Kind::Reply,
+        id,
+        Peer::Master,
+        Bytes::from_static(b"ready"),
+        Bytes::from_static(NIL),
+    )
+}
+
+pub(super) fn refusal(id: WorkerId) -> String {
+    format!("worker {id} was replaced or drained: it cannot be Ready again")
+}
