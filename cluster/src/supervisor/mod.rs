@@ -173,10 +173,16 @@ impl Supervisor {
     }
 
     fn handle(&mut self, event: Event) {
-        if let Event::Exited { id, .. } = &event {
-            self.kills.remove(id);
-            // Its pending calls fail now, not when the Hub reads the end of its socket.
-            self.hub.detach(*id);
+        match &event {
+            Event::Exited { id, .. } => {
+                self.kills.remove(id);
+                // Its pending calls fail now, not when the Hub reads the end of its socket.
+                self.hub.detach(*id);
+            }
+            Event::SpawnFailed { id, .. } => {
+                self.kills.remove(id);
+            }
+            _ => {}
         }
         for action in self.fleet.handle(Instant::now(), event) {
             self.act(action);

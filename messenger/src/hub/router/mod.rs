@@ -284,16 +284,18 @@ impl State {
         let (frames, bytes) = self.ack_batch;
         let conns = &mut self.conns;
         self.acks.retain(|sender, owed| {
+            // A sender gone is owed nothing.
+            let Some(conn) = conns.get_mut(sender) else {
+                return false;
+            };
             if owed.0 < frames && owed.1 < bytes {
                 return true;
             }
-            if let Some(conn) = conns.get_mut(sender) {
-                let credit = Credit {
-                    frames: owed.0,
-                    bytes: owed.1,
-                };
-                conn.out.control(credit.frame());
-            }
+            let credit = Credit {
+                frames: owed.0,
+                bytes: owed.1,
+            };
+            conn.out.control(credit.frame());
             false
         });
     }
