@@ -20,6 +20,9 @@ use multiprocess::{BoxError, Cluster, Event, LocalAddr, Messenger, Status, Worke
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+#[path = "helper/flood.rs"]
+mod flood;
+
 #[derive(Serialize, Deserialize, Event)]
 #[event(name = "pid", reply = u32)]
 struct Pid;
@@ -186,6 +189,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/panic", post(panic))
         .route("/reload", post(reload))
         .route("/crash", post(crash))
+        .merge(flood::routes(app.msg.clone()))
         .with_state(app);
     let listener = w.tcp_listener(0)?;
     let unix = match std::env::var_os("HELPER_UNIX") {

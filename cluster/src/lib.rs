@@ -34,6 +34,7 @@ mod error;
 mod ipc;
 pub mod listen;
 mod master;
+mod memory;
 mod options;
 mod serve;
 mod spawn;

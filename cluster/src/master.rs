@@ -99,6 +99,9 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
             exe.display()
         )));
     }
+    if opts.release_memory {
+        crate::memory::release_freed_memory();
+    }
     let args = std::env::args_os().skip(1).collect();
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();

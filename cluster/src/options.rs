@@ -46,6 +46,9 @@ pub struct Options {
     pub reload_batch: usize,
     /// Report a worker unhealthy when any of its threads panics.
     pub unhealthy_on_panic: bool,
+    /// Fix glibc's mmap threshold in the master, so that large frames freed are given back to
+    /// the system (see `memory.rs`).
+    pub release_memory: bool,
     /// Runtime threads per worker process (`None`: the CPUs shared out among the workers).
     pub worker_threads: Option<usize>,
     /// The messenger's settings, for the Hub and every worker.
@@ -80,6 +83,7 @@ impl Default for Options {
             stable_after: Duration::from_secs(10),
             reload_batch: 1,
             unhealthy_on_panic: true,
+            release_memory: true,
             worker_threads: None,
             messenger: messenger::Config::default(),
         }

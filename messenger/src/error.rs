@@ -210,6 +210,29 @@ fn peer_from_wire(peer: &[u64]) -> Option<Peer> {
     }
 }
 
+fn encode(wire: &Wire) -> Bytes {
+    // Strings and integers always encode; were it ever to fail, the kind alone still does.
+    rmp_serde::to_vec_named(wire)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| Bytes::from_static(b"\x81\xa4kind\xa6remote"))
+}
+
+/// Cuts `text` to at most `cap` bytes, at a character boundary, marking the cut with `…`.
+fn cut(text: &mut Cow<str>, cap: usize) {
+    if text.len() <= cap {
+        return;
+    }
+    let mut end = cap.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut short = text[..end].to_owned();
+    if cap >= '…'.len_utf8() {
+        short.push('…');
+    }
+    *text = Cow::Owned(short);
+}
+
 impl Error {
     /// The stable name of this error's kind on the wire.
     fn kind(&self) -> &'static str {
@@ -235,6 +258,44 @@ impl Error {
 
     /// This error's wire form (see the module docs).
     pub(crate) fn to_wire(&self) -> Bytes {
+        encode(&self.wire())
+    }
+
+    /// This error's wire form in at most `max` bytes: its texts (message, detail, event name)
+    /// are cut short as needed, at a character boundary; at the least, its kind alone.
+    pub(crate) fn to_wire_within(&self, max: usize) -> Bytes {
+        let body = self.to_wire();
+        if body.len() <= max {
+            return body;
+        }
+        let mut wire = self.wire();
+        let mut cap = max / 4;
+        loop {
+            for text in [&mut wire.event, &mut wire.detail].into_iter().flatten() {
+                cut(text, cap);
+            }
+            cut(&mut wire.message, cap);
+            let body = encode(&wire);
+            if body.len() <= max {
+                return body;
+            }
+            if cap == 0 {
+                let kind = Wire {
+                    kind: wire.kind,
+                    ..Wire::default()
+                };
+                let body = encode(&kind);
+                return if body.len() <= max {
+                    body
+                } else {
+                    Bytes::new()
+                };
+            }
+            cap /= 2;
+        }
+    }
+
+    fn wire(&self) -> Wire<'_> {
         let message = self.to_string();
         let mut wire = Wire {
             kind: Cow::Borrowed(match self {
@@ -282,10 +343,7 @@ impl Error {
             Error::Io(err) => wire.detail = Some(Cow::Owned(err.to_string())),
             Error::Closed | Error::Remote { .. } => {}
         }
-        // Strings and integers always encode; were it ever to fail, the kind alone still does.
-        rmp_serde::to_vec_named(&wire)
-            .map(Bytes::from)
-            .unwrap_or_else(|_| Bytes::from_static(b"\x81\xa4kind\xa6remote"))
+        wire
     }
 
     /// Reads an error's wire form. A body that is not one becomes [`Error::Malformed`].
@@ -496,5 +554,22 @@ mod tests {
         for body in [&b""[..], b"\xc1", b"\x93\x01\x02\x03", b"\x81\xa4kind\x05"] {
             assert!(matches!(Error::from_wire(body), Error::Malformed { .. }));
         }
+    }
+
+    #[test]
+    fn a_long_error_is_cut_to_fit_and_keeps_its_kind() {
+        let error = Error::HandlerPanicked {
+            event: "é".repeat(400),
+            message: "boom ".repeat(10_000),
+        };
+        for max in [40, 100, 256, 1000] {
+            let body = error.to_wire_within(max);
+            assert!(body.len() <= max, "{} bytes for {max}", body.len());
+            let back = Error::from_wire(&body);
+            assert!(matches!(back, Error::HandlerPanicked { .. }), "{back:?}");
+        }
+        // Short enough already: as it is.
+        let short = Error::NoWorker { slot: 1 };
+        assert_eq!(short.to_wire_within(1000), short.to_wire());
     }
 }

@@ -39,13 +39,19 @@ async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream,
     framed
 }
 
+/// Why the next peer closed was closed (a generous deadline: it fails rather than hangs).
 async fn closed_because(events: &mut tokio::sync::mpsc::UnboundedReceiver<HubEvent>) -> String {
-    loop {
-        match events.recv().await.unwrap() {
-            HubEvent::Closed { reason, .. } => return reason,
-            _ => continue,
+    let closed = async {
+        loop {
+            match events.recv().await.unwrap() {
+                HubEvent::Closed { reason, .. } => return reason,
+                _ => continue,
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(60), closed)
+        .await
+        .expect("a peer closed within 60 s")
 }
 
 /// A worker runs at most `max_handlers` requests at once: more are answered `Busy` at once,
@@ -217,4 +223,83 @@ async fn credit_for_broadcasts_never_sent_closes_the_peer() {
     raw.send(credit.frame()).await.unwrap();
     let reason = closed_because(&mut events).await;
     assert!(reason.contains("gave back room"), "{reason}");
+}
+
+/// One id attached twice: the older connection ends (as if it had gone), and the newer one
+/// stays, whatever the older one's task does when it ends.
+#[tokio::test]
+async fn a_second_connection_under_one_id_replaces_the_first_and_stays() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    cluster.ready().await.unwrap();
+    let id = WorkerId::new(7, 1);
+    let older = cluster.connect(id).await.unwrap();
+    let newer = cluster.connect(id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), older.closed())
+        .await
+        .expect("the older connection is closed");
+    newer.on(|Echo(n)| async move { n + 1 });
+    newer.ready().await.unwrap();
+    // Its task has ended by now; the newer connection answers still.
+    tokio::task::yield_now().await;
+    assert!(!newer.is_closed());
+    assert_eq!(cluster.master().request(7, Echo(41)).await.unwrap(), 42);
+}
+
+/// A frame whose payload is over what a sender may send (`max_frame` less
+/// `ENVELOPE_OVERHEAD`), though encoded within `max_frame`, closes its sender: stamped with
+/// its sender, it could grow past the limit on its way.
+#[tokio::test]
+async fn a_frame_over_the_senders_limit_closes_the_peer() {
+    let config = Config::default().max_frame(4096);
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster.ready().await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let mut raw = raw_worker(&cluster, WorkerId::new(5, 1)).await;
+    // 4096 - 64 + 1 bytes of payload: within 4096 on the wire from this short id.
+    let mut frame = Envelope::new(Kind::Broadcast, "tick", vec![0u8; 4096 - 64 + 1 - 4]);
+    frame.to = Target::All {
+        epoch: 0,
+        run_here: false,
+    };
+    raw.send(frame).await.unwrap();
+    let reason = closed_because(&mut events).await;
+    assert!(
+        reason.contains("over the 4032 a frame may carry"),
+        "{reason}"
+    );
+}
+
+/// Answers are held to twice the caller's queue bytes, not to its frame budget: many answers
+/// at once (every waiter of one `consume_once` key) reach a caller that reads; an answer past
+/// the bytes becomes `Busy` for that call alone.
+#[tokio::test]
+async fn many_answers_at_once_reach_a_caller_with_a_small_queue() {
+    let config = Config::default()
+        .queue_frames(1)
+        .request_timeout(Duration::from_secs(60));
+    let cluster = MockCluster::with_config(2, config).await.unwrap();
+    let release = Arc::new(Notify::new());
+    let wait = release.clone();
+    cluster.worker(1).on(move |_: Held| {
+        let wait = wait.clone();
+        async move {
+            wait.notified().await;
+            7
+        }
+    });
+    cluster.ready().await.unwrap();
+    let caller = cluster.worker(0).clone();
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let caller = caller.clone();
+            tokio::spawn(async move { caller.consume_once("k", Held).await })
+        })
+        .collect();
+    // Every call waits on the one run: then it ends, and 16 answers come at once.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    release.notify_one();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), 7);
+    }
+    assert!(!caller.is_closed());
 }

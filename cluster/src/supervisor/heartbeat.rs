@@ -1,6 +1,9 @@
 //! Heartbeats: every Ready worker is pinged every `interval`; one that answers none for
 //! `timeout` is reported unhealthy (and replaced, new first). One task pings them all, each
 //! ping in a task of its own, so a hung worker holds up nobody's heartbeat but its own.
+//!
+//! A master that itself stood still (a slow `fork`, a machine out of CPU) could read no answer
+//! meanwhile: that time is not counted against the workers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +27,7 @@ pub(crate) fn start(
         let mut seen: HashMap<WorkerId, (Instant, bool)> = HashMap::new();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -35,6 +39,15 @@ pub(crate) fn start(
                 }
             }
             let now = Instant::now();
+            let stood_still = now
+                .saturating_duration_since(last_tick)
+                .saturating_sub(interval);
+            last_tick = now;
+            if stood_still > interval {
+                for (last, _) in seen.values_mut() {
+                    *last += stood_still;
+                }
+            }
             let ready = hub.ready_set();
             seen.retain(|id, _| ready.contains(id));
             for id in ready {
@@ -56,4 +69,33 @@ pub(crate) fn start(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use messenger::testing::MockCluster;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_master_that_stood_still_does_not_blame_its_workers() {
+        let cluster = MockCluster::new(2).await.unwrap();
+        cluster.ready().await.unwrap();
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let timeout = Duration::from_secs(1);
+        start(
+            cluster.hub().clone(),
+            Duration::from_millis(20),
+            timeout,
+            move |e| tx.send(e).is_ok(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The master's one thread stands still for three heartbeat timeouts.
+        std::thread::sleep(3 * timeout);
+        // Heartbeats go on: every worker answers.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            reports.try_recv().is_err(),
+            "a worker was reported for the master's own stall"
+        );
+    }
 }

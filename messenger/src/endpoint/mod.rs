@@ -240,7 +240,10 @@ impl Messenger {
         if !first {
             return;
         }
-        if events > self.shared.config.max_events {
+        // The built-in ping is handled but never announced: it is not one of the names the
+        // Hub counts against `max_events`.
+        let announced = events - 1;
+        if announced > self.shared.config.max_events {
             // The Hub closes a connection that announces more: the handler stays local.
             tracing::error!(
                 event = name,

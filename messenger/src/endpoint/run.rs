@@ -112,8 +112,9 @@ impl Shared {
             let reply = Envelope::answer(Kind::Reply, request.id, self.peer, event.clone(), body);
             self.check_size(&reply).map(|()| reply)
         });
-        let answer =
-            reply.unwrap_or_else(|err| Envelope::failure(request.id, self.peer, event, &err));
+        let answer = reply.unwrap_or_else(|err| {
+            Envelope::failure(request.id, self.peer, event, &err, self.config.max_frame)
+        });
         // Addressed to its caller: the Hub finds the call by it.
         Envelope {
             to: Target::caller(request.from),

@@ -149,8 +149,6 @@ pub(super) struct Outbound {
 pub(super) enum Refused {
     /// A request over the budget: its caller gets `Busy`.
     Full,
-    /// An answer past twice the budget: the peer does not read, and is closed.
-    Overflow,
 }
 
 impl Outbound {
@@ -218,13 +216,12 @@ impl Outbound {
         Ok(())
     }
 
-    /// Queues an answer, up to twice the budget.
-    pub fn answer(&mut self, env: Envelope) -> Result<(), Refused> {
-        if self.over(2, env.wire_len()) {
-            return Err(Refused::Overflow);
-        }
-        self.control(env);
-        Ok(())
+    /// Whether an answer of `size` bytes may be queued: if the queue's bytes stay within twice
+    /// the budget. Answers are not held to the frame budget: how many a peer is owed is bounded
+    /// by the calls it may make (`max_calls`), and many may come at once (every waiter of one
+    /// `consume_once` key).
+    pub fn answer_fits(&self, size: usize) -> bool {
+        self.level.frames() == 0 || self.held_bytes() + size <= 2 * self.budget.bytes
     }
 
     /// Queues a broadcast within the window, or keeps it in the backlog with a share of its
@@ -365,17 +362,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_stop_at_the_budget_answers_at_twice_it() {
-        let (mut out, _frames) = outbound(2, 1 << 20);
+    async fn requests_stop_at_the_budget_answers_at_twice_its_bytes() {
+        let (mut out, _frames) = outbound(2, 1000);
         out.request(frame(1)).unwrap();
         out.request(frame(1)).unwrap();
         assert_eq!(out.request(frame(1)), Err(Refused::Full));
         assert!(!out.has_room());
-        out.answer(frame(1)).unwrap();
-        out.answer(frame(1)).unwrap();
-        assert_eq!(out.answer(frame(1)), Err(Refused::Overflow));
+        // Answers are not held to the frame budget (`max_calls` bounds them)...
+        for _ in 0..10 {
+            assert!(out.answer_fits(frame(1).wire_len()));
+            out.control(frame(1));
+        }
+        // ...but to twice the byte budget.
+        assert!(!out.answer_fits(frame(2000).wire_len()));
         out.control(frame(1));
-        assert_eq!(out.held(), 5);
+        assert_eq!(out.held(), 13);
     }
 
     #[tokio::test]

@@ -29,11 +29,14 @@ where
         let peer = Peer::Worker(id);
         match handshake(&hub, id, io).await {
             Ok((reader, stop)) => {
-                let reason = read(&hub, peer, reader, stop).await;
-                // Closed already, if the Hub closed it (stuck, or breaking the protocol).
-                let mut state = hub.lock();
-                state.close(peer, &reason);
-                state.finish();
+                let reason = read(&hub, peer, reader, stop.clone()).await;
+                // A stopped connection was closed already (stuck, breaking the protocol, or
+                // replaced by a newer one under its id, which must stay).
+                if !stop.is_cancelled() {
+                    let mut state = hub.lock();
+                    state.close(peer, &reason);
+                    state.finish();
+                }
             }
             Err(reason) => {
                 tracing::warn!(
@@ -62,7 +65,8 @@ where
     let mut codec = transport::codec(config);
     let mut reader = transport::reader(read, transport::hub_codec(config));
     if let Err(err) = transport::read_hello(&mut reader, config).await {
-        let refusal = Envelope::failure(0, Peer::Master, Default::default(), &err);
+        let refusal =
+            Envelope::failure(0, Peer::Master, Default::default(), &err, config.max_frame);
         let _ = transport::write_one(&mut write, &mut codec, &refusal).await;
         return Err(format!("handshake failed: {err}"));
     }

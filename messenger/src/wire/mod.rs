@@ -230,9 +230,19 @@ impl Envelope {
         }
     }
 
-    /// A failure answer carrying `error`.
-    pub fn failure(id: u64, from: Peer, event: Bytes, error: &Error) -> Self {
-        Envelope::answer(Kind::Failure, id, from, event, error.to_wire())
+    /// A failure answer carrying `error`, within `max_frame` as senders count it
+    /// (`payload + ENVELOPE_OVERHEAD`): the error's texts are cut short if need be, and the
+    /// event's name left out when it would take more than half the room (the caller finds
+    /// its call by the id; the error names the event).
+    pub fn failure(id: u64, from: Peer, event: Bytes, error: &Error, max_frame: usize) -> Self {
+        let room = max_frame.saturating_sub(ENVELOPE_OVERHEAD);
+        let event = if event.len() <= room / 2 {
+            event
+        } else {
+            Bytes::new()
+        };
+        let body = error.to_wire_within(room - event.len());
+        Envelope::answer(Kind::Failure, id, from, event, body)
     }
 
     /// The error a `Failure` frame carries.

@@ -24,13 +24,13 @@ use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::conn::{Ack, Budget, Conn, Outbound, Refused};
+use super::conn::{Ack, Budget, Conn, Outbound};
 use super::members::{Admission, Members};
 use super::once::OnceResults;
 use super::pending::{Answered, Pending};
 use super::HubEvent;
 use crate::transport::cost;
-use crate::wire::{Credit, Envelope, Kind};
+use crate::wire::{Credit, Envelope, Kind, ENVELOPE_OVERHEAD};
 use crate::{Config, Error, Peer, WorkerId};
 
 /// The body of the reply to a granted `Ready`: MessagePack nil.
@@ -51,6 +51,11 @@ pub(super) struct State {
     admission: Admission,
     max_calls: usize,
     max_events: usize,
+    /// The frame limit as senders check it (`payload + ENVELOPE_OVERHEAD <= max_frame`). The
+    /// decoder lets through any frame *encoded* within `max_frame`; one with a larger payload
+    /// could grow past the limit when stamped with its sender, and would not fit the room
+    /// receivers keep for one frame.
+    max_frame: usize,
     pub budget: Budget,
     /// Peers to close, found while routing; closed before the lock is released.
     closing: Vec<(Peer, String)>,
@@ -78,6 +83,7 @@ impl State {
             admission,
             max_calls: config.max_calls,
             max_events: config.max_events,
+            max_frame: config.max_frame,
             budget: Budget::of(config),
             closing: Vec::new(),
             acks: HashMap::default(),
@@ -100,6 +106,19 @@ impl State {
     /// a batch (`batch_end`: nothing more is read from this peer for now), not per frame.
     pub fn route(&mut self, from: Peer, mut env: Envelope, batch_end: bool) {
         env.from = from;
+        if env.payload_len() + ENVELOPE_OVERHEAD > self.max_frame {
+            // No Messenger sends one: it fails the call with `FrameTooLarge` instead.
+            let reason = format!(
+                "sent a {:?} frame with {} bytes of names and body, over the {} a frame may \
+                 carry (max_frame less {ENVELOPE_OVERHEAD})",
+                env.kind,
+                env.payload_len(),
+                self.max_frame.saturating_sub(ENVELOPE_OVERHEAD)
+            );
+            self.close_later(from, reason);
+            self.settle();
+            return;
+        }
         match env.kind {
             Kind::Announce => self.announce(env),
             Kind::Ready => self.ready(env),
@@ -190,28 +209,35 @@ impl State {
         true
     }
 
-    /// Queues an answer for `to`; one that does not read its answers is closed.
+    /// Queues an answer for `to`. One that would take `to`'s queue past twice its byte
+    /// budget is replaced by a failure (`Busy`, naming `to` itself): that call fails, and
+    /// nothing else. A peer that reads nothing at all is closed by its stall watchdog.
     pub(super) fn answer(&mut self, to: Peer, env: Envelope) {
+        let max_frame = self.max_frame;
         let Some(conn) = self.conns.get_mut(&to) else {
             return;
         };
         if to == Peer::Master {
             return conn.out.control(env);
         }
-        if conn.out.answer(env) == Err(Refused::Overflow) {
-            let reason = format!(
-                "stuck: it did not read the answers to its own calls (over twice its queue \
-                 budget of {} frames, {} bytes)",
-                self.budget.frames, self.budget.bytes
-            );
-            self.close_later(to, reason);
+        if conn.out.answer_fits(env.wire_len()) {
+            return conn.out.control(env);
         }
+        tracing::debug!(%to, "an answer over the caller's queue budget: it gets Busy");
+        let error = Error::Busy {
+            event: env.event_name(),
+            peer: to,
+        };
+        let event = Bytes::copy_from_slice(&env.event);
+        let failure = Envelope::failure(env.id, env.from, event, &error, max_frame);
+        conn.out.control(failure);
     }
 
     pub(super) fn fail(&mut self, to: Peer, id: u64, from: Peer, event: Bytes, error: &Error) {
         // A copy: the name must not keep the frame it came in (maybe a large one) alive.
         let event = Bytes::copy_from_slice(&event);
-        self.answer(to, Envelope::failure(id, from, event, error));
+        let failure = Envelope::failure(id, from, event, error, self.max_frame);
+        self.answer(to, failure);
     }
 
     /// The copy of `event`'s name that `peer` announced, if it handles it.
@@ -320,12 +346,11 @@ impl State {
 
     /// A new connection for `peer`.
     pub fn connect(&mut self, peer: Peer, out: Outbound) -> tokio_util::sync::CancellationToken {
+        // The same id twice: the older connection ends, as if it had gone away.
+        self.close(peer, "a new connection came under the same id");
         let conn = Conn::new(out);
         let stop = conn.stop.clone();
-        if let Some(old) = self.conns.insert(peer, conn) {
-            // The same id twice: the older connection cannot be told from the newer; end it.
-            old.stop.cancel();
-        }
+        self.conns.insert(peer, conn);
         stop
     }
 }
