@@ -1,5 +1,9 @@
 //! The demo cluster of `shared/bench/CONTRACT.md`: axum in the workers, messaging through the
-//! master. `PORT` (default 3000) and `WORKERS` (default 0 = one per CPU) configure it.
+//! master. `PORT` (default 3000) and `WORKERS` (default 0 = one per CPU) configure it; for the
+//! chaos driver (`examples/chaos`), so do `HEARTBEAT_TIMEOUT_MS` (default: the cluster's, 30000;
+//! a worker that answers no heartbeat this long is replaced) and `KILL_TIMEOUT_MS` (default
+//! 10000: a draining worker still alive this long is killed). `POST /unhealthy` has the worker
+//! that answers report itself unhealthy (it is replaced, new first).
 //!
 //! ```sh
 //! cargo run --release --example demo-cluster
@@ -46,10 +50,16 @@ fn main() -> Result<(), multiprocess::Error> {
         .init();
     let port: u16 = env_or("PORT", 3000)?;
     let workers: usize = env_or("WORKERS", 0)?;
-    Cluster::builder()
+    let kill_timeout = Duration::from_millis(env_or("KILL_TIMEOUT_MS", 10_000)?);
+    let mut builder = Cluster::builder();
+    if std::env::var_os("HEARTBEAT_TIMEOUT_MS").is_some() {
+        builder =
+            builder.heartbeat_timeout(Duration::from_millis(env_or("HEARTBEAT_TIMEOUT_MS", 0)?));
+    }
+    builder
         .workers(workers)
         .listen(format!("127.0.0.1:{port}"))
-        .kill_timeout(Duration::from_secs(10))
+        .kill_timeout(kill_timeout)
         .master(|m| async move {
             m.messenger().on(|Echo(s)| async move { s });
             Ok(())
@@ -114,6 +124,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/slow", get(slow))
         .route("/reload", post(reload))
         .route("/crash", post(crash))
+        .route("/unhealthy", post(unhealthy))
         .with_state(app);
     let listener = w.tcp_listener(0)?;
     w.ready().await?;
@@ -236,4 +247,18 @@ async fn reload(State(app): State<App>) -> Json<serde_json::Value> {
 async fn crash() {
     tracing::warn!("POST /crash: exiting at once");
     std::process::exit(1);
+}
+
+async fn unhealthy(State(app): State<App>) -> Response {
+    match app
+        .worker
+        .report_unhealthy("asked by POST /unhealthy")
+        .await
+    {
+        Ok(()) => Json(json!({ "pid": std::process::id() })).into_response(),
+        Err(e) => {
+            let body = Json(json!({ "error": e.to_string() }));
+            (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+        }
+    }
 }
