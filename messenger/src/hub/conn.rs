@@ -4,8 +4,9 @@
 //! queue has a budget ([`Config::queue_frames`] and [`Config::queue_bytes`]), and what may
 //! enter depends on what the frame is:
 //! - a request finds no room over the budget: its caller gets [`Error::Busy`] at once;
-//! - an answer always has room up to twice the budget (the peer asked for it); past that the
-//!   peer is not reading what it asked for, and is closed as stuck;
+//! - an answer (the peer asked for it) is not held to the frame budget, since `max_calls`
+//!   bounds how many a peer is owed, but to twice the byte budget; one past that is replaced by
+//!   a small `Busy` failure for that call;
 //! - a broadcast goes out only within the peer's *window*: the broadcasts it was sent and has not
 //!   yet run ([`Kind::Credit`] gives room back), so a worker holds a bounded number, and its
 //!   reader never has to stop (stopping would leave the replies its handlers wait for unread).
@@ -14,8 +15,8 @@
 //!   backlog holds at most that for each sender, and a flood slows its sender down;
 //! - the Hub's own frames (the master's orders to one worker, the Ready set's news) always go.
 //!
-//! So the Hub holds at most about twice the budget for a peer, plus a budget's worth of
-//! broadcasts per sender; and a peer that has frames waiting and takes none for
+//! So the Hub holds at most about twice the byte budget for a peer (and `max_calls` small
+//! failures), plus a budget's worth of broadcasts per sender; and a peer that has frames waiting and takes none for
 //! [`Config::stall_timeout`] is closed as stuck (see [`Outbound::stuck`]).
 //!
 //! A frame is a slice of the read buffer it came in (see [`FrameCodec`]): while it waits it
