@@ -140,7 +140,18 @@ impl Options {
         }
         self.messenger
             .validate()
-            .map_err(|e| Error::Config(format!("messenger: {e}")))
+            .map_err(|e| Error::Config(format!("messenger: {e}")))?;
+        // A `map` tells its caller who answers: a list of up to `max_workers` ids (at most 15
+        // bytes each) that must fit one frame.
+        let list = self.max_workers.saturating_mul(15).saturating_add(128);
+        if list > self.messenger.max_frame {
+            return invalid(format!(
+                "messenger max_frame {} cannot hold the list of {} workers a map may have \
+                 ({list} bytes): raise max_frame or lower Builder::max_workers",
+                self.messenger.max_frame, self.max_workers
+            ));
+        }
+        Ok(())
     }
 
     /// The delay before the next start of a slot after `failures` quick deaths in a row: the
@@ -242,6 +253,21 @@ mod tests {
             let err = opts.validate().unwrap_err().to_string();
             assert!(err.contains(name), "{name}: {err}");
         }
+        let small_frames = Options {
+            messenger: messenger::Config::default()
+                .max_frame(4096)
+                .queue_bytes(8192)
+                .once_bytes(8192),
+            ..Options::default()
+        };
+        let err = small_frames.validate().unwrap_err().to_string();
+        assert!(err.contains("list of 1024 workers"), "{err}");
+        Options {
+            max_workers: 64,
+            ..small_frames
+        }
+        .validate()
+        .unwrap();
         Options::default().validate().unwrap();
         Options {
             workers: 5000,

@@ -280,16 +280,22 @@ impl Error {
                 return body;
             }
             if cap == 0 {
-                let kind = Wire {
+                // The kind alone (a `Remote` error passes on a kind of any length: cut it too).
+                let mut kind = Wire {
                     kind: wire.kind,
                     ..Wire::default()
                 };
-                let body = encode(&kind);
-                return if body.len() <= max {
-                    body
-                } else {
-                    Bytes::new()
-                };
+                loop {
+                    let body = encode(&kind);
+                    if body.len() <= max {
+                        return body;
+                    }
+                    if kind.kind.is_empty() {
+                        return Bytes::new();
+                    }
+                    let half = kind.kind.len() / 2;
+                    cut(&mut kind.kind, half);
+                }
             }
             cap /= 2;
         }
@@ -567,6 +573,19 @@ mod tests {
             assert!(body.len() <= max, "{} bytes for {max}", body.len());
             let back = Error::from_wire(&body);
             assert!(matches!(back, Error::HandlerPanicked { .. }), "{back:?}");
+        }
+        // A kind from another version, of any length, is cut too.
+        let remote = Error::Remote {
+            kind: "k".repeat(5000),
+            message: "m".repeat(5000),
+        };
+        for max in [40, 100, 256] {
+            let body = remote.to_wire_within(max);
+            assert!(
+                !body.is_empty() && body.len() <= max,
+                "{} bytes for {max}",
+                body.len()
+            );
         }
         // Short enough already: as it is.
         let short = Error::NoWorker { slot: 1 };

@@ -28,9 +28,22 @@ struct Tick(u64);
 #[event(name = "echo", reply = u64)]
 struct Echo(u64);
 
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "big", reply = String)]
+struct Big(usize);
+
 /// A peer that speaks raw frames: connected to the Hub as `id`, handshake done.
 async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream, FrameCodec> {
-    let (hub_end, raw) = tokio::io::duplex(256 * 1024);
+    raw_worker_with(cluster, id, 256 * 1024).await
+}
+
+/// The same, over a pipe of `bytes` each way.
+async fn raw_worker_with(
+    cluster: &MockCluster,
+    id: WorkerId,
+    bytes: usize,
+) -> Framed<DuplexStream, FrameCodec> {
+    let (hub_end, raw) = tokio::io::duplex(bytes);
     cluster.hub().attach(id, hub_end);
     let mut framed = Framed::new(raw, FrameCodec::new());
     framed.send(Hello::new(None).frame()).await.unwrap();
@@ -269,9 +282,10 @@ async fn a_frame_over_the_senders_limit_closes_the_peer() {
     );
 }
 
-/// Answers are held to twice the caller's queue bytes, not to its frame budget: many answers
-/// at once (every waiter of one `consume_once` key) reach a caller that reads; an answer past
-/// the bytes becomes `Busy` for that call alone.
+/// Answers are not held to the caller's frame budget: many answers at once (every waiter of
+/// one `consume_once` key) reach a caller that reads. (Whether the 16 calls wait on the one run
+/// or some come after it and get the remembered reply, every one must succeed; the fuzz input
+/// `fuzz/regressions/hub/once-answers-overflow` makes the burst itself, deterministically.)
 #[tokio::test]
 async fn many_answers_at_once_reach_a_caller_with_a_small_queue() {
     let config = Config::default()
@@ -302,4 +316,73 @@ async fn many_answers_at_once_reach_a_caller_with_a_small_queue() {
         assert_eq!(call.await.unwrap().unwrap(), 7);
     }
     assert!(!caller.is_closed());
+}
+
+/// A caller that reads none of its answers is closed once more wait than it could be owed
+/// (twice its queue budget and `max_calls`): answers to requests nobody handles, which never
+/// hold a call's place, cannot make the master's memory grow without bound.
+#[tokio::test]
+async fn a_caller_that_reads_no_answers_is_closed_not_grown() {
+    let config = Config::default().queue_frames(4).max_calls(8);
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster.ready().await.unwrap();
+    let mut events = cluster.hub().subscribe();
+    let mut raw = raw_worker_with(&cluster, WorkerId::new(5, 1), 4096).await;
+    let sender = async {
+        for id in 1..=100_000u64 {
+            let mut request = Envelope::new(Kind::Request, "nobody", vec![0xc0]);
+            request.id = id;
+            request.to = Target::Any;
+            if raw.send(request).await.is_err() {
+                return;
+            }
+        }
+    };
+    let (reason, ()) = tokio::join!(closed_because(&mut events), sender);
+    assert!(reason.contains("did not read the answers"), "{reason}");
+}
+
+/// Answers past twice the caller's queue bytes become `Busy` for those calls alone: the caller
+/// is not closed, and reads every other answer.
+#[tokio::test]
+async fn answers_past_twice_the_queue_bytes_become_busy_for_those_calls() {
+    let config = Config::default()
+        .max_frame(4096)
+        .queue_bytes(8192)
+        .request_timeout(Duration::from_secs(60));
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster.worker(0).on(|Big(n)| async move { "x".repeat(n) });
+    cluster.ready().await.unwrap();
+    let me = WorkerId::new(5, 1);
+    // A small pipe: what the caller does not read stays in the master.
+    let mut raw = raw_worker_with(&cluster, me, 1024).await;
+    const CALLS: u64 = 20;
+    for id in 1..=CALLS {
+        let mut request =
+            Envelope::new(Kind::Request, "big", rmp_serde::to_vec(&Big(3000)).unwrap());
+        request.id = id;
+        request.to = Target::Any;
+        raw.send(request).await.unwrap();
+    }
+    let (mut replies, mut busy) = (0, 0);
+    for _ in 0..CALLS {
+        let answer = tokio::time::timeout(Duration::from_secs(60), raw.next())
+            .await
+            .expect("an answer within 60 s")
+            .unwrap()
+            .unwrap();
+        match answer.kind {
+            Kind::Reply => replies += 1,
+            Kind::Failure => {
+                assert!(
+                    matches!(answer.error(), Error::Busy { peer, .. } if peer == Peer::Worker(me)),
+                    "{:?}",
+                    answer.error()
+                );
+                busy += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(replies > 0 && busy > 0, "{replies} replies, {busy} Busy");
 }

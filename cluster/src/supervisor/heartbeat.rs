@@ -42,12 +42,19 @@ pub(crate) fn start(
             let stood_still = now
                 .saturating_duration_since(last_tick)
                 .saturating_sub(interval);
-            last_tick = now;
             if stood_still > interval {
+                tracing::warn!(
+                    "the master stood still for {stood_still:?}: heartbeats missed meanwhile \
+                     are not counted against the workers"
+                );
                 for (last, _) in seen.values_mut() {
-                    *last += stood_still;
+                    // Only a worker that was still in time before the stall; never past now.
+                    if last_tick.saturating_duration_since(*last) < timeout {
+                        *last = (*last + stood_still).min(now);
+                    }
                 }
             }
+            last_tick = now;
             let ready = hub.ready_set();
             seen.retain(|id, _| ready.contains(id));
             for id in ready {
@@ -97,5 +104,48 @@ mod tests {
             reports.try_recv().is_err(),
             "a worker was reported for the master's own stall"
         );
+    }
+
+    /// ... but a worker that answers nothing is still reported, stall or not.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_worker_hung_across_a_stall_is_still_reported() {
+        use futures_util::{SinkExt, StreamExt};
+        use messenger::wire::{Envelope, FrameCodec, Hello, Kind};
+        use tokio_util::codec::Framed;
+
+        let cluster = MockCluster::new(1).await.unwrap();
+        cluster.ready().await.unwrap();
+        // A worker that gets Ready, then reads nothing: it answers no ping.
+        let hung = WorkerId::new(5, 1);
+        let (hub_end, raw) = tokio::io::duplex(64 * 1024);
+        cluster.hub().attach(hung, hub_end);
+        let mut raw = Framed::new(raw, FrameCodec::new());
+        raw.send(Hello::new(None).frame()).await.unwrap();
+        raw.next().await.unwrap().unwrap();
+        let mut ready = Envelope::new(Kind::Ready, "", Vec::new());
+        ready.id = 1;
+        raw.send(ready).await.unwrap();
+        let granted = raw.next().await.unwrap().unwrap();
+        assert_eq!(granted.kind, Kind::Reply);
+
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let timeout = Duration::from_secs(1);
+        start(
+            cluster.hub().clone(),
+            Duration::from_millis(20),
+            timeout,
+            move |e| tx.send(e).is_ok(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::thread::sleep(3 * timeout);
+        let report = tokio::time::timeout(Duration::from_secs(60), reports.recv())
+            .await
+            .expect("a report within 60 s")
+            .expect("the channel is open");
+        match report {
+            Event::Unhealthy { id, .. } => assert_eq!(id, hung),
+            _ => panic!("not an unhealthy report"),
+        }
+        drop(raw);
     }
 }

@@ -252,10 +252,17 @@ impl Messenger {
             );
             return;
         }
+        let announce = Envelope::new(Kind::Announce, name, Bytes::new());
+        if let Err(err) = self.shared.check_size(&announce) {
+            // The Hub would close a connection that sends it.
+            tracing::error!(
+                event = name,
+                "{err}: this event name is not announced, and only this process runs it"
+            );
+            return;
+        }
         // Never waits: it must be queued before a later `ready()`.
-        self.shared
-            .link
-            .send_control(Envelope::new(Kind::Announce, name, Bytes::new()));
+        self.shared.link.send_control(announce);
     }
 
     /// Calls `hook` with a description whenever a handler panics (the caller of that call gets

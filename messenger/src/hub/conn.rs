@@ -4,9 +4,10 @@
 //! queue has a budget ([`Config::queue_frames`] and [`Config::queue_bytes`]), and what may
 //! enter depends on what the frame is:
 //! - a request finds no room over the budget: its caller gets [`Error::Busy`] at once;
-//! - an answer (the peer asked for it) is not held to the frame budget, since `max_calls`
-//!   bounds how many a peer is owed, but to twice the byte budget; one past that is replaced by
-//!   a small `Busy` failure for that call;
+//! - an answer (the peer asked for it) may take the queue past the frame budget: by twice the
+//!   budget and `max_calls` more (how many it may be owed at once) before the peer counts as not
+//!   reading, and is closed as stuck; in bytes, an answer past twice the budget is replaced by a
+//!   small `Busy` failure for that call;
 //! - a broadcast goes out only within the peer's *window*: the broadcasts it was sent and has not
 //!   yet run ([`Kind::Credit`] gives room back), so a worker holds a bounded number, and its
 //!   reader never has to stop (stopping would leave the replies its handlers wait for unread).
@@ -15,8 +16,8 @@
 //!   backlog holds at most that for each sender, and a flood slows its sender down;
 //! - the Hub's own frames (the master's orders to one worker, the Ready set's news) always go.
 //!
-//! So the Hub holds at most about twice the byte budget for a peer (and `max_calls` small
-//! failures), plus a budget's worth of broadcasts per sender; and a peer that has frames waiting and takes none for
+//! So the Hub holds at most about twice the byte budget for a peer (and up to `max_calls`
+//! more small frames), plus a budget's worth of broadcasts per sender; and a peer that has frames waiting and takes none for
 //! [`Config::stall_timeout`] is closed as stuck (see [`Outbound::stuck`]).
 //!
 //! A frame is a slice of the read buffer it came in (see [`FrameCodec`]): while it waits it
@@ -152,6 +153,16 @@ pub(super) enum Refused {
     Full,
 }
 
+/// Whether an answer may be queued for a peer (see [`Outbound::answer_room`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum AnswerRoom {
+    Fits,
+    /// Over twice the byte budget: the call gets a small `Busy` failure instead.
+    OverBytes,
+    /// The peer is not reading what it asked for: it is closed as stuck.
+    Overflow,
+}
+
 impl Outbound {
     /// An outbound queue and the end its writer task takes frames from.
     pub fn new(budget: Budget, start: Instant) -> (Outbound, Frames) {
@@ -217,12 +228,20 @@ impl Outbound {
         Ok(())
     }
 
-    /// Whether an answer of `size` bytes may be queued: if the queue's bytes stay within twice
-    /// the budget. Answers are not held to the frame budget: how many a peer is owed is bounded
-    /// by the calls it may make (`max_calls`), and many may come at once (every waiter of one
-    /// `consume_once` key).
-    pub fn answer_fits(&self, size: usize) -> bool {
-        self.level.frames() == 0 || self.held_bytes() + size <= 2 * self.budget.bytes
+    /// Whether an answer of `size` bytes may be queued. Answers are not held to the frame
+    /// budget: a peer may be owed `owed_most` at once (`max_calls`: every waiter of one
+    /// `consume_once` key is answered in one step), so up to that many more than twice the
+    /// budget wait before the peer counts as not reading. In bytes, they are held to twice the
+    /// budget.
+    pub fn answer_room(&self, size: usize, owed_most: usize) -> AnswerRoom {
+        let frames = self.level.frames();
+        if frames >= (2 * self.budget.frames).saturating_add(owed_most) {
+            AnswerRoom::Overflow
+        } else if frames == 0 || self.held_bytes() + size <= 2 * self.budget.bytes {
+            AnswerRoom::Fits
+        } else {
+            AnswerRoom::OverBytes
+        }
     }
 
     /// Queues a broadcast within the window, or keeps it in the backlog with a share of its
@@ -369,15 +388,19 @@ mod tests {
         out.request(frame(1)).unwrap();
         assert_eq!(out.request(frame(1)), Err(Refused::Full));
         assert!(!out.has_room());
-        // Answers are not held to the frame budget (`max_calls` bounds them)...
-        for _ in 0..10 {
-            assert!(out.answer_fits(frame(1).wire_len()));
+        // Answers may take the queue past twice the frame budget by what a peer may be owed...
+        for _ in 0..2 + 8 {
+            assert_eq!(out.answer_room(frame(1).wire_len(), 8), AnswerRoom::Fits);
             out.control(frame(1));
         }
-        // ...but to twice the byte budget.
-        assert!(!out.answer_fits(frame(2000).wire_len()));
-        out.control(frame(1));
-        assert_eq!(out.held(), 13);
+        // ...and no further: then the peer is not reading.
+        assert_eq!(out.answer_room(1, 8), AnswerRoom::Overflow);
+        // In bytes, they stop at twice the budget.
+        assert_eq!(
+            out.answer_room(frame(2000).wire_len(), 100),
+            AnswerRoom::OverBytes
+        );
+        assert_eq!(out.held(), 12);
     }
 
     #[tokio::test]

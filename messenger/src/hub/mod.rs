@@ -170,8 +170,10 @@ impl Hub {
 
     /// Closes worker `id`'s connection from the master's side.
     pub fn detach(&self, id: WorkerId) {
-        self.lock()
-            .close(Peer::Worker(id), "detached by the master");
+        let mut state = self.lock();
+        state.close(Peer::Worker(id), "detached by the master");
+        // The room its backlog held goes back to the senders.
+        state.finish();
     }
 
     /// Every connected worker and its state, in slot then generation order.

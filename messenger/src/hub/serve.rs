@@ -30,13 +30,14 @@ where
         match handshake(&hub, id, io).await {
             Ok((reader, stop)) => {
                 let reason = read(&hub, peer, reader, stop.clone()).await;
+                let mut state = hub.lock();
                 // A stopped connection was closed already (stuck, breaking the protocol, or
-                // replaced by a newer one under its id, which must stay).
+                // replaced by a newer one under its id, which must stay). Stopping happens only
+                // under the lock, so this cannot race a newer connection.
                 if !stop.is_cancelled() {
-                    let mut state = hub.lock();
                     state.close(peer, &reason);
-                    state.finish();
                 }
+                state.finish();
             }
             Err(reason) => {
                 tracing::warn!(
@@ -109,7 +110,13 @@ where
         match frame {
             Some(Ok(env)) => {
                 let batch_end = reader.read_buffer().is_empty();
-                hub.lock().route(peer, env, batch_end);
+                let mut state = hub.lock();
+                // Frames read before the connection was closed (under the lock) are not this
+                // peer's any more: its id may be a newer connection's.
+                if stop.is_cancelled() {
+                    return "closed by the master".into();
+                }
+                state.route(peer, env, batch_end);
             }
             Some(Err(err)) => return format!("connection error: {err}"),
             None => return "end of file".into(),

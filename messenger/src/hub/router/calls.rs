@@ -101,7 +101,7 @@ impl State {
                     Bytes::new(),
                     Bytes::new(),
                 );
-                self.answer(from, run_here)
+                self.tell(from, run_here)
             }
             Ok(responder) => {
                 if let Err(error) = self.forward(&env, responder) {
@@ -193,8 +193,19 @@ impl State {
                 workers: workers.clone(),
                 run_here,
                 epoch: self.members.epoch(),
-            };
-            self.answer(env.from, list.frame(env.id));
+            }
+            .frame(env.id);
+            if list.wire_len() > self.max_frame {
+                // Only with a frame limit too small for the cluster (the cluster's builder
+                // refuses that): the call fails rather than waits for a list never sent.
+                let error = Error::FrameTooLarge {
+                    size: list.wire_len(),
+                    max: self.max_frame,
+                };
+                self.map_workers = workers;
+                return self.fail(env.from, env.id, Peer::Master, env.event, &error);
+            }
+            self.tell(env.from, list);
             run_here
         };
         for &worker in &workers {

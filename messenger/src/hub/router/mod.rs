@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::conn::{Ack, Budget, Conn, Outbound};
+use super::conn::{Ack, AnswerRoom, Budget, Conn, Outbound};
 use super::members::{Admission, Members};
 use super::once::OnceResults;
 use super::pending::{Answered, Pending};
@@ -115,10 +115,22 @@ impl State {
                 env.payload_len(),
                 self.max_frame.saturating_sub(ENVELOPE_OVERHEAD)
             );
+            if from == Peer::Master {
+                // Never the master's own Messenger, which checks sizes before it sends.
+                tracing::error!("{reason}: dropped");
+            }
             self.close_later(from, reason);
-            self.settle();
-            return;
+        } else {
+            self.route_checked(env);
         }
+        self.settle();
+        if batch_end {
+            self.flush_acks();
+        }
+    }
+
+    fn route_checked(&mut self, env: Envelope) {
+        let from = env.from;
         match env.kind {
             Kind::Announce => self.announce(env),
             Kind::Ready => self.ready(env),
@@ -134,10 +146,6 @@ impl State {
                 let reason = format!("sent a {:?} frame, which only the Hub sends", env.kind);
                 self.close_later(from, reason);
             }
-        }
-        self.settle();
-        if batch_end {
-            self.flush_acks();
         }
     }
 
@@ -211,7 +219,7 @@ impl State {
 
     /// Queues an answer for `to`. One that would take `to`'s queue past twice its byte
     /// budget is replaced by a failure (`Busy`, naming `to` itself): that call fails, and
-    /// nothing else. A peer that reads nothing at all is closed by its stall watchdog.
+    /// nothing else. A peer that lets more answers wait than it can be owed is closed as stuck.
     pub(super) fn answer(&mut self, to: Peer, env: Envelope) {
         let max_frame = self.max_frame;
         let Some(conn) = self.conns.get_mut(&to) else {
@@ -220,17 +228,41 @@ impl State {
         if to == Peer::Master {
             return conn.out.control(env);
         }
-        if conn.out.answer_fits(env.wire_len()) {
-            return conn.out.control(env);
+        match conn.out.answer_room(env.wire_len(), self.max_calls) {
+            AnswerRoom::Fits => conn.out.control(env),
+            AnswerRoom::OverBytes => {
+                tracing::debug!(%to, "an answer over the caller's queue budget: it gets Busy");
+                let error = Error::Busy {
+                    event: env.event_name(),
+                    peer: to,
+                };
+                let event = Bytes::copy_from_slice(&env.event);
+                let failure = Envelope::failure(env.id, env.from, event, &error, max_frame);
+                conn.out.control(failure);
+            }
+            AnswerRoom::Overflow => self.not_reading(to),
         }
-        tracing::debug!(%to, "an answer over the caller's queue budget: it gets Busy");
-        let error = Error::Busy {
-            event: env.event_name(),
-            peer: to,
+    }
+
+    /// Queues a frame of the protocol's own that answers `to` (its `Ready` granted, the
+    /// members of its `map`, "run it yourself"): never replaced, but held to the same bound.
+    pub(super) fn tell(&mut self, to: Peer, env: Envelope) {
+        let Some(conn) = self.conns.get_mut(&to) else {
+            return;
         };
-        let event = Bytes::copy_from_slice(&env.event);
-        let failure = Envelope::failure(env.id, env.from, event, &error, max_frame);
-        conn.out.control(failure);
+        if to != Peer::Master && conn.out.answer_room(0, self.max_calls) == AnswerRoom::Overflow {
+            return self.not_reading(to);
+        }
+        conn.out.control(env);
+    }
+
+    fn not_reading(&mut self, peer: Peer) {
+        let reason = format!(
+            "stuck: it did not read the answers to its own calls (twice its queue budget of {} \
+             frames and max_calls {} more waited for it)",
+            self.budget.frames, self.max_calls
+        );
+        self.close_later(peer, reason);
     }
 
     pub(super) fn fail(&mut self, to: Peer, id: u64, from: Peer, event: Bytes, error: &Error) {

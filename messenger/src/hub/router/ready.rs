@@ -18,7 +18,7 @@ impl State {
             return self.fail(env.from, env.id, Peer::Master, env.event, &error);
         };
         if self.members.is_ready(id) {
-            return self.answer(env.from, ready_reply(env.id));
+            return self.tell(env.from, ready_reply(env.id));
         }
         let Some(conn) = self.conns.get_mut(&env.from) else {
             return;
@@ -59,7 +59,7 @@ impl State {
         }
         self.emit(HubEvent::Ready(id));
         if let Some(call) = self.conns.get_mut(&peer).and_then(|c| c.ready_call.take()) {
-            self.answer(peer, ready_reply(call));
+            self.tell(peer, ready_reply(call));
         }
         Ok(())
     }
