@@ -79,7 +79,13 @@ fn collect(stream: impl Read + Send + 'static, into: &Arc<Mutex<Vec<String>>>) {
 fn chaos_short_run_passes() {
     let exe = chaos_exe();
     let seed = std::env::var("CHAOS_SEED").unwrap_or_else(|_| "20251130".into());
+    // The cluster's log goes in a directory removed at the end, pass or fail (its last lines
+    // are printed when the run fails).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let log = dir.path().join("cluster.log");
     let mut child = Command::new(exe)
+        .arg("--log")
+        .arg(&log)
         .args(["--seconds", "15", "--workers", "3", "--clients", "8"])
         .args(["--seed", &seed, "--interval", "0.5-2", "--sample-secs", "2"])
         .stdin(Stdio::null())
@@ -112,9 +118,12 @@ fn chaos_short_run_passes() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = out.lock().unwrap().join("\n");
+    let cluster_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: Vec<&str> = cluster_log.lines().rev().take(60).collect();
     let printed = format!(
-        "stdout:\n{out}\nstderr:\n{}",
-        err.lock().unwrap().join("\n")
+        "stdout:\n{out}\nstderr:\n{}\nthe cluster's last log lines:\n{}",
+        err.lock().unwrap().join("\n"),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     );
     assert!(
         status.success(),
