@@ -79,6 +79,8 @@ impl Conn {
 pub(super) struct Budget {
     pub frames: usize,
     pub bytes: usize,
+    /// The broadcasts a peer may hold and not have run ([`Config::broadcast_window`]).
+    pub window: usize,
 }
 
 impl Budget {
@@ -86,6 +88,7 @@ impl Budget {
         Budget {
             frames: config.queue_frames,
             bytes: config.queue_bytes,
+            window: config.broadcast_window,
         }
     }
 }
@@ -270,7 +273,7 @@ impl Outbound {
 
     fn window_has_room(&self, size: usize) -> bool {
         self.window == 0
-            || (self.window < self.budget.frames && self.window_bytes + size <= self.budget.bytes)
+            || (self.window < self.budget.window && self.window_bytes + size <= self.budget.bytes)
     }
 
     /// The peer ran `credit.frames` more broadcasts, of `credit.bytes` bytes: send what now
@@ -378,7 +381,14 @@ mod tests {
     }
 
     fn outbound(frames: usize, bytes: usize) -> (Outbound, Frames) {
-        Outbound::new(Budget { frames, bytes }, Instant::now())
+        Outbound::new(
+            Budget {
+                frames,
+                bytes,
+                window: frames,
+            },
+            Instant::now(),
+        )
     }
 
     #[tokio::test]
