@@ -79,8 +79,6 @@ impl Conn {
 pub(super) struct Budget {
     pub frames: usize,
     pub bytes: usize,
-    /// The broadcasts a peer may hold and not have run ([`Config::broadcast_window`]).
-    pub window: usize,
 }
 
 impl Budget {
@@ -88,7 +86,6 @@ impl Budget {
         Budget {
             frames: config.queue_frames,
             bytes: config.queue_bytes,
-            window: config.broadcast_window,
         }
     }
 }
@@ -273,7 +270,7 @@ impl Outbound {
 
     fn window_has_room(&self, size: usize) -> bool {
         self.window == 0
-            || (self.window < self.budget.window && self.window_bytes + size <= self.budget.bytes)
+            || (self.window < self.budget.frames && self.window_bytes + size <= self.budget.bytes)
     }
 
     /// The peer ran `credit.frames` more broadcasts, of `credit.bytes` bytes: send what now
@@ -381,14 +378,7 @@ mod tests {
     }
 
     fn outbound(frames: usize, bytes: usize) -> (Outbound, Frames) {
-        Outbound::new(
-            Budget {
-                frames,
-                bytes,
-                window: frames,
-            },
-            Instant::now(),
-        )
+        Outbound::new(Budget { frames, bytes }, Instant::now())
     }
 
     #[tokio::test]
