@@ -52,10 +52,57 @@ pub(super) struct Queue {
     room: Room,
 }
 
+/// Room counted in frames and bytes: a frame takes one unit of the first and its cost of the
+/// second, both or neither, and gives them back once gone.
+struct Permits {
+    frames: Semaphore,
+    bytes: Semaphore,
+}
+
+impl Permits {
+    fn new(frames: usize, bytes: usize) -> Permits {
+        Permits {
+            frames: Semaphore::new(frames.min(Semaphore::MAX_PERMITS)),
+            bytes: Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)),
+        }
+    }
+
+    /// Takes room for one frame of `cost` bytes if there is some now.
+    fn try_take(&self, cost: u32) -> Result<(), TryAcquireError> {
+        let frame = self.frames.try_acquire()?;
+        let bytes = self.bytes.try_acquire_many(cost)?;
+        frame.forget();
+        bytes.forget();
+        Ok(())
+    }
+
+    /// Takes room for one frame of `cost` bytes, waiting for it.
+    async fn take(&self, cost: u32) -> Result<()> {
+        let frame = self.frames.acquire().await.map_err(|_| Error::Closed)?;
+        let bytes = self
+            .bytes
+            .acquire_many(cost)
+            .await
+            .map_err(|_| Error::Closed)?;
+        frame.forget();
+        bytes.forget();
+        Ok(())
+    }
+
+    fn give(&self, frames: usize, bytes: usize) {
+        self.frames.add_permits(frames);
+        self.bytes.add_permits(bytes);
+    }
+
+    fn close(&self) {
+        self.frames.close();
+        self.bytes.close();
+    }
+}
+
 #[derive(Clone)]
 struct Room {
-    frames: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+    permits: Arc<Permits>,
     /// What one frame may cost at most: the whole byte budget.
     max_cost: u32,
 }
@@ -66,13 +113,7 @@ impl Room {
     }
 
     fn give_back(&self, cost: u32) {
-        self.frames.add_permits(1);
-        self.bytes.add_permits(cost as usize);
-    }
-
-    fn close(&self) {
-        self.frames.close();
-        self.bytes.close();
+        self.permits.give(1, cost as usize);
     }
 }
 
@@ -83,10 +124,7 @@ impl Link {
         let max_cost =
             u32::try_from(config.queue_bytes.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         let room = Room {
-            frames: Arc::new(Semaphore::new(
-                config.queue_frames.min(Semaphore::MAX_PERMITS),
-            )),
-            bytes: Arc::new(Semaphore::new(max_cost as usize)),
+            permits: Arc::new(Permits::new(config.queue_frames, max_cost as usize)),
             max_cost,
         };
         let frames = Frames {
@@ -149,7 +187,7 @@ impl Link {
     /// No more frames leave: waiting senders fail with [`Error::Closed`].
     pub fn close(&self) {
         if let Link::Socket(queue) = self {
-            queue.room.close();
+            queue.room.permits.close();
         }
     }
 }
@@ -158,38 +196,17 @@ impl Queue {
     /// Queues `env` if there is room.
     fn try_send(&self, env: Envelope) -> Offer {
         let cost = self.room.cost(&env);
-        let frame = match self.room.frames.try_acquire() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Offer::Closed,
-            Err(TryAcquireError::NoPermits) => return Offer::Full(env),
-        };
-        let bytes = match self.room.bytes.try_acquire_many(cost) {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Offer::Closed,
-            Err(TryAcquireError::NoPermits) => return Offer::Full(env),
-        };
-        frame.forget();
-        bytes.forget();
-        self.push(env, cost)
+        match self.room.permits.try_take(cost) {
+            Ok(()) => self.push(env, cost),
+            Err(TryAcquireError::Closed) => Offer::Closed,
+            Err(TryAcquireError::NoPermits) => Offer::Full(env),
+        }
     }
 
     /// Queues `env` once there is room.
     async fn send(&self, env: Envelope) -> Result<()> {
         let cost = self.room.cost(&env);
-        let frame = self
-            .room
-            .frames
-            .acquire()
-            .await
-            .map_err(|_| Error::Closed)?;
-        let bytes = self
-            .room
-            .bytes
-            .acquire_many(cost)
-            .await
-            .map_err(|_| Error::Closed)?;
-        frame.forget();
-        bytes.forget();
+        self.room.permits.take(cost).await?;
         match self.push(env, cost) {
             Offer::Sent => Ok(()),
             _ => Err(Error::Closed),
@@ -215,42 +232,21 @@ impl Queue {
 /// [`Config::queue_frames`] of them and [`Config::queue_bytes`] bytes. A broadcast waits for
 /// room (so a flood slows down to what its slowest receiver takes, until that receiver is
 /// closed as stuck); the Hub gives room back ([`Kind::Credit`](crate::wire::Kind::Credit)).
-pub(super) struct Window {
-    frames: Semaphore,
-    bytes: Semaphore,
-}
+pub(super) struct Window(Permits);
 
 impl Window {
     pub fn new(config: &Config) -> Window {
-        Window {
-            frames: Semaphore::new(config.queue_frames.min(Semaphore::MAX_PERMITS)),
-            bytes: Semaphore::new(config.queue_bytes.min(Semaphore::MAX_PERMITS)),
-        }
+        Window(Permits::new(config.queue_frames, config.queue_bytes))
     }
 
     /// Takes room for a broadcast of `cost` bytes, waiting for it; only the wait is a future
     /// of its own.
     pub fn take(&self, cost: u32) -> impl Future<Output = Result<()>> + Send + '_ {
-        match (self.frames.try_acquire(), self.bytes.try_acquire_many(cost)) {
-            (Ok(frame), Ok(bytes)) => {
-                frame.forget();
-                bytes.forget();
-                Either::Left(ready(Ok(())))
-            }
-            (frame, bytes) => {
-                drop((frame, bytes));
+        match self.0.try_take(cost) {
+            Ok(()) => Either::Left(ready(Ok(()))),
+            Err(_) => {
                 let wait: Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> =
-                    Box::pin(async move {
-                        let frame = self.frames.acquire().await.map_err(|_| Error::Closed)?;
-                        let bytes = self
-                            .bytes
-                            .acquire_many(cost)
-                            .await
-                            .map_err(|_| Error::Closed)?;
-                        frame.forget();
-                        bytes.forget();
-                        Ok(())
-                    });
+                    Box::pin(self.0.take(cost));
                 Either::Right(wait)
             }
         }
@@ -263,13 +259,11 @@ impl Window {
                 .unwrap_or(usize::MAX)
                 .min(Semaphore::MAX_PERMITS)
         };
-        self.frames.add_permits(clamp(frames));
-        self.bytes.add_permits(clamp(bytes));
+        self.0.give(clamp(frames), clamp(bytes));
     }
 
     pub fn close(&self) {
-        self.frames.close();
-        self.bytes.close();
+        self.0.close();
     }
 }
 
@@ -296,8 +290,7 @@ impl Outbox for Frames {
             .filter_map(|out| out.cost)
             .fold((0, 0), |(n, b), cost| (n + 1, b + cost as usize));
         if frames > 0 {
-            self.room.frames.add_permits(frames);
-            self.room.bytes.add_permits(bytes);
+            self.room.permits.give(frames, bytes);
         }
     }
 }
