@@ -79,6 +79,26 @@ impl Drop for Peak {
     }
 }
 
+/// Prints a flood's figures, and checks that the master's memory peaked under `start +
+/// peak_mib` and came back under `start + after_mib`.
+fn within(flood: &str, start: u64, peak: u64, after: u64, peak_mib: u64, after_mib: u64) {
+    let figures = format!(
+        "{flood}: start {}, peak {}, after {}",
+        mib(start),
+        mib(peak),
+        mib(after)
+    );
+    eprintln!("{figures}");
+    assert!(
+        peak < start + peak_mib * MIB,
+        "{figures}: peak over +{peak_mib} MiB"
+    );
+    assert!(
+        after < start + after_mib * MIB,
+        "{figures}: after over +{after_mib} MiB"
+    );
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB as f64)
 }
@@ -108,24 +128,7 @@ fn floods_cost_the_master_bounded_memory_and_it_gives_it_back() {
     assert_eq!(names["no_handler"], 300, "{names}");
     let names_peak = peak.take();
     let names_after = rss(master);
-    eprintln!(
-        "names flood: start {}, peak {}, after {}",
-        mib(start),
-        mib(names_peak),
-        mib(names_after)
-    );
-    assert!(
-        names_peak < start + 48 * MIB,
-        "peak {} from {}",
-        mib(names_peak),
-        mib(start)
-    );
-    assert!(
-        names_after < start + 16 * MIB,
-        "after {} from {}",
-        mib(names_after),
-        mib(start)
-    );
+    within("names flood", start, names_peak, names_after, 48, 16);
 
     // One worker stops reading; the other broadcasts 1 MiB events to both. The master holds
     // at most the stuck worker's queue and the sender's window until it cuts the stuck one off
@@ -148,22 +151,12 @@ fn floods_cost_the_master_bounded_memory_and_it_gives_it_back() {
         std::thread::sleep(Duration::from_millis(100));
         after = rss(master);
     }
-    eprintln!(
-        "broadcast flood, one receiver stopped: start {}, peak {}, after {}",
-        mib(start),
-        mib(flood_peak),
-        mib(after)
-    );
-    assert!(
-        flood_peak < start + 160 * MIB,
-        "peak {} from {}",
-        mib(flood_peak),
-        mib(start)
-    );
-    assert!(
-        after < start + 24 * MIB,
-        "after {} from {}",
-        mib(after),
-        mib(start)
+    within(
+        "broadcast flood, one receiver stopped",
+        start,
+        flood_peak,
+        after,
+        160,
+        24,
     );
 }

@@ -83,21 +83,24 @@ mod tests {
     use super::*;
     use messenger::testing::MockCluster;
 
+    /// Starts heartbeats (every 20 ms, a 1 s timeout) and lets a few pass; then the master's
+    /// one thread stands still for three timeouts. The reports.
+    async fn heartbeats_across_a_stall(hub: &Hub) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, reports) = mpsc::unbounded_channel();
+        let timeout = Duration::from_secs(1);
+        start(hub.clone(), Duration::from_millis(20), timeout, move |e| {
+            tx.send(e).is_ok()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::thread::sleep(3 * timeout);
+        reports
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_master_that_stood_still_does_not_blame_its_workers() {
         let cluster = MockCluster::new(2).await.unwrap();
         cluster.ready().await.unwrap();
-        let (tx, mut reports) = mpsc::unbounded_channel();
-        let timeout = Duration::from_secs(1);
-        start(
-            cluster.hub().clone(),
-            Duration::from_millis(20),
-            timeout,
-            move |e| tx.send(e).is_ok(),
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // The master's one thread stands still for three heartbeat timeouts.
-        std::thread::sleep(3 * timeout);
+        let mut reports = heartbeats_across_a_stall(cluster.hub()).await;
         // Heartbeats go on: every worker answers.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
@@ -128,16 +131,7 @@ mod tests {
         let granted = raw.next().await.unwrap().unwrap();
         assert_eq!(granted.kind, Kind::Reply);
 
-        let (tx, mut reports) = mpsc::unbounded_channel();
-        let timeout = Duration::from_secs(1);
-        start(
-            cluster.hub().clone(),
-            Duration::from_millis(20),
-            timeout,
-            move |e| tx.send(e).is_ok(),
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        std::thread::sleep(3 * timeout);
+        let mut reports = heartbeats_across_a_stall(cluster.hub()).await;
         let report = tokio::time::timeout(Duration::from_secs(60), reports.recv())
             .await
             .expect("a report within 60 s")
