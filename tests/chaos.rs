@@ -4,9 +4,11 @@
 //! request that a SIGKILL does not explain. The longer runs are `scripts/chaos.sh` and
 //! `scripts/soak.sh`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,35 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(600);
 /// Builds the driver and the demo cluster into this test's target dir and profile (the driver
 /// starts the `demo-cluster` next to it), and returns the driver's path.
 fn chaos_exe() -> PathBuf {
-    let test_exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> -> target/<profile>/examples/chaos
-    let profile_dir = test_exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("profile dir");
-    let target_dir = profile_dir.parent().expect("target dir");
-    if let (Some(cargo), Some(manifest)) = (
-        std::env::var_os("CARGO"),
-        std::env::var_os("CARGO_MANIFEST_DIR"),
-    ) {
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", "chaos"])
-            .args(["--example", "demo-cluster", "--manifest-path"])
-            .arg(Path::new(&manifest).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
-        if profile_dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo");
-        assert!(
-            status.success(),
-            "building the chaos driver failed: {status}"
-        );
-    }
-    let exe = profile_dir.join("examples").join("chaos");
-    assert!(exe.exists(), "{} is missing", exe.display());
-    exe
+    common::example_exe(&["chaos", "demo-cluster"])
 }
 
 /// The driver, in its own process group: dropping this kills the group (the driver puts the

@@ -23,44 +23,46 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub fn helper_exe() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let test_exe = std::env::current_exe().expect("current_exe");
-            // target/<profile>/deps/<test> -> target/<profile>/examples/cluster-helper
-            let profile_dir = test_exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("profile dir");
-            let target_dir = profile_dir.parent().expect("target dir");
-            if let (Some(cargo), Some(manifest)) = (
-                std::env::var_os("CARGO"),
-                std::env::var_os("CARGO_MANIFEST_DIR"),
-            ) {
-                let mut cmd = Command::new(cargo);
-                cmd.args([
-                    "build",
-                    "--quiet",
-                    "--example",
-                    "cluster-helper",
-                    "--manifest-path",
-                ])
-                .arg(Path::new(&manifest).join("Cargo.toml"))
-                .arg("--target-dir")
-                .arg(target_dir);
-                if profile_dir.ends_with("release") {
-                    cmd.arg("--release");
-                }
-                let status = cmd.status().expect("run cargo");
-                assert!(status.success(), "building the helper failed: {status}");
-            }
-            let exe = profile_dir.join("examples").join("cluster-helper");
-            assert!(
-                exe.exists(),
-                "{} is missing: build it with `cargo build --example cluster-helper`",
-                exe.display()
-            );
-            exe
-        })
+        .get_or_init(|| example_exe(&["cluster-helper"]))
         .clone()
+}
+
+/// Builds `examples` (in this test's target dir and profile) and returns the first one's path.
+pub fn example_exe(examples: &[&str]) -> PathBuf {
+    let test_exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("profile dir");
+    let target_dir = profile_dir.parent().expect("target dir");
+    if let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) {
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet"]);
+        for example in examples {
+            cmd.args(["--example", example]);
+        }
+        cmd.arg("--manifest-path")
+            .arg(Path::new(&manifest).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo");
+        assert!(status.success(), "building {examples:?} failed: {status}");
+    }
+    let exe = profile_dir.join("examples").join(examples[0]);
+    assert!(
+        exe.exists(),
+        "{} is missing: build it with `cargo build --example {}`",
+        exe.display(),
+        examples[0]
+    );
+    exe
 }
 
 /// Lines a process printed (stdout and stderr), shared with the threads that read them.
