@@ -35,7 +35,7 @@
 //! [`Kind::Credit`]: crate::wire::Kind::Credit
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +59,33 @@ pub(super) struct Conn {
     pub ready_call: Option<u64>,
     pub out: Outbound,
     /// Ends its tasks.
-    pub stop: CancellationToken,
+    pub stop: Stop,
+}
+
+/// Ends a connection's tasks, and tells its reader, under the Hub's lock, that frames it still
+/// reads are no longer its peer's (the id may be a newer connection's): one load per frame,
+/// where a token's own check takes a lock.
+#[derive(Clone, Default)]
+pub(super) struct Stop {
+    token: CancellationToken,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        // Set and read under the Hub's lock: no ordering needed beyond it.
+        self.stopped.store(true, Ordering::Relaxed);
+        self.token.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// What the connection's tasks wait on.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
 }
 
 impl Conn {
@@ -69,7 +95,7 @@ impl Conn {
             retired: false,
             ready_call: None,
             out,
-            stop: CancellationToken::new(),
+            stop: Stop::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::Outbound;
+use super::conn::{Outbound, Stop};
 use super::router::State;
 use super::{Hub, HubEvent, Shared};
 use crate::transport::{self, Outbox};
@@ -34,7 +34,7 @@ where
                 // A stopped connection was closed already (stuck, breaking the protocol, or
                 // replaced by a newer one under its id, which must stay). Stopping happens only
                 // under the lock, so this cannot race a newer connection.
-                if !stop.is_cancelled() {
+                if !stop.is_stopped() {
                     state.close(peer, &reason);
                 }
                 state.finish();
@@ -53,11 +53,7 @@ where
 
 /// Checks the worker's protocol version and tells it who it is; then it is connected, with its
 /// writer and watchdog running.
-async fn handshake<IO>(
-    hub: &Hub,
-    id: WorkerId,
-    io: IO,
-) -> Result<(Reader<IO>, CancellationToken), String>
+async fn handshake<IO>(hub: &Hub, id: WorkerId, io: IO) -> Result<(Reader<IO>, Stop), String>
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -79,14 +75,15 @@ where
         let mut state = hub.lock();
         let (out, frames) = Outbound::new(state.budget, state.start);
         let stop = state.connect(Peer::Worker(id), out);
-        tokio::spawn(transport::write_frames(write, frames, codec, stop.clone()));
+        let token = stop.token().clone();
+        tokio::spawn(transport::write_frames(write, frames, codec, token));
         stop
     };
     let stall = config.stall_timeout;
     tokio::spawn(watch(
         std::sync::Arc::downgrade(&hub.shared),
         Peer::Worker(id),
-        stop.clone(),
+        stop.token().clone(),
         stall,
     ));
     Ok((reader, stop))
@@ -94,12 +91,12 @@ where
 
 /// Routes what the peer sends until its connection ends: why it ended. Never waits for
 /// anything but the peer's next frame.
-async fn read<IO>(hub: &Hub, peer: Peer, mut reader: Reader<IO>, stop: CancellationToken) -> String
+async fn read<IO>(hub: &Hub, peer: Peer, mut reader: Reader<IO>, stop: Stop) -> String
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     // Made once: a cancellation future registers with the token each time it is made.
-    let stopped = stop.cancelled();
+    let stopped = stop.token().cancelled();
     tokio::pin!(stopped);
     loop {
         let frame = tokio::select! {
@@ -113,7 +110,7 @@ where
                 let mut state = hub.lock();
                 // Frames read before the connection was closed (under the lock) are not this
                 // peer's any more: its id may be a newer connection's.
-                if stop.is_cancelled() {
+                if stop.is_stopped() {
                     return "closed by the master".into();
                 }
                 state.route(peer, env, batch_end);

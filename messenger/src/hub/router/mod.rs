@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::conn::{Ack, AnswerRoom, Budget, Conn, Outbound};
+use super::conn::{Ack, AnswerRoom, Budget, Conn, Outbound, Stop};
 use super::members::{Admission, Members};
 use super::once::OnceResults;
 use super::pending::{Answered, Pending};
@@ -175,7 +175,7 @@ impl State {
         let Some(conn) = self.conns.remove(&peer) else {
             return false;
         };
-        conn.stop.cancel();
+        conn.stop.stop();
         self.acks.remove(&peer);
         if self.acks_hot.is_some_and(|(hot, _)| hot == peer) {
             self.acks_hot = None;
@@ -377,7 +377,7 @@ impl State {
     }
 
     /// A new connection for `peer`.
-    pub fn connect(&mut self, peer: Peer, out: Outbound) -> tokio_util::sync::CancellationToken {
+    pub fn connect(&mut self, peer: Peer, out: Outbound) -> Stop {
         // The same id twice: the older connection ends, as if it had gone away.
         self.close(peer, "a new connection came under the same id");
         let conn = Conn::new(out);
