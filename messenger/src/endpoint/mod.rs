@@ -126,7 +126,12 @@ impl Messenger {
             busy: BusyPoll::default(),
             ready_set: Mutex::default(),
         });
-        tokio::spawn(reader::run_broadcasts(Arc::downgrade(&shared), broadcasts));
+        let batch = shared.config.credit_batch();
+        tokio::spawn(reader::run_broadcasts(
+            Arc::downgrade(&shared),
+            broadcasts,
+            batch,
+        ));
         if !shared.config.busy_poll.is_zero() {
             busy::spawn(
                 &shared,

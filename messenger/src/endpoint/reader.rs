@@ -106,14 +106,12 @@ impl Shared {
 }
 
 /// Runs broadcast handlers one frame at a time, in arrival order, so that each sender's order
-/// is kept, giving the Hub room back as it goes (how many, of how many bytes), in batches
-/// ([`Config::credit_batch`]).
-/// Stops when the Messenger is gone.
-///
-/// [`Config::credit_batch`]: crate::Config
+/// is kept, giving the Hub room back as it goes (how many, of how many bytes), once `frames`
+/// or `bytes` are owed (`Config::credit_batch`). Stops when the Messenger is gone.
 pub(super) async fn run_broadcasts(
     shared: Weak<Shared>,
     mut lane: mpsc::UnboundedReceiver<Envelope>,
+    (frames, bytes): (u64, u64),
 ) {
     let mut owed = Credit {
         frames: 0,
@@ -127,7 +125,6 @@ pub(super) async fn run_broadcasts(
         owed.frames += 1;
         owed.bytes += env.wire_len() as u64;
         drop(env);
-        let (frames, bytes) = shared.config.credit_batch();
         if owed.frames >= frames || owed.bytes >= bytes {
             shared.link.send_control(owed.frame());
             owed = Credit {
