@@ -62,7 +62,7 @@ pub fn hub(data: &[u8]) {
 /// Always a valid configuration.
 fn config_from(input: &mut Input) -> Config {
     let max_frame = 256 + input.below(4096);
-    Config::default()
+    let config = Config::default()
         .request_timeout(Duration::from_secs(1))
         .stall_timeout(Duration::from_secs(2))
         .handshake_timeout(Duration::from_secs(1))
@@ -75,7 +75,11 @@ fn config_from(input: &mut Input) -> Config {
         .max_events(1 + input.below(8))
         .max_handlers(1 + input.below(8))
         .once_keys(1 + input.below(4))
-        .once_bytes(max_frame + input.below(2 * max_frame))
+        .once_bytes(max_frame + input.below(2 * max_frame));
+    // As small as the queues, to reach the backlog (read from no more input, so that saved
+    // inputs replay as they were found).
+    let window = config.queue_frames;
+    config.broadcast_window(window)
 }
 
 async fn run(config: Config, hello: HelloKind, actions: Vec<Action>) {

@@ -32,6 +32,13 @@ pub struct Config {
     /// How many bytes each queue between the Hub and a connection holds (frames counted by
     /// their size on the wire). Default 32 MiB; at least a maximum-size frame.
     pub queue_bytes: usize,
+    /// How many broadcasts the Hub lets a worker hold that it has not run yet (and at most
+    /// [`queue_bytes`](Config::queue_bytes) of them); the rest wait in the master until it
+    /// gives room back. Counted apart from [`queue_frames`](Config::queue_frames), so that
+    /// broadcasts never leave a request no room. Default 16384: four times a sender's window,
+    /// so that a receiver has work while its room comes back through the master (see
+    /// `bench/ANALYSIS.md`).
+    pub broadcast_window: usize,
     /// How long a connection that has frames waiting for it may go without taking any before
     /// the Hub closes it as stuck. Default 10 s.
     pub stall_timeout: Duration,
@@ -70,6 +77,7 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             queue_frames: 4096,
             queue_bytes: 2 * DEFAULT_MAX_FRAME,
+            broadcast_window: 16384,
             stall_timeout: Duration::from_secs(10),
             max_handlers: 1024,
             max_calls: 16384,
@@ -111,6 +119,12 @@ impl Config {
     /// Sets [`Config::queue_bytes`].
     pub fn queue_bytes(mut self, bytes: usize) -> Self {
         self.queue_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::broadcast_window`].
+    pub fn broadcast_window(mut self, frames: usize) -> Self {
+        self.broadcast_window = frames;
         self
     }
 
@@ -216,6 +230,7 @@ impl Config {
         }
         for (name, count) in [
             ("queue_frames", self.queue_frames),
+            ("broadcast_window", self.broadcast_window),
             ("max_handlers", self.max_handlers),
             ("max_calls", self.max_calls),
             ("max_events", self.max_events),

@@ -125,6 +125,7 @@ async fn handlers_beyond_the_limit_are_busy_not_queued_without_bound() {
 async fn a_broadcast_handler_waiting_on_a_call_gets_its_answer_during_a_flood() {
     let config = Config::default()
         .queue_frames(8)
+        .broadcast_window(8)
         .request_timeout(Duration::from_secs(30));
     let cluster = MockCluster::with_config(1, config).await.unwrap();
     cluster.master().on(|Echo(n)| async move { n });

@@ -969,6 +969,7 @@ async fn the_master_cannot_be_ready() {
 async fn a_slow_worker_costs_bounded_memory_and_does_not_stop_the_others() {
     let config = Config::default()
         .queue_frames(4)
+        .broadcast_window(4)
         .stall_timeout(Duration::from_secs(2));
     let cluster = MockCluster::with_config(3, config).await.unwrap();
     let stuck = WorkerId::new(0, 1);

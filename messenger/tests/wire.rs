@@ -317,9 +317,11 @@ async fn the_hub_trusts_a_current_callers_run_here() {
     cluster.ready().await.unwrap();
     let me = WorkerId::new(3, 1);
     let mut raw = raw_worker(&cluster, me).await;
-    raw.send(Envelope::new(Kind::Announce, "note", Vec::new()))
-        .await
-        .unwrap();
+    for event in ["note", "tick"] {
+        raw.send(Envelope::new(Kind::Announce, event, Vec::new()))
+            .await
+            .unwrap();
+    }
     let mut ready = Envelope::new(Kind::Ready, "", Vec::new());
     ready.id = 9;
     raw.send(ready).await.unwrap();
@@ -487,4 +489,78 @@ proptest! {
             }
         }
     }
+}
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
+struct Tick(String);
+
+/// Broadcasts waiting in the Hub for a worker that reads slowly fill its window, not the room
+/// of requests: a call to that worker during a flood is queued, not refused `Busy`.
+#[tokio::test]
+async fn a_broadcast_flood_leaves_a_slow_reader_room_for_requests() {
+    let config = Config::default()
+        .queue_frames(4)
+        .broadcast_window(1024)
+        .request_timeout(Duration::from_secs(60));
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster.ready().await.unwrap();
+    let slow = WorkerId::new(1, 1);
+    let mut raw = raw_worker(&cluster, slow).await;
+    for event in ["note", "tick"] {
+        raw.send(Envelope::new(Kind::Announce, event, Vec::new()))
+            .await
+            .unwrap();
+    }
+    let mut ready = Envelope::new(Kind::Ready, "", Vec::new());
+    ready.id = 1;
+    raw.send(ready).await.unwrap();
+    loop {
+        let env = raw.next().await.unwrap().unwrap();
+        if (env.kind, env.id) == (Kind::Reply, 1) {
+            break;
+        }
+        assert_ne!(env.kind, Kind::Failure, "{env:?}");
+    }
+
+    // The raw worker reads nothing now: once its pipe is full (64 KiB), broadcasts wait in
+    // the Hub, far more than the queue's frame budget.
+    let master = cluster.master();
+    let flood = tokio::spawn(async move {
+        loop {
+            master.broadcast(Tick("t".repeat(1000))).await.unwrap();
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while cluster.hub().queued(slow).unwrap() < 64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broadcasts never piled up"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let caller = cluster.worker(0).clone();
+    let call = tokio::spawn(async move { caller.request(1, Note("during".into())).await });
+    // The call waits in the queue behind the broadcasts: read them until it comes.
+    let request = loop {
+        if call.is_finished() {
+            panic!("the call ended unanswered: {:?}", call.await.unwrap());
+        }
+        let env = raw.next().await.unwrap().unwrap();
+        if env.kind == Kind::Request {
+            break env;
+        }
+        assert_eq!(env.kind, Kind::Broadcast, "{env:?}");
+    };
+    let mut reply = Envelope::new(
+        Kind::Reply,
+        "note",
+        rmp_serde::to_vec_named("answered").unwrap(),
+    );
+    reply.id = request.id;
+    reply.to = Target::caller(request.from);
+    raw.send(reply).await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), "answered");
+    flood.abort();
 }

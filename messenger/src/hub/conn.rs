@@ -8,16 +8,19 @@
 //!   budget and `max_calls` more (how many it may be owed at once) before the peer counts as not
 //!   reading, and is closed as stuck; in bytes, an answer past twice the budget is replaced by a
 //!   small `Busy` failure for that call;
-//! - a broadcast goes out only within the peer's *window*: the broadcasts it was sent and has not
-//!   yet run ([`Kind::Credit`] gives room back), so a worker holds a bounded number, and its
-//!   reader never has to stop (stopping would leave the replies its handlers wait for unread).
-//!   The rest wait here, in the backlog. A sender learns when each of its broadcasts has left
-//!   every backlog (an [`Ack`]), and has at most a budget's worth not yet acknowledged: so a
-//!   backlog holds at most that for each sender, and a flood slows its sender down;
+//! - a broadcast goes out only within the peer's *window* ([`Config::broadcast_window`] frames,
+//!   and the byte budget): the broadcasts it was sent and has not yet run ([`Kind::Credit`]
+//!   gives room back), so a worker holds a bounded number, and its reader never has to stop
+//!   (stopping would leave the replies its handlers wait for unread). The window is counted
+//!   apart from the budget above, so a flood of broadcasts never leaves requests `Busy`. The
+//!   rest wait here, in the backlog. A sender learns when each of its broadcasts has left every
+//!   backlog (an [`Ack`]), and has at most a budget's worth not yet acknowledged: so a backlog
+//!   holds at most that for each sender, and a flood slows its sender down;
 //! - the Hub's own frames (the master's orders to one worker, the Ready set's news) always go.
 //!
-//! So the Hub holds at most about twice the byte budget for a peer (and up to `max_calls`
-//! more small frames), plus a budget's worth of broadcasts per sender; and a peer that has frames waiting and takes none for
+//! So the Hub holds at most about three times the byte budget for a peer (twice in requests and
+//! answers, once in its window, and up to `max_calls` more small frames), plus a budget's worth
+//! of broadcasts per sender; and a peer that has frames waiting and takes none for
 //! [`Config::stall_timeout`] is closed as stuck (see [`Outbound::stuck`]).
 //!
 //! A frame is a slice of the read buffer it came in (see [`FrameCodec`]): while it waits it
@@ -30,6 +33,7 @@
 //!
 //! [`Config::queue_frames`]: crate::Config::queue_frames
 //! [`Config::queue_bytes`]: crate::Config::queue_bytes
+//! [`Config::broadcast_window`]: crate::Config::broadcast_window
 //! [`Config::stall_timeout`]: crate::Config::stall_timeout
 //! [`Error::Busy`]: crate::Error::Busy
 //! [`Kind::Credit`]: crate::wire::Kind::Credit
@@ -105,6 +109,8 @@ impl Conn {
 pub(super) struct Budget {
     pub frames: usize,
     pub bytes: usize,
+    /// The broadcasts a peer may hold and not have run ([`Config::broadcast_window`]).
+    pub window: usize,
 }
 
 impl Budget {
@@ -112,15 +118,22 @@ impl Budget {
         Budget {
             frames: config.queue_frames,
             bytes: config.queue_bytes,
+            window: config.broadcast_window,
         }
     }
 }
 
 /// What the queue holds, shared with the writer task (which takes from it without the Hub's
-/// lock), and when the writer last made progress.
+/// lock), and when the writer last made progress. The window's broadcasts are counted apart
+/// from the other frames: they have a bound of their own, and must not use up the room of
+/// requests and answers.
 pub(super) struct Level {
+    /// Frames other than the window's broadcasts, and their bytes.
     frames: AtomicUsize,
     bytes: AtomicUsize,
+    /// The window's broadcasts not yet written, and their bytes.
+    broadcasts: AtomicUsize,
+    broadcast_bytes: AtomicUsize,
     /// Nanoseconds since the Hub's start: the last write, or the last time the queue went
     /// from empty to not.
     progress: AtomicU64,
@@ -143,6 +156,24 @@ impl Level {
     fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
+
+    fn broadcasts(&self) -> usize {
+        self.broadcasts.load(Ordering::Relaxed)
+    }
+
+    /// Every frame not yet written.
+    fn all_frames(&self) -> usize {
+        self.frames() + self.broadcasts()
+    }
+
+    /// Counts one more frame of `size` bytes in `count` (of `bytes`); a queue that was empty
+    /// starts its stall clock now.
+    fn add(&self, count: &AtomicUsize, bytes: &AtomicUsize, size: usize) {
+        if count.fetch_add(1, Ordering::Relaxed) == 0 && self.all_frames() == 1 {
+            self.progressed();
+        }
+        bytes.fetch_add(size, Ordering::Relaxed);
+    }
 }
 
 /// One broadcast, for its sender: shared by the copies of it that wait in backlogs. When the
@@ -160,7 +191,7 @@ struct Waiting {
 
 /// The frames on their way to one peer.
 pub(super) struct Outbound {
-    tx: mpsc::UnboundedSender<Envelope>,
+    tx: mpsc::UnboundedSender<Queued>,
     level: Arc<Level>,
     budget: Budget,
     /// Broadcasts waiting for room in the window.
@@ -196,6 +227,8 @@ impl Outbound {
         let level = Arc::new(Level {
             frames: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            broadcasts: AtomicUsize::new(0),
+            broadcast_bytes: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
             start,
         });
@@ -213,31 +246,41 @@ impl Outbound {
 
     /// Frames held for this peer: in the queue and the backlog.
     pub fn held(&self) -> usize {
-        self.level.frames() + self.backlog.len()
+        self.level.all_frames() + self.backlog.len()
     }
 
     fn held_bytes(&self) -> usize {
         self.level.bytes()
     }
 
-    /// Whether a request would find room now.
+    /// Whether a request would find room now (the window's broadcasts aside).
     pub fn has_room(&self) -> bool {
         self.level.frames() < self.budget.frames && self.held_bytes() < self.budget.bytes
     }
 
     /// Queues a frame whatever the budget: the Hub's own, few by nature.
     pub fn control(&mut self, env: Envelope) {
-        let size = env.wire_len();
-        if self.level.frames.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.level.progressed();
-        }
-        self.level.bytes.fetch_add(size, Ordering::Relaxed);
-        // A closed queue belongs to a connection being torn down.
-        let _ = self.tx.send(env);
+        let level = &self.level;
+        level.add(&level.frames, &level.bytes, env.wire_len());
+        self.send(env, false);
     }
 
-    /// Whether the queue (the backlog aside) holds `factor` budgets, or would with `size`
-    /// more bytes.
+    /// Queues a broadcast the window has room for.
+    fn windowed(&mut self, env: Envelope, size: usize) {
+        self.window += 1;
+        self.window_bytes += size;
+        let level = &self.level;
+        level.add(&level.broadcasts, &level.broadcast_bytes, size);
+        self.send(env, true);
+    }
+
+    fn send(&self, env: Envelope, windowed: bool) {
+        // A closed queue belongs to a connection being torn down.
+        let _ = self.tx.send(Queued { env, windowed });
+    }
+
+    /// Whether the queue (the window's broadcasts and the backlog aside) holds `factor`
+    /// budgets, or would with `size` more bytes.
     fn over(&self, factor: usize, size: usize) -> bool {
         let frames = self.level.frames();
         frames > 0
@@ -275,9 +318,7 @@ impl Outbound {
     pub fn broadcast(&mut self, env: Envelope, ack: &mut Option<Arc<Ack>>, sender: Peer) {
         let size = env.wire_len();
         if self.backlog.is_empty() && self.window_has_room(size) {
-            self.window += 1;
-            self.window_bytes += size;
-            return self.control(env);
+            return self.windowed(env, size);
         }
         if self.backlog.is_empty() {
             self.backlog_progress = self.level.now();
@@ -296,7 +337,7 @@ impl Outbound {
 
     fn window_has_room(&self, size: usize) -> bool {
         self.window == 0
-            || (self.window < self.budget.frames && self.window_bytes + size <= self.budget.bytes)
+            || (self.window < self.budget.window && self.window_bytes + size <= self.budget.bytes)
     }
 
     /// The peer ran `credit.frames` more broadcasts, of `credit.bytes` bytes: send what now
@@ -324,9 +365,7 @@ impl Outbound {
             let Some(Waiting { env, ack }) = self.backlog.pop_front() else {
                 break;
             };
-            self.window += 1;
-            self.window_bytes += size;
-            self.control(env);
+            self.windowed(env, size);
             released.push(ack);
         }
         if moved {
@@ -345,10 +384,10 @@ impl Outbound {
     pub fn stuck(&self, stall: Duration) -> Option<String> {
         let now = self.level.now();
         let stalled = |since: u64| Duration::from_nanos(now.saturating_sub(since)) >= stall;
-        if self.level.frames() > 0 && stalled(self.level.progress.load(Ordering::Relaxed)) {
+        let waiting = self.level.all_frames();
+        if waiting > 0 && stalled(self.level.progress.load(Ordering::Relaxed)) {
             return Some(format!(
-                "stuck: {} frames waited {stall:?} for it to read",
-                self.level.frames()
+                "stuck: {waiting} frames waited {stall:?} for it to read"
             ));
         }
         if !self.backlog.is_empty() && stalled(self.backlog_progress) {
@@ -361,36 +400,66 @@ impl Outbound {
     }
 }
 
+/// A frame in the queue, and whether it is one of the window's broadcasts.
+pub(super) struct Queued {
+    env: Envelope,
+    windowed: bool,
+}
+
+impl Queued {
+    pub fn into_envelope(self) -> Envelope {
+        self.env
+    }
+}
+
 /// The writer task's end of an [`Outbound`].
 pub(super) struct Frames {
-    rx: mpsc::UnboundedReceiver<Envelope>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     level: Arc<Level>,
 }
 
 #[cfg(test)]
 impl Frames {
     /// The next frame, if one is there.
-    pub fn try_recv(&mut self) -> Option<Envelope> {
+    pub fn try_recv(&mut self) -> Option<Queued> {
         self.rx.try_recv().ok()
     }
 }
 
 impl Outbox for Frames {
-    type Item = Envelope;
+    type Item = Queued;
 
-    async fn recv_batch(&mut self, batch: &mut Vec<Envelope>, limit: usize) -> usize {
+    async fn recv_batch(&mut self, batch: &mut Vec<Queued>, limit: usize) -> usize {
         self.rx.recv_many(batch, limit).await
     }
 
-    fn frame(item: &Envelope) -> &Envelope {
-        item
+    fn frame(item: &Queued) -> &Envelope {
+        &item.env
     }
 
-    fn written(&mut self, items: &[Envelope]) {
-        let bytes: usize = items.iter().map(Envelope::wire_len).sum();
-        self.level.frames.fetch_sub(items.len(), Ordering::Relaxed);
-        self.level.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.level.progressed();
+    fn written(&mut self, items: &[Queued]) {
+        let (mut frames, mut bytes, mut broadcasts, mut broadcast_bytes) = (0, 0, 0, 0);
+        for item in items {
+            if item.windowed {
+                broadcasts += 1;
+                broadcast_bytes += item.env.wire_len();
+            } else {
+                frames += 1;
+                bytes += item.env.wire_len();
+            }
+        }
+        let level = &self.level;
+        if frames > 0 {
+            level.frames.fetch_sub(frames, Ordering::Relaxed);
+            level.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        if broadcasts > 0 {
+            level.broadcasts.fetch_sub(broadcasts, Ordering::Relaxed);
+            level
+                .broadcast_bytes
+                .fetch_sub(broadcast_bytes, Ordering::Relaxed);
+        }
+        level.progressed();
     }
 }
 

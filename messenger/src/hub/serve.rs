@@ -155,8 +155,8 @@ pub(super) fn connect_master(state: &mut State, master: Messenger) {
         let mut batch = Vec::new();
         while frames.recv_batch(&mut batch, 256).await > 0 {
             frames.written(&batch);
-            for env in batch.drain(..) {
-                master.dispatch(env);
+            for item in batch.drain(..) {
+                master.dispatch(item.into_envelope());
             }
         }
     });

@@ -8,7 +8,14 @@ fn frame(body: usize) -> Envelope {
 }
 
 fn outbound(frames: usize, bytes: usize) -> (Outbound, Frames) {
-    Outbound::new(Budget { frames, bytes }, Instant::now())
+    Outbound::new(
+        Budget {
+            frames,
+            bytes,
+            window: frames,
+        },
+        Instant::now(),
+    )
 }
 
 #[tokio::test]
@@ -108,4 +115,52 @@ async fn a_peer_that_takes_nothing_is_stuck_after_the_stall_timeout() {
     };
     out.credit(credit, &mut Vec::new()).unwrap();
     assert_eq!(out.stuck(stall), None, "credit is progress");
+}
+
+#[tokio::test]
+async fn the_window_has_room_of_its_own_and_requests_keep_theirs() {
+    let (mut out, _frames) = Outbound::new(
+        Budget {
+            frames: 2,
+            bytes: 1000,
+            window: 8,
+        },
+        Instant::now(),
+    );
+    let mut acks = Vec::new();
+    for _ in 0..8 {
+        let mut ack = None;
+        out.broadcast(frame(1), &mut ack, Peer::Master);
+        acks.extend(ack);
+    }
+    assert!(
+        acks.is_empty(),
+        "eight fit a window of eight, past the frame budget"
+    );
+    assert_eq!(out.held(), 8);
+    // Unwritten as they are, the broadcasts leave requests and answers their budget.
+    assert!(out.has_room());
+    out.request(frame(1)).unwrap();
+    out.request(frame(1)).unwrap();
+    assert_eq!(out.request(frame(1)), Err(Refused::Full));
+    assert_eq!(out.answer_room(frame(1).wire_len(), 0), AnswerRoom::Fits);
+    assert_eq!(out.held(), 10);
+    // The ninth broadcast waits for credit.
+    let mut ack = None;
+    out.broadcast(frame(1), &mut ack, Peer::Master);
+    assert!(ack.is_some());
+}
+
+#[tokio::test]
+async fn writing_frees_each_kind_of_room() {
+    let (mut out, mut frames) = outbound(1, 1000);
+    out.broadcast(frame(1), &mut None, Peer::Master);
+    out.request(frame(1)).unwrap();
+    assert!(!out.has_room());
+    let mut batch = Vec::new();
+    assert_eq!(frames.recv_batch(&mut batch, 8).await, 2);
+    frames.written(&batch);
+    assert!(out.has_room());
+    assert_eq!(out.held(), 0);
+    assert_eq!(out.stuck(Duration::ZERO), None);
 }
