@@ -133,7 +133,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
 }
 
 /// A messenger error as a 500 answer.
-struct Failed(multiprocess::messenger::Error);
+struct Failed(multiprocess::CallError);
 
 impl IntoResponse for Failed {
     fn into_response(self) -> Response {
@@ -142,8 +142,8 @@ impl IntoResponse for Failed {
     }
 }
 
-impl From<multiprocess::messenger::Error> for Failed {
-    fn from(e: multiprocess::messenger::Error) -> Self {
+impl From<multiprocess::CallError> for Failed {
+    fn from(e: multiprocess::CallError) -> Self {
         Failed(e)
     }
 }

@@ -119,7 +119,7 @@ impl Worker {
     pub async fn request_reload(&self) -> Result<(), Error> {
         self.inner
             .messenger
-            .timeout(self.inner.reload_timeout)
+            .with_timeout(self.inner.reload_timeout)
             .request_master(Reload)
             .await?
             .map_err(Error::Reload)

@@ -11,7 +11,7 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use multiprocess::messenger::Error;
+use multiprocess::CallError as Error;
 use multiprocess::{Event, Messenger};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;

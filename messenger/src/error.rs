@@ -21,6 +21,11 @@ use crate::Peer;
 ///
 /// Errors that happen in another process (no handler there, a reply too large, a panic in the
 /// handler, ...) travel back to the caller as the same variants.
+///
+/// An error names the event by its wire name ([`Event::NAME`](crate::Event::NAME)), which is
+/// the Rust type's name unless `#[event(name = "...")]` chose another: that is the name every
+/// process knows, whichever built the error (a worker of another version may not even have
+/// the type). Keep the two equal, or search for the `name = "..."`, to find the type.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -37,7 +37,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + 'static {
 /// An event whose handler is one object with a method per case: what `#[derive(Event)]` writes
 /// for an enum (`enum Admin` gets `trait AdminHandler`, one async method per variant).
 ///
-/// Register such an object with [`Messenger::serve`](crate::Messenger::serve).
+/// Register such an object with [`Messenger::handle`](crate::Messenger::handle).
 pub trait Dispatch: Event {
     /// The handler trait object, e.g. `dyn AdminHandler`.
     type Handler: ?Sized + Send + Sync + 'static;

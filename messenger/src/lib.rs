@@ -32,6 +32,9 @@ mod payload;
 mod peer;
 pub mod testing;
 mod transport;
+// The frames between the processes: public only so that this crate's own fuzz targets,
+// benchmarks and protocol tests can speak them; not part of the API, and no semver promise.
+#[doc(hidden)]
 pub mod wire;
 
 pub use async_trait::async_trait;

@@ -20,6 +20,13 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// The writer's buffer, once a large frame grew it, is given back past this.
 const BUFFER_KEPT: usize = 1024 * 1024;
 
+/// Where the master's frames go when it has no socket: the Hub routes them in the calling
+/// task. The Messenger sends through it; the Hub implements it.
+pub(crate) trait Router: Send + Sync + 'static {
+    /// Routes a frame from the master.
+    fn route(&self, env: Envelope);
+}
+
 /// Something the writer takes frames from: the Hub's queues and the Messengers' outbound
 /// queues.
 pub(crate) trait Outbox: Send + 'static {

@@ -1079,7 +1079,7 @@ impl AdminHandler for AdminService {
 async fn an_enum_event_is_served_by_one_handler_object() {
     let cluster = MockCluster::new(2).await.unwrap();
     for (slot, worker) in cluster.workers().iter().enumerate() {
-        worker.serve::<Admin>(Arc::new(AdminService { slot: slot as u32 }));
+        worker.handle::<Admin>(Arc::new(AdminService { slot: slot as u32 }));
     }
     cluster.ready().await.unwrap();
     let master = cluster.master();

@@ -14,17 +14,8 @@ use super::run::Started;
 use super::{Messenger, Shared};
 use crate::payload::{decode_answer, encode};
 use crate::transport;
-use crate::wire::{Envelope, Kind, Members, Target};
+use crate::wire::{Envelope, Kind, Target};
 use crate::{Error, Event, Peer, Result, WorkerId};
-
-/// The Ready set as a [`Members`] list named it. A `map` made while it is still the Hub's
-/// needs no member list: the caller names its `epoch`, and only a changed set is sent again.
-#[derive(Clone, Default)]
-pub(super) struct ReadySet {
-    /// 0: not told yet.
-    epoch: u64,
-    workers: Arc<[WorkerId]>,
-}
 
 /// Runs `future` unless `deadline` passes first.
 async fn within<F: Future>(
@@ -104,7 +95,13 @@ impl Messenger {
     /// ask: every caller, also one that asks while it runs, gets the same reply. A failed run is
     /// not remembered, so the next caller tries again. The Hub remembers
     /// [`Config::once_keys`] keys and [`Config::once_bytes`] bytes of replies, forgetting the
-    /// oldest first. A key is at most [`MAX_NAME`](crate::wire::MAX_NAME) bytes.
+    /// oldest first. A key is at most 1024 bytes.
+    ///
+    /// Like `consume`, it needs a Ready worker that handles `E` when it is called: one called
+    /// before any worker is Ready (say, by a worker before its own `ready()`, or by the master
+    /// while its workers start) fails with [`Error::NoHandler`] and runs nothing, so the run is
+    /// not "taken". A start-up task is asked for after `ready()`; the worker that asks may be
+    /// the one the Hub picks to run it.
     pub async fn consume_once<E: Event>(&self, key: &str, event: E) -> Result<E::Reply> {
         if key.len() > crate::wire::MAX_NAME {
             return Err(Error::Config {
@@ -383,27 +380,5 @@ impl Shared {
         if !self.calls.answer(env) {
             tracing::debug!("an answer for a call that gave up");
         }
-    }
-
-    /// Keeps the Ready set a member list names, for the next `map`s. Read as the frame comes,
-    /// so a later call never guesses from an older set.
-    fn learn(&self, list: &Envelope) {
-        // One that does not decode fails its own call.
-        let Ok(Members { workers, epoch, .. }) = Members::from_bytes(&list.body) else {
-            return;
-        };
-        let mut known = self.ready_set.lock().unwrap_or_else(|e| e.into_inner());
-        if epoch > known.epoch {
-            *known = ReadySet {
-                epoch,
-                workers: workers.into(),
-            };
-        }
-    }
-
-    /// The Ready set last listed, if any.
-    fn ready_set(&self) -> Option<ReadySet> {
-        let known = self.ready_set.lock().unwrap_or_else(|e| e.into_inner());
-        (known.epoch != 0).then(|| known.clone())
     }
 }

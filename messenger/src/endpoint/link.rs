@@ -16,15 +16,9 @@ use std::sync::{Arc, Weak};
 use futures_util::future::{ready, Either};
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 
-use crate::transport::{cost, Outbox};
+use crate::transport::{cost, Outbox, Router};
 use crate::wire::Envelope;
 use crate::{Config, Error, Result};
-
-/// Where the master's frames go: the Hub routes them in the calling task.
-pub(crate) trait Router: Send + Sync + 'static {
-    /// Routes a frame from the master.
-    fn route(&self, env: Envelope);
-}
 
 /// A frame on its way out, and the room it holds until written.
 pub(crate) struct Outgoing {

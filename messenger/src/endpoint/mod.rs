@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builtin::Ping;
 use crate::busy::{self, BusyPoll};
-use crate::transport;
+use crate::transport::{self, Router};
 use crate::wire::{Envelope, Hello, Kind, ENVELOPE_OVERHEAD};
 use crate::{Config, Dispatch, Error, Event, Peer, Result};
 
@@ -26,13 +26,13 @@ mod link;
 mod map;
 mod pending;
 mod reader;
+mod ready_set;
 mod run;
 
-use calls::ReadySet;
 use handlers::{erase, Erased, Handlers};
-pub(crate) use link::Router;
 use link::{Frames, Link, Window};
 use pending::Calls;
+use ready_set::ReadySet;
 
 type PanicHook = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -164,8 +164,21 @@ impl Messenger {
         &self.shared.config
     }
 
-    /// A handle to the same Messenger whose calls wait at most `timeout` for their replies.
-    pub fn timeout(&self, timeout: Duration) -> Messenger {
+    /// Another handle to the same Messenger, whose calls wait at most `timeout` for their
+    /// replies (this one keeps its own deadline, [`Config::request_timeout`] unless set).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use messenger::{Event, Messenger};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Event)]
+    /// # #[event(reply = u32)]
+    /// # struct Pid;
+    /// async fn patient(messenger: &Messenger) -> messenger::Result<Vec<u32>> {
+    ///     messenger.with_timeout(Duration::from_secs(60)).map(Pid).await
+    /// }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Messenger {
         Messenger {
             shared: self.shared.clone(),
             timeout,
@@ -206,6 +219,33 @@ impl Messenger {
         self.register(E::NAME, erase(handler));
     }
 
+    /// Registers a handler for `E` that shares `state` (an `Arc`, cloned for each call): the
+    /// short form of a closure that clones what it captures before its `async move`.
+    ///
+    /// ```
+    /// # use std::sync::atomic::{AtomicU64, Ordering};
+    /// # use std::sync::Arc;
+    /// # use messenger::{Event, Messenger};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Event)]
+    /// #[event(reply = u64)]
+    /// struct Hit;
+    ///
+    /// fn handlers(messenger: &Messenger) {
+    ///     let hits = Arc::new(AtomicU64::new(0));
+    ///     messenger.on_with(hits, |hits, _: Hit| async move { hits.fetch_add(1, Ordering::Relaxed) + 1 });
+    /// }
+    /// ```
+    pub fn on_with<S, E, F, Fut>(&self, state: Arc<S>, handler: F)
+    where
+        S: ?Sized + Send + Sync + 'static,
+        E: Event,
+        F: Fn(Arc<S>, E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = E::Reply> + Send + 'static,
+    {
+        self.on(move |event: E| handler(state.clone(), event))
+    }
+
     /// Registers one object that handles every case of an enum event: the
     /// `<Enum>Handler` trait that `#[derive(Event)]` writes.
     ///
@@ -233,10 +273,10 @@ impl Messenger {
     /// }
     ///
     /// fn handlers(messenger: &Messenger) {
-    ///     messenger.serve::<Admin>(Arc::new(Service));
+    ///     messenger.handle::<Admin>(Arc::new(Service));
     /// }
     /// ```
-    pub fn serve<E: Dispatch>(&self, handler: Arc<E::Handler>) {
+    pub fn handle<E: Dispatch>(&self, handler: Arc<E::Handler>) {
         self.on(move |event: E| event.dispatch(handler.clone()));
     }
 

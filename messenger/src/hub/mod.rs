@@ -24,13 +24,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::builtin::Ping;
-use crate::endpoint::Router;
+use crate::transport::Router;
 use crate::wire::Envelope;
 use crate::{Config, Event, Messenger, Peer, Result, WorkerId};
 
 mod conn;
 mod members;
 mod once;
+mod outbound;
 mod pending;
 mod router;
 mod serve;

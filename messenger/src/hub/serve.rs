@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Outbound, Stop};
+use super::conn::Stop;
+use super::outbound::Outbound;
 use super::router::State;
 use super::{Hub, HubEvent, Shared};
 use crate::transport::{self, Outbox};

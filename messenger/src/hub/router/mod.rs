@@ -9,33 +9,32 @@
 //!   room; `request`: a slot's Ready worker), to every Ready worker (`map`), to the master, or
 //!   once per key (`consume_once`);
 //! - `Reply` / `Failure`: back to the caller, from the responder it was asked of only;
-//! - `Cancel`: the caller gave up; `Credit`: the peer ran broadcasts (see `conn.rs`).
+//! - `Cancel`: the caller gave up; `Credit`: the peer ran broadcasts (see `outbound/`).
 //!
 //! Anything else from a peer breaks the protocol, and closes its connection.
 //!
 //! The files: the state, the dispatch and what every route shares here (queuing, failing,
-//! closing, broadcasts and their acknowledgements); Ready and drains in `ready.rs`; requests and
-//! their answers in `calls.rs`.
-
-use std::sync::Arc;
+//! closing); Ready and drains in `ready.rs`; requests and their answers in `calls.rs`;
+//! broadcasts, their acknowledgements and credit in `broadcast.rs`.
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::conn::{Ack, AnswerRoom, Budget, Conn, Outbound, Stop};
+use super::conn::{Conn, Stop};
 use super::members::{Admission, Members};
 use super::once::OnceResults;
+use super::outbound::{AnswerRoom, Budget, Outbound};
 use super::pending::{Answered, Pending};
 use super::HubEvent;
-use crate::transport::cost;
-use crate::wire::{Credit, Envelope, Kind, ENVELOPE_OVERHEAD};
+use crate::wire::{Envelope, Kind, ENVELOPE_OVERHEAD};
 use crate::{Config, Error, Peer, WorkerId};
 
 /// The body of the reply to a granted `Ready`: MessagePack nil.
 const NIL: &[u8] = &[0xc0];
 
+mod broadcast;
 mod calls;
 mod ready;
 
@@ -289,91 +288,6 @@ impl State {
             return self.close_later(env.from, reason);
         }
         conn.handlers.insert(Bytes::copy_from_slice(&env.event));
-    }
-
-    fn broadcast(&mut self, env: Envelope) {
-        let sender = env.from;
-        let mut ack = None;
-        for id in self.members.workers() {
-            if let Some(conn) = self.conns.get_mut(&Peer::Worker(id)) {
-                if conn.handlers.contains(&env.event) {
-                    conn.out.broadcast(env.clone(), &mut ack, sender);
-                }
-            }
-        }
-        match ack {
-            Some(ack) => self.release(ack),
-            // Taken by every receiver at once.
-            None => self.owe_ack(sender, cost(&env).into()),
-        }
-    }
-
-    /// Lets go of one share of a broadcast's acknowledgement: the last one owes it its sender.
-    fn release(&mut self, ack: Arc<Ack>) {
-        if let Ok(ack) = Arc::try_unwrap(ack) {
-            self.owe_ack(ack.sender, ack.bytes);
-        }
-    }
-
-    fn owe_ack(&mut self, sender: Peer, bytes: u64) {
-        match &mut self.acks_hot {
-            Some((hot, owed)) if *hot == sender => {
-                owed.0 += 1;
-                owed.1 += bytes;
-            }
-            hot => {
-                if let Some((peer, (frames, bytes))) = hot.replace((sender, (1, bytes))) {
-                    let owed = self.acks.entry(peer).or_default();
-                    owed.0 += frames;
-                    owed.1 += bytes;
-                }
-            }
-        }
-    }
-
-    /// Tells each sender owed a batch's worth how many of its broadcasts have left every
-    /// queue.
-    fn flush_acks(&mut self) {
-        if let Some((peer, (frames, bytes))) = self.acks_hot.take() {
-            let owed = self.acks.entry(peer).or_default();
-            owed.0 += frames;
-            owed.1 += bytes;
-        }
-        let (frames, bytes) = self.ack_batch;
-        let conns = &mut self.conns;
-        self.acks.retain(|sender, owed| {
-            // A sender gone is owed nothing.
-            let Some(conn) = conns.get_mut(sender) else {
-                return false;
-            };
-            if owed.0 < frames && owed.1 < bytes {
-                return true;
-            }
-            let credit = Credit {
-                frames: owed.0,
-                bytes: owed.1,
-            };
-            conn.out.control(credit.frame());
-            false
-        });
-    }
-
-    fn credit(&mut self, from: Peer, env: &Envelope) {
-        let Some(conn) = self.conns.get_mut(&from) else {
-            return;
-        };
-        let mut released = Vec::new();
-        let credited = Credit::from_frame(env).and_then(|credit| {
-            conn.out
-                .credit(credit, &mut released)
-                .map_err(|detail| Error::Malformed { detail })
-        });
-        if let Err(err) = credited {
-            self.close_later(from, err.to_string());
-        }
-        for ack in released {
-            self.release(ack);
-        }
     }
 
     /// A new connection for `peer`.

@@ -1,6 +1,7 @@
 //! A connection's queue without a connection: budgets, windows, credit, the stall check.
 
 use super::*;
+use crate::transport::Outbox;
 use crate::wire::Kind;
 
 fn frame(body: usize) -> Envelope {
