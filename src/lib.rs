@@ -60,6 +60,23 @@
 //!   cannot be bound, a failed reload, ...); a `CallError` converts into it with `?`
 //!   (as [`Error::Messenger`]). [`Result`] is a `Result` with this error.
 //!
+//! ```
+//! use multiprocess::{CallError, Error, Event, Messenger};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize, Event)]
+//! # #[event(reply = u32)]
+//! # struct Load;
+//!
+//! /// The least loaded worker's load, or an error the caller can tell apart.
+//! async fn least_load(messenger: &Messenger) -> multiprocess::Result<u32> {
+//!     let loads: Vec<u32> = match messenger.map(Load).await {
+//!         Err(CallError::NoHandler { .. }) => return Err(Error::Config("no worker reports its load".into())),
+//!         other => other?, // any other `CallError` becomes `Error::Messenger`
+//!     };
+//!     loads.into_iter().min().ok_or_else(|| Error::Config("no Ready worker".into()))
+//! }
+//! ```
+//!
 //! # Logs
 //!
 //! Everything the cluster has to say (a worker that crashed and the backoff before its

@@ -1127,3 +1127,39 @@ async fn a_long_wait_does_not_spin() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_handler_with_state_shares_it_across_calls() {
+    let cluster = MockCluster::new(1).await.unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    cluster
+        .worker(0)
+        .on_with(seen.clone(), |seen, _: WhoAmI| async move {
+            seen.fetch_add(1, Ordering::SeqCst) as u32 + 1
+        });
+    cluster.ready().await.unwrap();
+    for n in 1..=3 {
+        assert_eq!(cluster.master().consume(WhoAmI).await.unwrap(), n);
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn with_timeout_gives_another_handle_with_its_own_deadline() {
+    let config = Config::default().request_timeout(Duration::from_secs(60));
+    let cluster = MockCluster::with_config(1, config).await.unwrap();
+    cluster
+        .worker(0)
+        .on(|_: Never| std::future::pending::<u32>());
+    cluster.ready().await.unwrap();
+    let master = cluster.master();
+    let short = master.with_timeout(Duration::from_millis(50));
+    match short.consume(Never).await {
+        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(50)),
+        other => panic!("{other:?}"),
+    }
+    // The handle it came from keeps its own deadline.
+    assert_eq!(master.config().request_timeout, Duration::from_secs(60));
+    let long = tokio::time::timeout(Duration::from_millis(200), master.consume(Never)).await;
+    assert!(long.is_err(), "the original handle gave up early: {long:?}");
+}

@@ -41,6 +41,7 @@ use router::State;
 
 /// Where a worker is in its life, as far as routing goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PeerState {
     /// Connected, not Ready yet: it may send, but gets no messages.
     Starting,
