@@ -17,7 +17,7 @@ use crate::ctxt::Ctxt;
 const EVENT: &str = "event";
 
 /// The keys `#[event(...)]` knows, for the "unknown key" message.
-const KNOWN_KEYS: &str = "`name`, `reply` and `crate`";
+const KNOWN_KEYS: &str = "`name`, `reply`, `crate` and `sender`";
 
 /// What `#[event(...)]` on the type says. `None` means "not given, or given but invalid": the
 /// invalid case is already reported, and the generated fallback uses the default.
@@ -29,6 +29,9 @@ pub struct Container {
     pub reply: Option<Type>,
     /// `crate = "path"` or `crate = path`: where the messenger crate is.
     pub krate: Option<Path>,
+    /// `sender` (no value): the handler trait's methods get the sender, `from: Peer`. The key
+    /// itself, for errors at its span.
+    pub sender: Option<Ident>,
 }
 
 /// Where an `#[event(...)]` attribute was found, when it is not on the type itself.
@@ -52,7 +55,7 @@ pub fn parse_container(cx: &Ctxt, attrs: &[Attribute]) -> Container {
     let mut seen: Vec<String> = Vec::new();
     for pair in pairs {
         let key = pair.key.unraw().to_string();
-        if !matches!(key.as_str(), "name" | "reply" | "crate") {
+        if !matches!(key.as_str(), "name" | "reply" | "crate" | "sender") {
             cx.error_spanned_by(
                 &pair.key,
                 format!("unknown key `{key}` in `#[event(...)]`; the known keys are {KNOWN_KEYS}"),
@@ -68,6 +71,17 @@ pub fn parse_container(cx: &Ctxt, attrs: &[Attribute]) -> Container {
         }
         seen.push(key.clone());
 
+        if key == "sender" {
+            match &pair.value {
+                None => container.sender = Some(pair.key.clone()),
+                Some((eq, _)) => cx.error_spanned_by(
+                    eq,
+                    "`sender` takes no value: write `#[event(sender)]`, and the handler \
+                     methods get the sender as their first parameter, `from: Peer`",
+                ),
+            }
+            continue;
+        }
         let Some(value) = pair_value(cx, &pair, &key) else {
             continue;
         };

@@ -8,9 +8,37 @@ use crate::ctxt::Ctxt;
 
 pub fn check(cx: &Ctxt, input: &Input) {
     check_generics(cx, input);
-    if let Data::Enum(variants) = &input.data {
-        check_not_empty(cx, input, variants);
-        check_method_names(cx, variants);
+    match &input.data {
+        Data::Enum(variants) => {
+            check_not_empty(cx, input, variants);
+            check_method_names(cx, variants);
+            if input.attrs.sender.is_some() {
+                check_sender_param(cx, variants);
+            }
+        }
+        Data::Struct => {
+            if let Some(sender) = &input.attrs.sender {
+                let msg = "`sender` is for an enum: it gives the methods of its handler trait the \
+                           sender (`from: Peer`); a struct's handler learns it when registered \
+                           with `Messenger::on_from`";
+                cx.error_spanned_by(sender, msg);
+            }
+        }
+    }
+}
+
+/// With `sender`, every handler method's first parameter is `from`: a field of that name would
+/// be a second parameter with the same name.
+fn check_sender_param(cx: &Ctxt, variants: &[Variant]) {
+    for variant in variants {
+        if let Some(field) = variant.fields.iter().find(|f| f.param == "from") {
+            let msg = format!(
+                "a field named `from` clashes with the sender parameter that `#[event(sender)]` \
+                 gives the handler method `{}`; rename the field",
+                variant.method.snake
+            );
+            cx.error_spanned_by(&field.param, msg);
+        }
     }
 }
 

@@ -105,6 +105,12 @@ fn handler_trait(
         .iter()
         .zip(methods)
         .filter_map(|(v, m)| Some((v, (*m)?)));
+    // With `sender`, each method's first parameter is who sent the event.
+    let from = input
+        .attrs
+        .sender
+        .as_ref()
+        .map(|_| quote!(from: #krate::Peer,));
     let methods = handled.map(|(variant, method)| {
         let doc = format!("Handles [`{}::{}`].", enum_ident, variant.ident);
         let params = variant.fields.iter().map(|field| {
@@ -113,7 +119,7 @@ fn handler_trait(
         });
         quote! {
             #[doc = #doc]
-            async fn #method(&self, #(#params),*) -> #reply;
+            async fn #method(&self, #from #(#params),*) -> #reply;
         }
     });
 
@@ -136,10 +142,11 @@ fn dispatch_impl(
     let enum_ident = input.ident;
     let trait_ident = input.handler_trait();
     let where_clause = &input.generics.where_clause;
-    let signature = |handler: TokenStream| {
+    let signature = |from: TokenStream, handler: TokenStream| {
         quote! {
             fn dispatch(
                 self,
+                #from: #krate::Peer,
                 #handler: ::std::sync::Arc<Self::Handler>,
             ) -> #krate::BoxFuture<'static, <Self as #krate::Event>::Reply>
         }
@@ -147,14 +154,29 @@ fn dispatch_impl(
 
     let body = if variants.is_empty() {
         // An empty enum is an error (reported by `check`); this keeps the fallback warning-free.
-        let signature = signature(quote!(_));
+        let signature = signature(quote!(_), quote!(_));
         quote!(#signature { match self {} })
     } else {
         let handler = Ident::new("__handler", Span::mixed_site());
+        // The sender goes to the methods only with `sender`; otherwise it is not bound.
+        let (from_param, from_arg) = match input.attrs.sender {
+            Some(_) => {
+                let from = Ident::new("__from", Span::mixed_site());
+                (quote!(#from), Some(from))
+            }
+            None => (quote!(_), None),
+        };
         let arms = variants.iter().zip(methods).map(|(variant, method)| {
-            dispatch_arm(enum_ident, &trait_ident, &handler, variant, *method)
+            dispatch_arm(
+                enum_ident,
+                &trait_ident,
+                &handler,
+                from_arg.as_ref(),
+                variant,
+                *method,
+            )
         });
-        let signature = signature(quote!(#handler));
+        let signature = signature(from_param, quote!(#handler));
         quote! {
             #signature {
                 ::std::boxed::Box::pin(async move {
@@ -181,6 +203,7 @@ fn dispatch_arm(
     enum_ident: &Ident,
     trait_ident: &Ident,
     handler: &Ident,
+    from: Option<&Ident>,
     variant: &Variant,
     method: Option<&Ident>,
 ) -> TokenStream {
@@ -200,7 +223,8 @@ fn dispatch_arm(
             quote!(#enum_ident::#variant_ident { #(#names: #bindings),* })
         }
     };
+    let from = from.map(|from| quote!(#from,));
     quote! {
-        #pattern => #trait_ident::#method(&*#handler, #(#bindings),*).await,
+        #pattern => #trait_ident::#method(&*#handler, #from #(#bindings),*).await,
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use messenger::{async_trait, Dispatch, Event};
+use messenger::{async_trait, Dispatch, Event, Peer};
 use serde::{Deserialize, Serialize};
 
 /// Asks a worker for its process id.
@@ -123,7 +123,10 @@ async fn dispatch_calls_the_method_of_the_variant_with_its_fields() {
         (Admin::Clone { handler: 7 }, "clone 7"),
     ];
     for (event, expected) in cases.clone() {
-        assert_eq!(event.dispatch(handler.clone()).await, expected);
+        assert_eq!(
+            event.dispatch(Peer::Master, handler.clone()).await,
+            expected
+        );
     }
     let expected: Vec<_> = cases.iter().map(|(_, reply)| reply.to_string()).collect();
     assert_eq!(*worker.calls.lock().unwrap(), expected);
@@ -135,7 +138,7 @@ async fn dispatch_future_is_send_and_static() {
         f
     }
     let handler: Arc<dyn AdminHandler> = Arc::new(Worker::default());
-    let future = assert_send_static(Admin::Echo("spawned".into()).dispatch(handler));
+    let future = assert_send_static(Admin::Echo("spawned".into()).dispatch(Peer::Master, handler));
     assert_eq!(tokio::spawn(future).await.unwrap(), "echo spawned");
 }
 
@@ -203,7 +206,43 @@ mod doc_example {
     async fn works() {
         assert_eq!(<Pid as Event>::NAME, "pid");
         let handler: Arc<dyn AdminHandler> = Arc::new(Worker);
-        let reply = Admin::SetLevel { level: 3 }.dispatch(handler).await;
+        let reply = Admin::SetLevel { level: 3 }
+            .dispatch(Peer::Master, handler)
+            .await;
         assert_eq!(reply, "level 3");
     }
+}
+
+/// With `#[event(sender)]`, each handler method learns who sent the event.
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(reply = String, sender)]
+enum Control {
+    Hello(String),
+    Stop,
+}
+
+struct Greeter;
+
+#[async_trait]
+impl ControlHandler for Greeter {
+    async fn hello(&self, from: messenger::Peer, name: String) -> String {
+        format!("{name} from {from}")
+    }
+    async fn stop(&self, from: messenger::Peer) -> String {
+        format!("stopped by {from}")
+    }
+}
+
+#[tokio::test]
+async fn with_sender_the_methods_get_who_sent_it() {
+    let handler: Arc<dyn ControlHandler> = Arc::new(Greeter);
+    let worker = Peer::Worker(messenger::WorkerId::new(1, 2));
+    let reply = Control::Hello("ann".into())
+        .dispatch(worker, handler.clone())
+        .await;
+    assert_eq!(reply, format!("ann from {worker}"));
+    assert_eq!(
+        Control::Stop.dispatch(Peer::Master, handler).await,
+        format!("stopped by {}", Peer::Master)
+    );
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::Peer;
+
 /// A boxed, sendable future: what handlers return once type-erased.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -42,6 +44,7 @@ pub trait Dispatch: Event {
     /// The handler trait object, e.g. `dyn AdminHandler`.
     type Handler: ?Sized + Send + Sync + 'static;
 
-    /// Calls the handler's method for this value's case.
-    fn dispatch(self, handler: Arc<Self::Handler>) -> BoxFuture<'static, Self::Reply>;
+    /// Calls the handler's method for this value's case; `from` sent it (the methods get it
+    /// when the enum says `#[event(sender)]`).
+    fn dispatch(self, from: Peer, handler: Arc<Self::Handler>) -> BoxFuture<'static, Self::Reply>;
 }

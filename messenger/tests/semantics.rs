@@ -1128,6 +1128,46 @@ async fn a_long_wait_does_not_spin() {
     }
 }
 
+/// With `#[event(sender)]`, the handler object's methods learn who sent each event.
+#[derive(Serialize, Deserialize, Event)]
+#[event(reply = String, sender)]
+enum Desk {
+    Hello,
+    Sign(String),
+}
+
+struct DeskService;
+
+#[messenger::async_trait]
+impl DeskHandler for DeskService {
+    async fn hello(&self, from: Peer) -> String {
+        format!("hello, {from}")
+    }
+    async fn sign(&self, from: Peer, text: String) -> String {
+        format!("{text}, signed for {from}")
+    }
+}
+
+#[tokio::test]
+async fn an_enum_handler_object_learns_the_sender() {
+    let cluster = MockCluster::new(2).await.unwrap();
+    cluster.worker(1).handle::<Desk>(Arc::new(DeskService));
+    cluster.ready().await.unwrap();
+    let caller = cluster.worker(0).id();
+    assert_eq!(
+        cluster.worker(0).request(1, Desk::Hello).await.unwrap(),
+        format!("hello, {caller}")
+    );
+    assert_eq!(
+        cluster
+            .master()
+            .consume(Desk::Sign("memo".into()))
+            .await
+            .unwrap(),
+        format!("memo, signed for {}", Peer::Master)
+    );
+}
+
 #[tokio::test]
 async fn a_handler_with_state_shares_it_across_calls() {
     let cluster = MockCluster::new(1).await.unwrap();

@@ -2,7 +2,7 @@
 //! code uses (`impl Event`, `impl Dispatch`, the handler trait): only the real errors show.
 use std::sync::Arc;
 
-use messenger::{async_trait, Dispatch, Event};
+use messenger::{async_trait, Dispatch, Event, Peer};
 use serde::{Deserialize, Serialize};
 
 #[allow(non_camel_case_types)]
@@ -33,5 +33,5 @@ fn main() {
     assert_dispatch::<Admin>();
     assert_eq!(<Admin as Event>::NAME, "Admin");
     let handler: Arc<dyn AdminHandler> = Arc::new(Worker);
-    let _ = Admin::Stop.dispatch(handler);
+    let _ = Admin::Stop.dispatch(Peer::Master, handler);
 }

@@ -247,7 +247,8 @@ impl Messenger {
     }
 
     /// Registers one object that handles every case of an enum event: the
-    /// `<Enum>Handler` trait that `#[derive(Event)]` writes.
+    /// `<Enum>Handler` trait that `#[derive(Event)]` writes. With `#[event(sender)]` on the
+    /// enum, each method's first parameter is the sender, `from: Peer`, stamped by the Hub.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -277,7 +278,7 @@ impl Messenger {
     /// }
     /// ```
     pub fn handle<E: Dispatch>(&self, handler: Arc<E::Handler>) {
-        self.on(move |event: E| event.dispatch(handler.clone()));
+        self.on_from(move |from: Peer, event: E| event.dispatch(from, handler.clone()));
     }
 
     fn register(&self, name: &'static str, handler: Erased) {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use messenger::{async_trait, Dispatch, Event};
+use messenger::{async_trait, Dispatch, Event, Peer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Event)]
@@ -46,10 +46,10 @@ async fn main() {
     assert_eq!(<Admin as Event>::NAME, "Admin");
     let handler: Arc<dyn AdminHandler> = Arc::new(Worker);
     let set = Admin::SetLogLevel { level: 2, target: Some("net".into()) };
-    assert_eq!(set.dispatch(handler.clone()).await, "2 net");
-    assert_eq!(Admin::Add(1, 2).dispatch(handler.clone()).await, "3");
-    assert_eq!(Admin::Echo("hi".into()).dispatch(handler.clone()).await, "hi");
-    assert_eq!(Admin::Shutdown.dispatch(handler.clone()).await, "shutdown");
-    assert_eq!(Admin::Empty {}.dispatch(handler.clone()).await, "empty");
-    assert_eq!(Admin::EmptyTuple().dispatch(handler).await, "empty tuple");
+    assert_eq!(set.dispatch(Peer::Master, handler.clone()).await, "2 net");
+    assert_eq!(Admin::Add(1, 2).dispatch(Peer::Master, handler.clone()).await, "3");
+    assert_eq!(Admin::Echo("hi".into()).dispatch(Peer::Master, handler.clone()).await, "hi");
+    assert_eq!(Admin::Shutdown.dispatch(Peer::Master, handler.clone()).await, "shutdown");
+    assert_eq!(Admin::Empty {}.dispatch(Peer::Master, handler.clone()).await, "empty");
+    assert_eq!(Admin::EmptyTuple().dispatch(Peer::Master, handler).await, "empty tuple");
 }

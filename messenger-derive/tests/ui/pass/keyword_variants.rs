@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use messenger::{async_trait, Dispatch, Event};
+use messenger::{async_trait, Dispatch, Event, Peer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Event)]
@@ -56,11 +56,11 @@ async fn main() {
     assert_eq!(<r#enum as Event>::NAME, "enum");
     let _ = r#enum;
     let handler: Arc<dyn KeywordsHandler> = Arc::new(Handler);
-    assert_eq!(Keywords::Type.dispatch(handler.clone()).await, "type");
-    assert_eq!(Keywords::Match(1).dispatch(handler.clone()).await, "match");
-    assert_eq!(Keywords::Loop { r#in: 1 }.dispatch(handler.clone()).await, "loop");
-    assert_eq!(Keywords::Async.dispatch(handler.clone()).await, "async");
-    assert_eq!(Keywords::Gen.dispatch(handler.clone()).await, "gen");
-    assert_eq!(Keywords::Clone.dispatch(handler.clone()).await, "clone");
-    assert_eq!(Keywords::AsRef.dispatch(handler).await, "as_ref");
+    assert_eq!(Keywords::Type.dispatch(Peer::Master, handler.clone()).await, "type");
+    assert_eq!(Keywords::Match(1).dispatch(Peer::Master, handler.clone()).await, "match");
+    assert_eq!(Keywords::Loop { r#in: 1 }.dispatch(Peer::Master, handler.clone()).await, "loop");
+    assert_eq!(Keywords::Async.dispatch(Peer::Master, handler.clone()).await, "async");
+    assert_eq!(Keywords::Gen.dispatch(Peer::Master, handler.clone()).await, "gen");
+    assert_eq!(Keywords::Clone.dispatch(Peer::Master, handler.clone()).await, "clone");
+    assert_eq!(Keywords::AsRef.dispatch(Peer::Master, handler).await, "as_ref");
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use messenger::{async_trait, Dispatch, Event};
+use messenger::{async_trait, Dispatch, Event, Peer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Event, PartialEq, Debug)]
@@ -34,6 +34,6 @@ async fn main() {
     let _: <Echo as Event>::Reply = Echo(1);
     let handler: Arc<dyn TreeHandler> = Arc::new(Handler);
     let node = Tree::Node(Box::new(Tree::Leaf(1)), vec![]);
-    assert_eq!(node.dispatch(handler.clone()).await, Some(Box::new(Tree::Leaf(1))));
-    assert_eq!(Tree::Leaf(1).dispatch(handler).await, Some(Box::new(Tree::Leaf(2))));
+    assert_eq!(node.dispatch(Peer::Master, handler.clone()).await, Some(Box::new(Tree::Leaf(1))));
+    assert_eq!(Tree::Leaf(1).dispatch(Peer::Master, handler).await, Some(Box::new(Tree::Leaf(2))));
 }

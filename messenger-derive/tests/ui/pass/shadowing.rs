@@ -52,7 +52,7 @@ impl AdminHandler for Handler {
 
 fn dispatch(event: Admin) -> ::messenger::BoxFuture<'static, ()> {
     let handler: ::std::sync::Arc<dyn AdminHandler> = ::std::sync::Arc::new(Handler);
-    ::messenger::Dispatch::dispatch(event, handler)
+    ::messenger::Dispatch::dispatch(event, ::messenger::Peer::Master, handler)
 }
 
 /// A user `Box` in scope: fine for a struct event. (Not for an enum event: `#[async_trait]`
