@@ -1,21 +1,15 @@
-//! The user's entry point: [`Cluster::builder`].
+//! The user's entry point: [`Cluster::builder`]. It sits above `master` and `worker` (it runs
+//! one or the other), which never import it.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use messenger::BoxFuture;
-
 use crate::error::{BoxError, Error};
 use crate::listen::ListenAddr;
-use crate::master::{self, Master};
+use crate::master::{self, Master, MasterBoot};
 use crate::options::Options;
-use crate::worker::{self, Worker};
-
-pub(crate) type MasterBoot =
-    Box<dyn FnOnce(Master) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
-pub(crate) type WorkerBoot =
-    Box<dyn FnOnce(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+use crate::worker::{self, Worker, WorkerBoot};
 
 /// A master plus N worker processes.
 ///

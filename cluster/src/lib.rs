@@ -36,6 +36,7 @@ pub mod listen;
 mod master;
 mod memory;
 mod options;
+mod runtime;
 mod serve;
 mod spawn;
 mod status;

@@ -2,17 +2,21 @@
 
 use std::sync::Arc;
 
-use messenger::{Hub, Messenger, Peer};
+use messenger::{BoxFuture, Hub, Messenger, Peer};
 use tokio::sync::{oneshot, watch};
 
-use crate::builder::MasterBoot;
 use crate::control::{Reload, Unhealthy};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 use crate::listen::{self, LocalAddr};
 use crate::options::Options;
+use crate::runtime::{self, Signal};
 use crate::spawn::{SpawnConfig, Spawner};
 use crate::status::{Phase, Status};
 use crate::supervisor::{self, Cmd};
+
+/// The master's bootstrap, as the builder keeps it.
+pub(crate) type MasterBoot =
+    Box<dyn FnOnce(Master) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
 
 /// What the master's bootstrap gets: the master's messenger and the calls that steer the
 /// cluster. Cheap to clone.
@@ -112,13 +116,9 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         listeners.push((bound.kind, bound.fd));
     }
     let span = tracing::info_span!("master", pid = std::process::id());
-    let thread_span = span.clone();
     // One thread: the master only routes and supervises, and on one thread the Hub's tasks wake
     // each other without crossing threads (broadcast throughput doubled when measured).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_start(move || std::mem::forget(thread_span.clone().entered()))
-        .build()?;
+    let runtime = runtime::build(1, &span)?;
     let _entered = span.entered();
     let unix_paths: Vec<_> = local_addrs
         .iter()
@@ -199,35 +199,22 @@ fn control_handlers(master: &Master) {
 
 /// SIGTERM / SIGINT: drain and stop (a second one kills); SIGUSR2: rolling reload.
 fn watch_signals(master: &Master) -> Result<(), Error> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
     let master = master.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                Some(()) = term.recv() => {
-                    tracing::info!("SIGTERM");
-                    master.stop();
-                }
-                Some(()) = int.recv() => {
-                    tracing::info!("SIGINT");
-                    master.stop();
-                }
-                Some(()) = usr2.recv() => {
-                    tracing::info!("SIGUSR2: reload");
-                    let master = master.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = master.reload().await {
-                            tracing::error!("reload asked by SIGUSR2 failed: {e}");
-                        }
-                    });
-                }
-                else => return,
-            }
+    runtime::watch_signals(true, move |signal| match signal {
+        Signal::Terminate | Signal::Interrupt => {
+            tracing::info!("{signal}");
+            master.stop();
         }
-    });
+        Signal::Reload => {
+            tracing::info!("SIGUSR2: reload");
+            let master = master.clone();
+            tokio::spawn(async move {
+                if let Err(e) = master.reload().await {
+                    tracing::error!("reload asked by SIGUSR2 failed: {e}");
+                }
+            });
+        }
+    })?;
     Ok(())
 }
 

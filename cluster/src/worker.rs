@@ -4,15 +4,19 @@ use std::future::Future;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use messenger::{Messenger, WorkerId};
+use messenger::{BoxFuture, Messenger, WorkerId};
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::WorkerBoot;
 use crate::control::{Drain, Reload, Unhealthy};
 use crate::env::{ListenerKind, WorkerEnv};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 use crate::ipc::IpcStream;
 use crate::options::Options;
+use crate::runtime::{self, Signal};
+
+/// The worker's bootstrap, as the builder keeps it.
+pub(crate) type WorkerBoot =
+    Box<dyn FnOnce(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
 
 /// What a worker's bootstrap gets: its identity, listeners and messenger, and the calls that
 /// steer its life cycle. Cheap to clone.
@@ -140,23 +144,10 @@ impl Worker {
 /// The life of a worker process, from the runtime's creation to its exit.
 pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(), Error> {
     let span = tracing::info_span!("worker", slot = env.slot, generation = env.generation);
-    let threads = opts.runtime_threads();
     // One thread: a current-thread runtime, so the server, the handlers and the messenger never
     // hand work to another thread (no cross-thread wake-ups; measured: /hello +15-25%,
-    // pipelined calls +25%).
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    builder.enable_all();
-    // Every log line of this process carries the slot and generation: the span stays entered
-    // on every runtime thread for the thread's whole life.
-    let thread_span = span.clone();
-    builder.on_thread_start(move || std::mem::forget(thread_span.clone().entered()));
-    let runtime = builder.build()?;
+    // pipelined calls +25%). Every log line of this process carries the slot and generation.
+    let runtime = runtime::build(opts.runtime_threads(), &span)?;
     let _entered = span.entered();
     // SAFETY: the master placed these descriptors for this process (checked to be sockets by
     // `take_worker_env`); nothing else in the process owns them.
@@ -228,22 +219,14 @@ fn watch_master(messenger: &Messenger, drain: &CancellationToken, opts: &Options
 /// SIGTERM sent to a worker alone drains it (the master then replaces it). SIGINT, which a
 /// terminal sends to the whole process group, is the master's to act on: the worker ignores it.
 fn watch_signals(drain: &CancellationToken) -> Result<(), Error> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let drain = drain.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                Some(()) = term.recv() => {
-                    tracing::info!("SIGTERM: draining");
-                    drain.cancel();
-                }
-                Some(()) = int.recv() => tracing::debug!("SIGINT ignored: the master stops the workers"),
-                else => return,
-            }
+    runtime::watch_signals(false, move |signal| match signal {
+        Signal::Terminate => {
+            tracing::info!("SIGTERM: draining");
+            drain.cancel();
         }
-    });
+        _ => tracing::debug!("{signal} ignored: the master stops the workers"),
+    })?;
     Ok(())
 }
 
