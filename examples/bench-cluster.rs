@@ -214,7 +214,7 @@ async fn worker(w: Worker, args: Args) -> Result<(), BoxError> {
         };
         msg.request_master(Report(result.to_string())).await?;
     }
-    w.drained().await;
+    w.draining().await;
     Ok(())
 }
 

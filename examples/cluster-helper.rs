@@ -204,11 +204,11 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
 
     let on_unix = async {
         match unix {
-            Some(unix) => multiprocess::serve(unix, router.clone(), w.drained()).await,
+            Some(unix) => multiprocess::serve(unix, router.clone(), w.draining()).await,
             None => Ok(()),
         }
     };
-    let on_tcp = multiprocess::serve(listener, router.clone(), w.drained());
+    let on_tcp = multiprocess::serve(listener, router.clone(), w.draining());
     tokio::try_join!(on_tcp, on_unix)?;
     if std::env::var_os("HELPER_READY_AGAIN").is_some() {
         // A worker that misbehaves: drained, it asks to be Ready again.

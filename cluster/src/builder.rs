@@ -23,7 +23,7 @@ use crate::worker::{self, Worker, WorkerBoot};
 ///         .worker(|w| async move {
 ///             let listener = w.tcp_listener(0)?;
 ///             w.ready().await?;
-///             // ... serve on `listener` until `w.drained()` resolves
+///             // ... serve on `listener` until `w.draining()` resolves
 ///             # drop(listener);
 ///             Ok(())
 ///         })
@@ -182,7 +182,7 @@ impl Builder {
     }
 
     /// The worker's bootstrap: runs in every worker process. Register handlers, call
-    /// [`Worker::ready`], serve until [`Worker::drained`] resolves, return. Returning ends
+    /// [`Worker::ready`], serve until [`Worker::draining`] resolves, return. Returning ends
     /// the worker process (an `Err` is logged and exits with status 1).
     pub fn worker<F, Fut>(mut self, f: F) -> Self
     where

@@ -98,12 +98,13 @@ impl Default for ServeOptions {
 }
 
 /// Serves HTTP/1 and HTTP/2 on `listener` with `service` (an `axum::Router`, or any tower
-/// service of hyper requests) until `drained` resolves, then drains without losing a request
+/// service of hyper requests) until `draining` resolves (a worker's
+/// [`Worker::draining`](crate::Worker::draining)), then drains without losing a request
 /// (see the module docs) and returns once every connection has ended.
 pub async fn serve<L, S, B>(
     listener: L,
     service: S,
-    drained: impl Future<Output = ()> + Send,
+    draining: impl Future<Output = ()> + Send,
 ) -> io::Result<()>
 where
     L: Accept,
@@ -116,14 +117,14 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_with(listener, service, drained, ServeOptions::default()).await
+    serve_with(listener, service, draining, ServeOptions::default()).await
 }
 
 /// [`serve`] with explicit [`ServeOptions`].
 pub async fn serve_with<L, S, B>(
     listener: L,
     service: S,
-    drained: impl Future<Output = ()> + Send,
+    draining: impl Future<Output = ()> + Send,
     options: ServeOptions,
 ) -> io::Result<()>
 where
@@ -148,10 +149,10 @@ where
             stage_rx.clone(),
         ));
     };
-    tokio::pin!(drained);
+    tokio::pin!(draining);
     loop {
         tokio::select! {
-            _ = &mut drained => break,
+            _ = &mut draining => break,
             accepted = listener.accept() => match accepted {
                 Ok(io) => {
                     spawn(&mut connections, io);

@@ -92,7 +92,7 @@ impl Worker {
     ///
     /// The master grants it only to the worker it is starting for the slot: a worker that was
     /// replaced or told to drain, or while the cluster stops, is refused
-    /// ([`messenger::Error::Forbidden`]), and drains ([`Worker::drained`] resolves).
+    /// ([`messenger::Error::Forbidden`]), and drains ([`Worker::draining`] resolves).
     pub async fn ready(&self) -> Result<(), Error> {
         match self.inner.messenger.ready().await {
             Ok(()) => Ok(()),
@@ -129,9 +129,11 @@ impl Worker {
             .map_err(Error::Reload)
     }
 
-    /// Resolves when this worker must drain: stop accepting, finish in-flight work, return
-    /// from the bootstrap. Hand it to [`serve`](crate::serve) or `with_graceful_shutdown`.
-    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves as soon as this worker must start draining (told by the master, refused Ready,
+    /// SIGTERM, or the master lost): stop accepting, finish in-flight work, then return from
+    /// the bootstrap. It does not wait for anything to be drained: hand it to
+    /// [`serve`](crate::serve) or `with_graceful_shutdown`, which do the draining.
+    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
         self.inner.drain.clone().cancelled_owned()
     }
 
