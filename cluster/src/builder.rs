@@ -36,8 +36,10 @@ impl Cluster {
     /// Starts describing a cluster.
     pub fn builder() -> Builder {
         Builder {
-            opts: Options::default(),
-            workers: 0,
+            opts: Options {
+                workers: 0,
+                ..Options::default()
+            },
             master: None,
             worker: None,
         }
@@ -52,7 +54,6 @@ impl Cluster {
 /// other).
 pub struct Builder {
     opts: Options,
-    workers: usize,
     master: Option<MasterBoot>,
     worker: Option<WorkerBoot>,
 }
@@ -61,7 +62,7 @@ impl Builder {
     /// The number of worker slots; 0 (the default) means the number of CPUs. At most
     /// [`max_workers`](Builder::max_workers).
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n;
+        self.opts.workers = n;
         self
     }
 
@@ -210,10 +211,9 @@ impl Builder {
     /// is an [`Error::WorkerEnv`].
     pub fn run(mut self) -> Result<(), Error> {
         let env = crate::env::take_worker_env()?;
-        self.opts.workers = match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        if self.opts.workers == 0 {
+            self.opts.workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
         self.opts.validate()?;
         let worker = self.worker.ok_or_else(|| {
             Error::Config("no worker bootstrap: call `.worker(|w| async move { .. })`".into())

@@ -9,8 +9,8 @@
 //!    ends cleanly right after a response: the client knows not to reuse it and opens a new
 //!    one, which another worker accepts. An HTTP/2 connection gets GOAWAY at once (race-free
 //!    by design: the client learns which streams were taken);
-//! 3. only connections still open after [`ServeOptions::idle_grace`] are shut down gracefully
-//!    (idle ones closed, in-flight ones finished).
+//! 3. only connections still open after the idle grace ([`ServeOptions::idle_grace`]) are
+//!    shut down gracefully (idle ones closed, in-flight ones finished).
 //!
 //! The master's `kill_timeout` bounds it all.
 
@@ -80,13 +80,25 @@ impl Accept for UnixListener {
     }
 }
 
-/// Settings of [`serve_with`].
+/// Settings of [`serve_with`]: `ServeOptions::new().idle_grace(Duration::from_secs(2))`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    idle_grace: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults (an `idle_grace` of 5 s).
+    pub fn new() -> Self {
+        ServeOptions::default()
+    }
+
     /// How long after the drain starts connections may stay open before they are shut down
-    /// gracefully (in-flight requests still finish). Busy keep-alive connections end long
-    /// before, on their next response.
-    pub idle_grace: Duration,
+    /// gracefully (in-flight requests still finish; default 5 s). Busy keep-alive connections
+    /// end long before, on their next response.
+    pub fn idle_grace(mut self, grace: Duration) -> Self {
+        self.idle_grace = grace;
+        self
+    }
 }
 
 impl Default for ServeOptions {
