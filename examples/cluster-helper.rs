@@ -5,7 +5,9 @@
 //! `LISTENING <addr>` on stdout), `WORKERS` (default 2), `HELPER_*_MS` timeouts, and two
 //! switch files a test can create or remove while the cluster runs:
 //! `HELPER_CRASH_FILE` (a worker that starts while it exists exits at once with status 3) and
-//! `HELPER_HOLD_FILE` (a worker that starts while it exists never gets Ready).
+//! `HELPER_HOLD_FILE` (a worker that starts while it exists never gets Ready). With
+//! `HELPER_MASTER_READY` set, the master waits for every worker to be Ready and prints
+//! `MASTER READY <status as JSON>` (or `MASTER READY FAILED: <why>`).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use multiprocess::{BoxError, Cluster, Event, LocalAddr, Messenger, Status, Worker};
+use multiprocess::{BoxError, Cluster, Event, LocalAddr, Master, Messenger, Status, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -58,6 +60,17 @@ struct MasterMap;
 #[derive(Serialize, Deserialize, Event)]
 #[event(name = "status", reply = Option<Status>)]
 struct StatusQuery;
+
+/// The master's status once every worker is Ready (`Master::ready`), or why it never was.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "ready-status", reply = Result<Status, String>)]
+struct ReadyStatusQuery;
+
+/// `Master::ready`, then `Master::status`.
+async fn ready_status(master: &Master) -> Result<Status, String> {
+    master.ready().await.map_err(|e| e.to_string())?;
+    master.status().await.map_err(|e| e.to_string())
+}
 
 fn ms(name: &str, default: u64) -> Duration {
     let value = std::env::var(name).ok().map(|v| {
@@ -106,6 +119,21 @@ fn main() -> Result<(), multiprocess::Error> {
                 let master = master.clone();
                 async move { master.status().await.ok() }
             });
+            let master = m.clone();
+            m.messenger().on(move |_: ReadyStatusQuery| {
+                let master = master.clone();
+                async move { ready_status(&master).await }
+            });
+            if std::env::var_os("HELPER_MASTER_READY").is_some() {
+                // Waited for in a task: the workers start once this bootstrap returns.
+                let master = m.clone();
+                tokio::spawn(async move {
+                    match ready_status(&master).await {
+                        Ok(status) => println!("MASTER READY {}", json!(status)),
+                        Err(e) => println!("MASTER READY FAILED: {e}"),
+                    }
+                });
+            }
             if std::env::var_os("HELPER_BOOT_ASKS").is_some() {
                 // The master's bootstrap asks before any worker starts: answered at once.
                 let status = m.status().await?;
@@ -183,6 +211,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/master/echo", get(master_echo))
         .route("/master/map", get(master_map))
         .route("/status", get(status))
+        .route("/master/ready", get(master_ready))
         .route("/slow", get(slow))
         .route("/unhealthy", post(unhealthy))
         .route("/hang", post(hang))
@@ -279,6 +308,15 @@ async fn master_map(State(app): State<App>) -> Answer {
 async fn status(State(app): State<App>) -> Answer {
     let status = app.msg.request_master(StatusQuery).await.map_err(failed)?;
     Ok(Json(json!(status)))
+}
+
+async fn master_ready(State(app): State<App>) -> Answer {
+    let status = app
+        .msg
+        .request_master(ReadyStatusQuery)
+        .await
+        .map_err(failed)?;
+    Ok(Json(json!(status.map_err(failed)?)))
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,7 @@ use crate::options::Options;
 use crate::runtime::{self, Signal};
 use crate::spawn::{SpawnConfig, Spawner};
 use crate::status::{Phase, Status};
-use crate::supervisor::{self, Cmd};
+use crate::supervisor::{self, Cmd, Readiness};
 
 /// The master's bootstrap, as the builder keeps it.
 pub(crate) type MasterBoot =
@@ -26,7 +26,6 @@ pub struct Master {
 }
 
 struct Inner {
-    hub: Hub,
     messenger: Messenger,
     supervisor: supervisor::Handle,
     local_addrs: Vec<LocalAddr>,
@@ -40,11 +39,6 @@ impl Master {
         &self.inner.messenger
     }
 
-    /// The Hub that routes every message.
-    pub fn hub(&self) -> &Hub {
-        &self.inner.hub
-    }
-
     /// Rolls every worker, a batch of slots at a time, new first. Resolves when the rollout is
     /// over; `Err` says where and why it stopped (the old workers of the remaining slots keep
     /// serving). Calls made while a rollout runs are coalesced into one more rollout. Asked
@@ -56,6 +50,23 @@ impl Master {
             return Err(Error::Stopping);
         }
         rx.await.map_err(|_| Error::Stopping)?
+    }
+
+    /// Resolves once every slot has a Ready worker and no rolling reload runs: at once if that
+    /// is so already; after the start, once the last slot's worker is Ready; during a reload,
+    /// once the rollout has ended (every slot runs its new worker, or the rollout stopped and
+    /// the old workers of the slots left serve). A [`status`](Master::status) asked after it
+    /// resolves shows every slot's worker Ready, with its pid.
+    ///
+    /// `Err(`[`Error::Stopping`]`)` if the cluster stops first (or is stopping). The workers
+    /// start once the master's bootstrap has returned: awaited in the bootstrap itself it would
+    /// wait forever, so spawn a task there to wait on it.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let mut readiness = self.inner.supervisor.readiness();
+        match readiness.wait_for(|r| *r != Readiness::Waiting).await {
+            Ok(r) if *r == Readiness::Ready => Ok(()),
+            _ => Err(Error::Stopping),
+        }
     }
 
     /// Drains every worker, then the master's `run` returns `Ok`. A second call (like a second
@@ -145,7 +156,6 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         let master = Master {
             inner: Arc::new(Inner {
                 messenger: hub.messenger(),
-                hub,
                 supervisor: supervisor.clone(),
                 local_addrs,
                 workers: opts.workers,

@@ -161,6 +161,17 @@ pub(crate) enum ReloadError {
     Failed(String),
 }
 
+/// Whether the cluster is whole: what [`Master::ready`](crate::Master::ready) waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// Not yet: a slot has no Ready worker, the workers have not started, or a rollout runs.
+    Waiting,
+    /// Every slot has its Ready worker and no rollout runs (or waits to run).
+    Ready,
+    /// The cluster stops: it will not be whole again.
+    Stopped,
+}
+
 /// How the cluster stops, once asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -239,6 +250,21 @@ impl Fleet {
             Stop::Running => Phase::Running,
             _ if self.finished() => Phase::Stopped,
             _ => Phase::Stopping,
+        }
+    }
+
+    /// Whether every slot has its Ready worker, with no rollout under way or asked.
+    pub fn readiness(&self) -> Readiness {
+        if self.stop != Stop::Running {
+            Readiness::Stopped
+        } else if self.booted
+            && self.rollout.is_none()
+            && self.next_reload.is_empty()
+            && self.slots.iter().all(|s| Fleet::serving(s).is_some())
+        {
+            Readiness::Ready
+        } else {
+            Readiness::Waiting
         }
     }
 
