@@ -217,6 +217,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/hang", post(hang))
         .route("/panic", post(panic))
         .route("/reload", post(reload))
+        .route("/reload-in-background", post(reload_in_background))
         .route("/crash", post(crash))
         .merge(flood::routes(app.msg.clone()))
         .with_state(app);
@@ -359,6 +360,17 @@ async fn panic(State(app): State<App>) -> Json<Value> {
     for _ in 0..5 {
         tokio::spawn(async { panic!("a task panicked, as the test asked") });
     }
+    id_of(State(app)).await
+}
+
+/// Asks for a reload from a task of this worker and answers at once: the task prints
+/// `RELOAD OUTCOME pid=<pid> <result>` when the outcome comes, whatever became of the worker.
+async fn reload_in_background(State(app): State<App>) -> Json<Value> {
+    let worker = app.worker.clone();
+    tokio::spawn(async move {
+        let outcome = worker.request_reload().await;
+        println!("RELOAD OUTCOME pid={} {outcome:?}", std::process::id());
+    });
     id_of(State(app)).await
 }
 

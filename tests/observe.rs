@@ -1,5 +1,6 @@
 //! What a master and a worker can wait on and observe, with real processes
-//! (`examples/cluster-helper`): `Master::ready` and the status right after it. Every wait is on
+//! (`examples/cluster-helper`): `Master::ready` and the status right after it; the outcome of
+//! a reload a worker asked for, in that worker and in the master's log. Every wait is on
 //! an event, with a generous deadline; every cluster is killed (its whole process group) when
 //! its test ends.
 
@@ -80,4 +81,35 @@ fn the_master_waiting_for_ready_workers_hears_of_a_stop() {
         l.contains("MASTER READY FAILED: the cluster is stopping")
     });
     assert_eq!(helper.wait_exit().code(), Some(0));
+}
+
+/// A worker that asks for a reload from a task and does not wait for it in a request still
+/// gets its outcome before it exits: its slot is replaced last, and its process waits for the
+/// answer after its bootstrap returns. The master logs who asked and how it ended.
+#[test]
+fn a_worker_that_asked_for_a_reload_gets_its_outcome() {
+    let helper = Helper::start(3, &[]);
+    let old = ready_pids(&helper.wait_ready(3));
+    let asker = helper.post("/reload-in-background");
+    let (slot, pid) = (asker["slot"].as_u64().unwrap(), asker["pid"].as_u64().unwrap());
+    helper.out.wait_line("the outcome, in the worker that asked", |l| {
+        l.starts_with(&format!("RELOAD OUTCOME pid={pid} Ok(())"))
+    });
+    helper.out.wait_line("the outcome, in the master's log", |l| {
+        l.contains(&format!("reload asked by worker slot {slot} gen 1: complete"))
+    });
+    // Its slot was the last one replaced: it was the last old worker told to drain.
+    let lines = helper.out.lines();
+    let drained: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("draining worker"))
+        .collect();
+    assert_eq!(drained.len(), 3, "{drained:#?}");
+    assert!(
+        drained[2].contains(&format!("pid={pid} ")),
+        "{pid} was not the last: {drained:#?}"
+    );
+    let new = ready_pids(&helper.wait_ready(3));
+    assert!(new.iter().all(|p| !old.contains(p)), "{new:?} {old:?}");
+    wait_gone(&old);
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use messenger::{BoxFuture, Hub, Messenger, Peer};
+use messenger::{BoxFuture, Hub, Messenger, Peer, WorkerId};
 use tokio::sync::{oneshot, watch};
 
 use crate::control::{Reload, Unhealthy};
@@ -45,8 +45,13 @@ impl Master {
     /// before the workers start (in the master's bootstrap), it is done at once: they start
     /// from the binary as it is.
     pub async fn reload(&self) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        if !self.inner.supervisor.send(Cmd::Reload(tx)) {
+        self.reload_asked_by(None).await
+    }
+
+    /// [`reload`](Master::reload), asked by worker `asker`: its slot is replaced last.
+    async fn reload_asked_by(&self, asker: Option<WorkerId>) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        if !self.inner.supervisor.send(Cmd::Reload { reply, asker }) {
             return Err(Error::Stopping);
         }
         rx.await.map_err(|_| Error::Stopping)?
@@ -201,8 +206,19 @@ fn control_handlers(master: &Master) {
     master.messenger().on_from(move |from: Peer, _: Reload| {
         let m = m.clone();
         async move {
-            tracing::info!(?from, "reload asked by a worker");
-            m.reload().await.map_err(|e| e.to_string())
+            let asker = from.worker();
+            let who = asker.map_or_else(|| "the master".to_owned(), |id| format!("worker {id}"));
+            tracing::info!("reload asked by {who}");
+            let outcome = m.reload_asked_by(asker).await;
+            match &outcome {
+                Ok(()) => tracing::info!("reload asked by {who}: complete"),
+                Err(e) => tracing::warn!("reload asked by {who}: {e}"),
+            }
+            // The worker makes an `Error::Reload` of the reason: sent bare, not said twice.
+            outcome.map_err(|e| match e {
+                Error::Reload(why) => why,
+                other => other.to_string(),
+            })
         }
     });
 }

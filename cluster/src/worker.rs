@@ -5,6 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use messenger::{BoxFuture, Messenger, WorkerId};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{Drain, Reload, Unhealthy};
@@ -32,6 +33,25 @@ struct Inner {
     drain: CancellationToken,
     /// A rollout waits for every batch to get Ready: the reload request's deadline.
     reload_timeout: std::time::Duration,
+    /// How many reloads this worker asked for are still waiting for their outcome: the process
+    /// waits for them before it exits.
+    reloads: watch::Sender<usize>,
+}
+
+/// Counts a reload request as waiting for its outcome while it lives.
+struct WaitingReload<'a>(&'a watch::Sender<usize>);
+
+impl<'a> WaitingReload<'a> {
+    fn new(count: &'a watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        WaitingReload(count)
+    }
+}
+
+impl Drop for WaitingReload<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Worker {
@@ -117,10 +137,26 @@ impl Worker {
             .await?)
     }
 
-    /// Asks the master for a rolling reload of every worker (this one included). Resolves when
-    /// the rollout is over: `Err` says why it stopped. Reloads asked for while one runs are
-    /// coalesced into one more.
+    /// Asks the master for a rolling reload of every worker, this one included. Resolves when
+    /// the rollout is over: `Ok` once every slot runs a new worker; [`Error::Reload`] with the
+    /// reason if it stopped (at the first new worker that did not get Ready: the old workers of
+    /// the slots left keep serving) or the cluster stops. Reloads asked for while one runs are
+    /// coalesced into one more. The master logs the request and its outcome
+    /// (`reload asked by worker slot 0 gen 1: complete`, or the reason).
+    ///
+    /// What happens to this worker: it is replaced like every other, new first, and the master
+    /// replaces the slots of the workers that asked last. So it keeps serving until the
+    /// rollout's last step, where its replacement gets Ready: the rollout ends there, and this
+    /// worker is told to drain ([`Worker::draining`] resolves) as the outcome is sent to it. If
+    /// the rollout stops before its slot, it is not replaced at all.
+    ///
+    /// To see the outcome in this worker, await this call in a task or a request handler of
+    /// its own: a request being answered keeps [`serve`](crate::serve) draining, and a worker
+    /// whose bootstrap has returned still waits for the outcome of the reloads it asked for
+    /// (for `kill_timeout` at most) before its process exits. Elsewhere, the outcome is in the
+    /// master's log and [`Master::status`](crate::Master::status) (every slot's generation).
     pub async fn request_reload(&self) -> Result<(), Error> {
+        let _waiting = WaitingReload::new(&self.inner.reloads);
         self.inner
             .messenger
             .timeout(self.inner.reload_timeout)
@@ -189,10 +225,20 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
                 reload_timeout: opts
                     .ready_timeout
                     .saturating_mul(u32::try_from(opts.workers + 1).unwrap_or(u32::MAX)),
+                reloads: watch::Sender::new(0),
             }),
         };
+        let mut reloads = worker.inner.reloads.subscribe();
         tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
-        boot(worker).await.map_err(Error::Bootstrap)
+        let result = boot(worker).await.map_err(Error::Bootstrap);
+        // A reload this worker asked for ends as it drains, or soon after: its outcome is not
+        // lost to the exit (the master kills a worker still here after kill_timeout anyway).
+        if *reloads.borrow_and_update() > 0 {
+            tracing::info!("waiting for the outcome of the reload this worker asked for");
+            let outcome = reloads.wait_for(|n| *n == 0);
+            let _ = tokio::time::timeout(opts.kill_timeout, outcome).await;
+        }
+        result
     });
     match &result {
         Ok(()) => tracing::info!("worker exits"),

@@ -38,8 +38,12 @@ pub(crate) use fleet::Readiness;
 pub(crate) enum Cmd {
     /// Start every worker (the master's bootstrap is done).
     Boot,
-    /// Roll every worker; the outcome goes back on the channel.
-    Reload(oneshot::Sender<Result<(), Error>>),
+    /// Roll every worker (the slot of `asker`, the worker that asked, if any, last); the
+    /// outcome goes back on `reply`.
+    Reload {
+        reply: oneshot::Sender<Result<(), Error>>,
+        asker: Option<WorkerId>,
+    },
     /// Drain every worker and stop (`graceful`), or kill them all.
     Stop { graceful: bool },
     /// A snapshot of every slot.
@@ -177,11 +181,11 @@ impl Supervisor {
     fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Boot => self.handle(Event::Boot),
-            Cmd::Reload(reply) => {
+            Cmd::Reload { reply, asker } => {
                 self.next_ticket += 1;
                 let ticket = self.next_ticket;
                 self.reloads.insert(ticket, reply);
-                self.handle(Event::Reload { ticket });
+                self.handle(Event::Reload { ticket, asker });
             }
             Cmd::Stop { graceful } => self.handle(Event::Stop { graceful }),
             Cmd::Status(reply) => {

@@ -109,8 +109,12 @@ pub(crate) enum Event {
     Unhealthy { id: WorkerId, reason: String },
     /// A deadline passed.
     Timer(Timer),
-    /// A rolling reload is asked; its outcome goes to `ticket`.
-    Reload { ticket: u64 },
+    /// A rolling reload is asked (by worker `asker`, if a worker asked); its outcome goes to
+    /// `ticket`.
+    Reload {
+        ticket: u64,
+        asker: Option<WorkerId>,
+    },
     /// Stop: drain every worker (`graceful`) or kill them all.
     Stop { graceful: bool },
 }
@@ -190,6 +194,8 @@ pub(crate) struct Fleet {
     rollout: Option<Rollout>,
     /// Reloads asked while one runs: they are answered by the next one.
     next_reload: Vec<u64>,
+    /// The slots of the workers that asked for those: the next rollout replaces them last.
+    next_askers: Vec<u32>,
     actions: Vec<Action>,
 }
 
@@ -212,6 +218,7 @@ impl Fleet {
             stop: Stop::Running,
             rollout: None,
             next_reload: Vec::new(),
+            next_askers: Vec::new(),
             actions: Vec::new(),
         }
     }
@@ -236,7 +243,7 @@ impl Fleet {
             }
             Event::Unhealthy { id, reason } => self.unhealthy(now, id, &reason),
             Event::Timer(timer) => self.timer(now, timer),
-            Event::Reload { ticket } => self.reload(now, ticket),
+            Event::Reload { ticket, asker } => self.reload(now, ticket, asker),
             Event::Stop { graceful } => self.stop(graceful),
         }
         std::mem::take(&mut self.actions)
