@@ -52,6 +52,30 @@ impl Cluster {
 /// worker's identity in the environment, so the builder must be the same in both (build it
 /// from the same code and configuration, before anything that depends on being one or the
 /// other).
+///
+/// # Self-update: which binary new workers run
+/// The master resolves its binary's path once, when it starts (`std::env::current_exe`: on
+/// Linux the real path behind `/proc/self/exe`, symbolic links resolved), and every worker it
+/// starts afterwards (a reload, a restart after a crash, a replacement of an unhealthy worker)
+/// executes whatever file is at that path at that moment, with the master's arguments:
+/// - a new binary **renamed over the path** (write it beside, then `mv`: the usual atomic
+///   deploy) is what every later worker runs; [`Master::reload`] or `SIGUSR2` then rolls every
+///   worker onto it. Until then, a crashed worker's replacement already runs the new binary.
+/// - the file **overwritten in place** cannot be: Linux refuses to open a running binary for
+///   writing (`ETXTBSY`, "text file busy"). Tools that unlink first (`install`,
+///   `cp --remove-destination`) amount to a replacement, as above.
+/// - the path **deleted** and nothing put back: workers start from the master's own image
+///   (`/proc/self/exe`), the old code, and a warning is logged.
+/// - a **symbolic link switched** to another release (`current -> v2`) is not followed: the
+///   path was resolved through the link at the master's start. Rename a binary over the
+///   resolved path, or restart the master.
+///
+/// The master itself keeps running the code it started with until it is restarted: its
+/// bootstrap ran once, its handlers are the old ones, and its settings (worker count,
+/// listeners, timeouts) stay those of the builder it ran. A new worker builds its own
+/// [`Builder`] from the new binary: its bootstrap, its handlers and its messenger settings are
+/// the new ones. Events keep their wire names and payloads are encoded with field names, so
+/// old and new processes keep talking as long as the events stay compatible.
 pub struct Builder {
     opts: Options,
     master: Option<MasterBoot>,

@@ -44,6 +44,11 @@ impl Master {
     /// serving). Calls made while a rollout runs are coalesced into one more rollout. Asked
     /// before the workers start (in the master's bootstrap), it is done at once: they start
     /// from the binary as it is.
+    ///
+    /// The new workers run the file at the binary's path as it is now (a new binary renamed
+    /// over it, after a deploy); the master does not: it keeps its own code, bootstrap and
+    /// handlers until it is restarted. The [`Builder`](crate::Builder) docs ("Self-update")
+    /// say exactly which file runs.
     pub async fn reload(&self) -> Result<(), Error> {
         self.reload_asked_by(None).await
     }
