@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use multiprocess::{BoxError, Cluster, Event, HubEvent, Master, Messenger, Worker};
+use multiprocess::{BoxError, Cluster, Event, Master, Messenger, Worker};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};

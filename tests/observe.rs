@@ -33,9 +33,9 @@ fn every_slot_ready(status: &Value, n: usize) {
 fn the_master_waits_until_every_worker_is_ready() {
     let helper = Helper::start(3, &[("HELPER_MASTER_READY", "1".into())]);
     // Waited for from the master's bootstrap, before any worker started.
-    let line = helper
-        .out
-        .wait_line("from the master's ready()", |l| l.starts_with("MASTER READY "));
+    let line = helper.out.wait_line("from the master's ready()", |l| {
+        l.starts_with("MASTER READY ")
+    });
     let status: Value = serde_json::from_str(line.strip_prefix("MASTER READY ").unwrap())
         .unwrap_or_else(|e| panic!("{line}: {e}"));
     every_slot_ready(&status, 3);
@@ -50,9 +50,9 @@ fn the_master_waits_until_every_worker_is_ready() {
     // Asked while a reload runs: it resolves once the rollout is over, every slot new.
     let port = helper.port;
     let reload = std::thread::spawn(move || request(port, "POST", "/reload"));
-    helper
-        .out
-        .wait_line("the rollout's start", |l| l.contains("reload: rolling every slot"));
+    helper.out.wait_line("the rollout's start", |l| {
+        l.contains("reload: rolling every slot")
+    });
     let status = helper.get("/master/ready");
     let new = ready_pids(&status);
     assert_eq!(new.len(), 3, "{status}");
@@ -61,7 +61,10 @@ fn the_master_waits_until_every_worker_is_ready() {
     helper
         .out
         .wait_line("the rollout's end", |l| l.contains("reload complete"));
-    assert_eq!(reload.join().unwrap().unwrap(), serde_json::json!({ "ok": true }));
+    assert_eq!(
+        reload.join().unwrap().unwrap(),
+        serde_json::json!({ "ok": true })
+    );
 }
 
 #[test]
@@ -91,13 +94,22 @@ fn a_worker_that_asked_for_a_reload_gets_its_outcome() {
     let helper = Helper::start(3, &[]);
     let old = ready_pids(&helper.wait_ready(3));
     let asker = helper.post("/reload-in-background");
-    let (slot, pid) = (asker["slot"].as_u64().unwrap(), asker["pid"].as_u64().unwrap());
-    helper.out.wait_line("the outcome, in the worker that asked", |l| {
-        l.starts_with(&format!("RELOAD OUTCOME pid={pid} Ok(())"))
-    });
-    helper.out.wait_line("the outcome, in the master's log", |l| {
-        l.contains(&format!("reload asked by worker slot {slot} gen 1: complete"))
-    });
+    let (slot, pid) = (
+        asker["slot"].as_u64().unwrap(),
+        asker["pid"].as_u64().unwrap(),
+    );
+    helper
+        .out
+        .wait_line("the outcome, in the worker that asked", |l| {
+            l.starts_with(&format!("RELOAD OUTCOME pid={pid} Ok(())"))
+        });
+    helper
+        .out
+        .wait_line("the outcome, in the master's log", |l| {
+            l.contains(&format!(
+                "reload asked by worker slot {slot} gen 1: complete"
+            ))
+        });
     // Its slot was the last one replaced: it was the last old worker told to drain.
     let lines = helper.out.lines();
     let drained: Vec<&String> = lines

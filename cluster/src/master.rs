@@ -73,8 +73,12 @@ impl Master {
     /// wait forever, so spawn a task there to wait on it.
     pub async fn ready(&self) -> Result<(), Error> {
         let mut readiness = self.inner.supervisor.readiness();
-        match readiness.wait_for(|r| *r != Readiness::Waiting).await {
-            Ok(r) if *r == Readiness::Ready => Ok(()),
+        let readiness = match readiness.wait_for(|r| *r != Readiness::Waiting).await {
+            Ok(r) => *r,
+            Err(_) => Readiness::Stopped,
+        };
+        match readiness {
+            Readiness::Ready => Ok(()),
             _ => Err(Error::Stopping),
         }
     }

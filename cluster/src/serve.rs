@@ -110,13 +110,13 @@ impl Default for ServeOptions {
 }
 
 /// Serves HTTP/1 and HTTP/2 on `listener` with `service` (an `axum::Router`, or any tower
-/// service of hyper requests) until `draining` resolves (a worker's
+/// service of hyper requests) until `shutdown` resolves (a worker's
 /// [`Worker::draining`](crate::Worker::draining)), then drains without losing a request
 /// (see the module docs) and returns once every connection has ended.
 pub async fn serve<L, S, B>(
     listener: L,
     service: S,
-    draining: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()>
 where
     L: Accept,
@@ -129,14 +129,14 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_with(listener, service, draining, ServeOptions::default()).await
+    serve_with(listener, service, shutdown, ServeOptions::default()).await
 }
 
 /// [`serve`] with explicit [`ServeOptions`].
 pub async fn serve_with<L, S, B>(
     listener: L,
     service: S,
-    draining: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send,
     options: ServeOptions,
 ) -> io::Result<()>
 where
@@ -161,10 +161,10 @@ where
             stage_rx.clone(),
         ));
     };
-    tokio::pin!(draining);
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut draining => break,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(io) => {
                     spawn(&mut connections, io);

@@ -31,8 +31,8 @@ mod rollout;
 #[cfg(test)]
 mod tests;
 
-use fleet::{Action, Event, Fleet, ReloadError};
 pub(crate) use fleet::Readiness;
+use fleet::{Action, Event, Fleet, ReloadError};
 
 /// What the master asks of its Supervisor.
 pub(crate) enum Cmd {

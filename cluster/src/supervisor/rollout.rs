@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn the_slots_of_the_workers_that_asked_go_last() {
         let mut rollout = Rollout::new(vec![1], 4, 1, &[1, 0, 1]);
-        let mut order = Vec::new();
+        let mut order: Vec<u32> = Vec::new();
         let mut next = rollout.step(Step::Next);
         while let Next::Replace(slots) = next {
             order.extend(&slots);

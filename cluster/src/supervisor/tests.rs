@@ -43,7 +43,13 @@ fn a_replaced_worker_cannot_take_its_slot_back() {
     assert!(fleet
         .handle(now, Event::ReadyAsked { id: old })
         .contains(&Action::Admit(old)));
-    let actions = fleet.handle(now, Event::Reload { ticket: 1, asker: None });
+    let actions = fleet.handle(
+        now,
+        Event::Reload {
+            ticket: 1,
+            asker: None,
+        },
+    );
     let new = spawned(&actions)[0];
     assert_eq!(new, WorkerId::new(0, 2));
     // The old worker asks again before its replacement is Ready: it is Ready already.
@@ -87,7 +93,13 @@ fn a_replacement_that_never_gets_ready_stops_the_reload_and_the_old_one_serves()
     for id in &ids {
         fleet.handle(now, Event::ReadyAsked { id: *id });
     }
-    let new = spawned(&fleet.handle(now, Event::Reload { ticket: 9, asker: None }))[0];
+    let new = spawned(&fleet.handle(
+        now,
+        Event::Reload {
+            ticket: 9,
+            asker: None,
+        },
+    ))[0];
     let actions = fleet.handle(now, Event::Timer(Timer::Ready(new)));
     assert!(actions
         .iter()
