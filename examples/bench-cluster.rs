@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use multiprocess::messenger::HubEvent;
 use multiprocess::{BoxError, Cluster, Event, Master, Messenger, Worker};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -151,20 +150,12 @@ fn main() -> Result<(), BoxError> {
 
 async fn master(m: Master, args: Args, started: Instant) -> Result<(), BoxError> {
     m.messenger().on(|Echo(s)| async move { s });
-    // Start-up: from this process's start to every slot Ready, told by the Hub.
+    // Start-up: from this process's start to every slot Ready, told by the master.
     let ready_s = Arc::new(Mutex::new(None::<f64>));
-    let mut events = m.hub().subscribe();
-    let (seen, workers) = (ready_s.clone(), args.workers);
+    let (seen, master) = (ready_s.clone(), m.clone());
     tokio::spawn(async move {
-        let mut ready = std::collections::HashSet::new();
-        while let Some(event) = events.recv().await {
-            if let HubEvent::Ready(id) = event {
-                ready.insert(id.slot);
-                if ready.len() == workers {
-                    *seen.lock().expect("not poisoned") = Some(started.elapsed().as_secs_f64());
-                    return;
-                }
-            }
+        if master.ready().await.is_ok() {
+            *seen.lock().expect("not poisoned") = Some(started.elapsed().as_secs_f64());
         }
     });
     let stopper = m.clone();
@@ -215,7 +206,7 @@ async fn worker(w: Worker, args: Args) -> Result<(), BoxError> {
         };
         msg.request_master(Report(result.to_string())).await?;
     }
-    w.drained().await;
+    w.draining().await;
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 //! `LISTENING <addr>` on stdout), `WORKERS` (default 2), `HELPER_*_MS` timeouts, and two
 //! switch files a test can create or remove while the cluster runs:
 //! `HELPER_CRASH_FILE` (a worker that starts while it exists exits at once with status 3) and
-//! `HELPER_HOLD_FILE` (a worker that starts while it exists never gets Ready).
+//! `HELPER_HOLD_FILE` (a worker that starts while it exists never gets Ready). With
+//! `HELPER_MASTER_READY` set, the master waits for every worker to be Ready and prints
+//! `MASTER READY <status as JSON>` (or `MASTER READY FAILED: <why>`).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use multiprocess::{BoxError, Cluster, Event, LocalAddr, Messenger, Status, Worker};
+use multiprocess::{BoxError, Cluster, Event, LocalAddr, Master, Messenger, Status, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -58,6 +60,17 @@ struct MasterMap;
 #[derive(Serialize, Deserialize, Event)]
 #[event(name = "status", reply = Option<Status>)]
 struct StatusQuery;
+
+/// The master's status once every worker is Ready (`Master::ready`), or why it never was.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "ready-status", reply = Result<Status, String>)]
+struct ReadyStatusQuery;
+
+/// `Master::ready`, then `Master::status`.
+async fn ready_status(master: &Master) -> Result<Status, String> {
+    master.ready().await.map_err(|e| e.to_string())?;
+    master.status().await.map_err(|e| e.to_string())
+}
 
 fn ms(name: &str, default: u64) -> Duration {
     let value = std::env::var(name).ok().map(|v| {
@@ -106,6 +119,21 @@ fn main() -> Result<(), multiprocess::Error> {
                 let master = master.clone();
                 async move { master.status().await.ok() }
             });
+            let master = m.clone();
+            m.messenger().on(move |_: ReadyStatusQuery| {
+                let master = master.clone();
+                async move { ready_status(&master).await }
+            });
+            if std::env::var_os("HELPER_MASTER_READY").is_some() {
+                // Waited for in a task: the workers start once this bootstrap returns.
+                let master = m.clone();
+                tokio::spawn(async move {
+                    match ready_status(&master).await {
+                        Ok(status) => println!("MASTER READY {}", json!(status)),
+                        Err(e) => println!("MASTER READY FAILED: {e}"),
+                    }
+                });
+            }
             if std::env::var_os("HELPER_BOOT_ASKS").is_some() {
                 // The master's bootstrap asks before any worker starts: answered at once.
                 let status = m.status().await?;
@@ -183,11 +211,13 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/master/echo", get(master_echo))
         .route("/master/map", get(master_map))
         .route("/status", get(status))
+        .route("/master/ready", get(master_ready))
         .route("/slow", get(slow))
         .route("/unhealthy", post(unhealthy))
         .route("/hang", post(hang))
         .route("/panic", post(panic))
         .route("/reload", post(reload))
+        .route("/reload-in-background", post(reload_in_background))
         .route("/crash", post(crash))
         .merge(flood::routes(app.msg.clone()))
         .with_state(app);
@@ -204,11 +234,11 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
 
     let on_unix = async {
         match unix {
-            Some(unix) => multiprocess::serve(unix, router.clone(), w.drained()).await,
+            Some(unix) => multiprocess::serve(unix, router.clone(), w.draining()).await,
             None => Ok(()),
         }
     };
-    let on_tcp = multiprocess::serve(listener, router.clone(), w.drained());
+    let on_tcp = multiprocess::serve(listener, router.clone(), w.draining());
     tokio::try_join!(on_tcp, on_unix)?;
     if std::env::var_os("HELPER_READY_AGAIN").is_some() {
         // A worker that misbehaves: drained, it asks to be Ready again.
@@ -281,6 +311,15 @@ async fn status(State(app): State<App>) -> Answer {
     Ok(Json(json!(status)))
 }
 
+async fn master_ready(State(app): State<App>) -> Answer {
+    let status = app
+        .msg
+        .request_master(ReadyStatusQuery)
+        .await
+        .map_err(failed)?;
+    Ok(Json(json!(status.map_err(failed)?)))
+}
+
 #[derive(Deserialize)]
 struct Ms {
     ms: u64,
@@ -321,6 +360,17 @@ async fn panic(State(app): State<App>) -> Json<Value> {
     for _ in 0..5 {
         tokio::spawn(async { panic!("a task panicked, as the test asked") });
     }
+    id_of(State(app)).await
+}
+
+/// Asks for a reload from a task of this worker and answers at once: the task prints
+/// `RELOAD OUTCOME pid=<pid> <result>` when the outcome comes, whatever became of the worker.
+async fn reload_in_background(State(app): State<App>) -> Json<Value> {
+    let worker = app.worker.clone();
+    tokio::spawn(async move {
+        let outcome = worker.request_reload().await;
+        println!("RELOAD OUTCOME pid={} {outcome:?}", std::process::id());
+    });
     id_of(State(app)).await
 }
 

@@ -128,7 +128,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .with_state(app);
     let listener = w.tcp_listener(0)?;
     w.ready().await?;
-    multiprocess::serve(listener, router, w.drained()).await?;
+    multiprocess::serve(listener, router, w.draining()).await?;
     Ok(())
 }
 

@@ -1,21 +1,15 @@
-//! The user's entry point: [`Cluster::builder`].
+//! The user's entry point: [`Cluster::builder`]. It sits above `master` and `worker` (it runs
+//! one or the other), which never import it.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use messenger::BoxFuture;
-
 use crate::error::{BoxError, Error};
 use crate::listen::ListenAddr;
-use crate::master::{self, Master};
+use crate::master::{self, Master, MasterBoot};
 use crate::options::Options;
-use crate::worker::{self, Worker};
-
-pub(crate) type MasterBoot =
-    Box<dyn FnOnce(Master) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
-pub(crate) type WorkerBoot =
-    Box<dyn FnOnce(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+use crate::worker::{self, Worker, WorkerBoot};
 
 /// A master plus N worker processes.
 ///
@@ -29,7 +23,7 @@ pub(crate) type WorkerBoot =
 ///         .worker(|w| async move {
 ///             let listener = w.tcp_listener(0)?;
 ///             w.ready().await?;
-///             // ... serve on `listener` until `w.drained()` resolves
+///             // ... serve on `listener` until `w.draining()` resolves
 ///             # drop(listener);
 ///             Ok(())
 ///         })
@@ -42,8 +36,10 @@ impl Cluster {
     /// Starts describing a cluster.
     pub fn builder() -> Builder {
         Builder {
-            opts: Options::default(),
-            workers: 0,
+            opts: Options {
+                workers: 0,
+                ..Options::default()
+            },
             master: None,
             worker: None,
         }
@@ -56,9 +52,32 @@ impl Cluster {
 /// worker's identity in the environment, so the builder must be the same in both (build it
 /// from the same code and configuration, before anything that depends on being one or the
 /// other).
+///
+/// # Self-update: which binary new workers run
+/// The master resolves its binary's path once, when it starts (`std::env::current_exe`: on
+/// Linux the real path behind `/proc/self/exe`, symbolic links resolved), and every worker it
+/// starts afterwards (a reload, a restart after a crash, a replacement of an unhealthy worker)
+/// executes whatever file is at that path at that moment, with the master's arguments:
+/// - a new binary **renamed over the path** (write it beside, then `mv`: the usual atomic
+///   deploy) is what every later worker runs; [`Master::reload`] or `SIGUSR2` then rolls every
+///   worker onto it. Until then, a crashed worker's replacement already runs the new binary.
+/// - the file **overwritten in place** cannot be: Linux refuses to open a running binary for
+///   writing (`ETXTBSY`, "text file busy"). Tools that unlink first (`install`,
+///   `cp --remove-destination`) amount to a replacement, as above.
+/// - the path **deleted** and nothing put back: workers start from the master's own image
+///   (`/proc/self/exe`), the old code, and a warning is logged.
+/// - a **symbolic link switched** to another release (`current -> v2`) is not followed: the
+///   path was resolved through the link at the master's start. Rename a binary over the
+///   resolved path, or restart the master.
+///
+/// The master itself keeps running the code it started with until it is restarted: its
+/// bootstrap ran once, its handlers are the old ones, and its settings (worker count,
+/// listeners, timeouts) stay those of the builder it ran. A new worker builds its own
+/// [`Builder`] from the new binary: its bootstrap, its handlers and its messenger settings are
+/// the new ones. Events keep their wire names and payloads are encoded with field names, so
+/// old and new processes keep talking as long as the events stay compatible.
 pub struct Builder {
     opts: Options,
-    workers: usize,
     master: Option<MasterBoot>,
     worker: Option<WorkerBoot>,
 }
@@ -67,7 +86,7 @@ impl Builder {
     /// The number of worker slots; 0 (the default) means the number of CPUs. At most
     /// [`max_workers`](Builder::max_workers).
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n;
+        self.opts.workers = n;
         self
     }
 
@@ -188,7 +207,7 @@ impl Builder {
     }
 
     /// The worker's bootstrap: runs in every worker process. Register handlers, call
-    /// [`Worker::ready`], serve until [`Worker::drained`] resolves, return. Returning ends
+    /// [`Worker::ready`], serve until [`Worker::draining`] resolves, return. Returning ends
     /// the worker process (an `Err` is logged and exits with status 1).
     pub fn worker<F, Fut>(mut self, f: F) -> Self
     where
@@ -216,10 +235,9 @@ impl Builder {
     /// is an [`Error::WorkerEnv`].
     pub fn run(mut self) -> Result<(), Error> {
         let env = crate::env::take_worker_env()?;
-        self.opts.workers = match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        if self.opts.workers == 0 {
+            self.opts.workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
         self.opts.validate()?;
         let worker = self.worker.ok_or_else(|| {
             Error::Config("no worker bootstrap: call `.worker(|w| async move { .. })`".into())

@@ -7,6 +7,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can go wrong while starting, running or steering a cluster.
 #[derive(thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The builder was given something it cannot use (no worker bootstrap, a bad address, ...).
     #[error("invalid configuration: {0}")]
@@ -22,14 +23,6 @@ pub enum Error {
     Listen {
         /// The address as given to the builder.
         addr: String,
-        /// The operating system's error.
-        source: io::Error,
-    },
-    /// Starting a worker process failed.
-    #[error("cannot start worker slot {slot}: {source}")]
-    Spawn {
-        /// The slot that was being filled.
-        slot: u32,
         /// The operating system's error.
         source: io::Error,
     },

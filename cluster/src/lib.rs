@@ -10,8 +10,10 @@
 //! # Balancing connections
 //! Every worker accepts on the same inherited listening socket: one kernel accept queue, taken
 //! from by whichever worker is free. No connection waits behind a busy, crashed, hung or
-//! draining worker, and nothing queued is lost when a worker dies (see [`listen`] for the
-//! per-worker `SO_REUSEPORT` alternative and why it was not chosen).
+//! draining worker, and nothing queued is lost when a worker dies. The alternative, one
+//! `SO_REUSEPORT` socket per worker, spreads connections by a hash of the client's address, but
+//! every connection queued on a socket whose worker dies is reset, and a slow worker keeps
+//! getting its share.
 //!
 //! Measured with the release demo cluster, 2 workers on 2 cores:
 //! - short connections (one request each) spread evenly: 246 / 254 of 500 sequential ones,
@@ -25,6 +27,17 @@
 //!   blast radius: a crash drops more of the open connections. A worker that drains sends
 //!   `Connection: close`, so those clients reconnect and are spread again.
 
+//! # What it exports
+//! - [`Cluster`] and its [`Builder`]: describe the cluster, then run it;
+//! - [`Master`] and [`Worker`]: what the master's and each worker's bootstrap get;
+//! - [`serve`], [`serve_with`] (with [`ServeOptions`]), and the [`Accept`] listeners they take:
+//!   HTTP that drains without losing a request;
+//! - [`Status`], [`SlotStatus`], [`WorkerStatus`], [`Phase`], [`WorkerState`]: what the master
+//!   tells about its workers;
+//! - [`ListenAddr`], [`LocalAddr`]: where the listeners listen; [`Options`]: the settings as
+//!   the builder holds them;
+//! - [`Error`], [`BoxError`]; [`WORKER_ENV`], the variable that makes a process a worker.
+
 #![warn(missing_docs)]
 
 mod builder;
@@ -32,10 +45,11 @@ mod control;
 mod env;
 mod error;
 mod ipc;
-pub mod listen;
+mod listen;
 mod master;
 mod memory;
 mod options;
+mod runtime;
 mod serve;
 mod spawn;
 mod status;

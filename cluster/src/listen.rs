@@ -1,13 +1,5 @@
-//! Listening sockets: bound once by the master, inherited by every worker.
-//!
-//! # Balancing
-//! All workers accept from one shared listening socket (one accept queue in the kernel). A
-//! connection waits in that queue until some worker that is accepting takes it, so a worker that
-//! crashes, drains or is still starting strands nothing, and the port never refuses a
-//! connection while workers change. The alternative, one `SO_REUSEPORT` socket per worker,
-//! spreads connections by a hash of the client's address, but every connection queued on a
-//! socket whose worker dies is reset, and a slow worker keeps getting its share.
-//! Measured spread: see the crate docs.
+//! Listening sockets: bound once by the master, inherited by every worker (one shared accept
+//! queue in the kernel; why, and the spread measured: the crate docs, "Balancing connections").
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -21,6 +13,7 @@ use crate::error::Error;
 
 /// An address the master listens on for its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ListenAddr {
     /// A TCP address such as `127.0.0.1:3000` (port 0 picks a free port).
     Tcp(String),
@@ -39,6 +32,7 @@ impl std::fmt::Display for ListenAddr {
 
 /// Where a bound listener actually listens (with the port chosen for port 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LocalAddr {
     /// A TCP listener.
     Tcp(SocketAddr),

@@ -2,17 +2,21 @@
 
 use std::sync::Arc;
 
-use messenger::{Hub, Messenger, Peer};
+use messenger::{BoxFuture, Hub, Messenger, Peer, WorkerId};
 use tokio::sync::{oneshot, watch};
 
-use crate::builder::MasterBoot;
 use crate::control::{Reload, Unhealthy};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 use crate::listen::{self, LocalAddr};
 use crate::options::Options;
+use crate::runtime::{self, Signal};
 use crate::spawn::{SpawnConfig, Spawner};
 use crate::status::{Phase, Status};
-use crate::supervisor::{self, Cmd};
+use crate::supervisor::{self, Cmd, Readiness};
+
+/// The master's bootstrap, as the builder keeps it.
+pub(crate) type MasterBoot =
+    Box<dyn FnOnce(Master) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
 
 /// What the master's bootstrap gets: the master's messenger and the calls that steer the
 /// cluster. Cheap to clone.
@@ -22,7 +26,6 @@ pub struct Master {
 }
 
 struct Inner {
-    hub: Hub,
     messenger: Messenger,
     supervisor: supervisor::Handle,
     local_addrs: Vec<LocalAddr>,
@@ -36,22 +39,48 @@ impl Master {
         &self.inner.messenger
     }
 
-    /// The Hub that routes every message.
-    pub fn hub(&self) -> &Hub {
-        &self.inner.hub
-    }
-
     /// Rolls every worker, a batch of slots at a time, new first. Resolves when the rollout is
     /// over; `Err` says where and why it stopped (the old workers of the remaining slots keep
     /// serving). Calls made while a rollout runs are coalesced into one more rollout. Asked
     /// before the workers start (in the master's bootstrap), it is done at once: they start
     /// from the binary as it is.
+    ///
+    /// The new workers run the file at the binary's path as it is now (a new binary renamed
+    /// over it, after a deploy); the master does not: it keeps its own code, bootstrap and
+    /// handlers until it is restarted. The [`Builder`](crate::Builder) docs ("Self-update")
+    /// say exactly which file runs.
     pub async fn reload(&self) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        if !self.inner.supervisor.send(Cmd::Reload(tx)) {
+        self.reload_asked_by(None).await
+    }
+
+    /// [`reload`](Master::reload), asked by worker `asker`: its slot is replaced last.
+    async fn reload_asked_by(&self, asker: Option<WorkerId>) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        if !self.inner.supervisor.send(Cmd::Reload { reply, asker }) {
             return Err(Error::Stopping);
         }
         rx.await.map_err(|_| Error::Stopping)?
+    }
+
+    /// Resolves once every slot has a Ready worker and no rolling reload runs: at once if that
+    /// is so already; after the start, once the last slot's worker is Ready; during a reload,
+    /// once the rollout has ended (every slot runs its new worker, or the rollout stopped and
+    /// the old workers of the slots left serve). A [`status`](Master::status) asked after it
+    /// resolves shows every slot's worker Ready, with its pid.
+    ///
+    /// `Err(`[`Error::Stopping`]`)` if the cluster stops first (or is stopping). The workers
+    /// start once the master's bootstrap has returned: awaited in the bootstrap itself it would
+    /// wait forever, so spawn a task there to wait on it.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let mut readiness = self.inner.supervisor.readiness();
+        let readiness = match readiness.wait_for(|r| *r != Readiness::Waiting).await {
+            Ok(r) => *r,
+            Err(_) => Readiness::Stopped,
+        };
+        match readiness {
+            Readiness::Ready => Ok(()),
+            _ => Err(Error::Stopping),
+        }
     }
 
     /// Drains every worker, then the master's `run` returns `Ok`. A second call (like a second
@@ -112,13 +141,9 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         listeners.push((bound.kind, bound.fd));
     }
     let span = tracing::info_span!("master", pid = std::process::id());
-    let thread_span = span.clone();
     // One thread: the master only routes and supervises, and on one thread the Hub's tasks wake
     // each other without crossing threads (broadcast throughput doubled when measured).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_start(move || std::mem::forget(thread_span.clone().entered()))
-        .build()?;
+    let runtime = runtime::build(1, &span)?;
     let _entered = span.entered();
     let unix_paths: Vec<_> = local_addrs
         .iter()
@@ -145,7 +170,6 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         let master = Master {
             inner: Arc::new(Inner {
                 messenger: hub.messenger(),
-                hub,
                 supervisor: supervisor.clone(),
                 local_addrs,
                 workers: opts.workers,
@@ -191,43 +215,41 @@ fn control_handlers(master: &Master) {
     master.messenger().on_from(move |from: Peer, _: Reload| {
         let m = m.clone();
         async move {
-            tracing::info!(?from, "reload asked by a worker");
-            m.reload().await.map_err(|e| e.to_string())
+            let asker = from.worker();
+            let who = asker.map_or_else(|| "the master".to_owned(), |id| format!("worker {id}"));
+            tracing::info!("reload asked by {who}");
+            let outcome = m.reload_asked_by(asker).await;
+            match &outcome {
+                Ok(()) => tracing::info!("reload asked by {who}: complete"),
+                Err(e) => tracing::warn!("reload asked by {who}: {e}"),
+            }
+            // The worker makes an `Error::Reload` of the reason: sent bare, not said twice.
+            outcome.map_err(|e| match e {
+                Error::Reload(why) => why,
+                other => other.to_string(),
+            })
         }
     });
 }
 
 /// SIGTERM / SIGINT: drain and stop (a second one kills); SIGUSR2: rolling reload.
 fn watch_signals(master: &Master) -> Result<(), Error> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
     let master = master.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                Some(()) = term.recv() => {
-                    tracing::info!("SIGTERM");
-                    master.stop();
-                }
-                Some(()) = int.recv() => {
-                    tracing::info!("SIGINT");
-                    master.stop();
-                }
-                Some(()) = usr2.recv() => {
-                    tracing::info!("SIGUSR2: reload");
-                    let master = master.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = master.reload().await {
-                            tracing::error!("reload asked by SIGUSR2 failed: {e}");
-                        }
-                    });
-                }
-                else => return,
-            }
+    runtime::watch_signals(true, move |signal| match signal {
+        Signal::Terminate | Signal::Interrupt => {
+            tracing::info!("{signal}");
+            master.stop();
         }
-    });
+        Signal::Reload => {
+            tracing::info!("SIGUSR2: reload");
+            let master = master.clone();
+            tokio::spawn(async move {
+                if let Err(e) = master.reload().await {
+                    tracing::error!("reload asked by SIGUSR2 failed: {e}");
+                }
+            });
+        }
+    })?;
     Ok(())
 }
 

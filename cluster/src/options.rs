@@ -16,43 +16,78 @@ pub const DEFAULT_MAX_WORKERS: usize = 1024;
 /// The most runtime threads a worker may ask for.
 const MAX_WORKER_THREADS: usize = 4096;
 
-/// Every setting of a cluster, filled by the [`Builder`](crate::Builder).
+/// Every setting of a cluster, set with the [`Builder`](crate::Builder) and read with
+/// [`Builder::options`](crate::Builder::options). Its fields are private: a setting added later
+/// breaks nobody.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How many worker slots (already resolved: never 0).
-    pub workers: usize,
+    /// How many worker slots (0, in the builder: one per CPU, resolved by `run`).
+    pub(crate) workers: usize,
     /// The most worker slots allowed.
-    pub max_workers: usize,
+    pub(crate) max_workers: usize,
     /// What the master listens on, in the order the workers see the listeners.
-    pub listeners: Vec<ListenAddr>,
+    pub(crate) listeners: Vec<ListenAddr>,
     /// A worker that is not Ready this long after its start is killed (boot failure); a
     /// replacement in a reload that is not Ready by then stops the rollout.
-    pub ready_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
     /// A draining worker still alive this long after it was told to drain is killed.
-    pub kill_timeout: Duration,
+    pub(crate) kill_timeout: Duration,
     /// How often the master pings each Ready worker.
-    pub heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Duration,
     /// A Ready worker that answers no ping for this long is unhealthy (replaced, new first).
-    pub heartbeat_timeout: Duration,
+    pub(crate) heartbeat_timeout: Duration,
     /// The first delay before restarting a slot whose workers died soon after their start
     /// twice in a row (the first such death is restarted at once).
-    pub backoff_initial: Duration,
+    pub(crate) backoff_initial: Duration,
     /// The longest such delay.
-    pub backoff_max: Duration,
+    pub(crate) backoff_max: Duration,
     /// A worker that ran this long before dying is restarted at once, and its slot's backoff
     /// is reset.
-    pub stable_after: Duration,
+    pub(crate) stable_after: Duration,
     /// How many slots a rolling reload replaces at a time.
-    pub reload_batch: usize,
+    pub(crate) reload_batch: usize,
     /// Report a worker unhealthy when any of its threads panics.
-    pub unhealthy_on_panic: bool,
+    pub(crate) unhealthy_on_panic: bool,
     /// Fix glibc's mmap threshold in the master, so that large frames freed are given back to
     /// the system (see `memory.rs`).
-    pub release_memory: bool,
+    pub(crate) release_memory: bool,
     /// Runtime threads per worker process (`None`: the CPUs shared out among the workers).
-    pub worker_threads: Option<usize>,
+    pub(crate) worker_threads: Option<usize>,
     /// The messenger's settings, for the Hub and every worker.
-    pub messenger: messenger::Config,
+    pub(crate) messenger: messenger::Config,
+}
+
+impl Options {
+    /// How many worker slots; 0 (until [`Builder::run`](crate::Builder::run) resolves it)
+    /// means one per CPU.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// What the master listens on, in the order the workers see the listeners.
+    pub fn listeners(&self) -> &[ListenAddr] {
+        &self.listeners
+    }
+
+    /// How long a new worker may take to get Ready.
+    pub fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
+    }
+
+    /// How long a draining worker may take to exit before it is killed.
+    pub fn kill_timeout(&self) -> Duration {
+        self.kill_timeout
+    }
+
+    /// How many slots a rolling reload replaces at a time.
+    pub fn reload_batch(&self) -> usize {
+        self.reload_batch
+    }
+
+    /// The messenger's settings, for the Hub and every worker.
+    pub fn messenger_config(&self) -> &messenger::Config {
+        &self.messenger
+    }
 }
 
 impl Options {

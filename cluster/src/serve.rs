@@ -9,8 +9,8 @@
 //!    ends cleanly right after a response: the client knows not to reuse it and opens a new
 //!    one, which another worker accepts. An HTTP/2 connection gets GOAWAY at once (race-free
 //!    by design: the client learns which streams were taken);
-//! 3. only connections still open after [`ServeOptions::idle_grace`] are shut down gracefully
-//!    (idle ones closed, in-flight ones finished).
+//! 3. only connections still open after the idle grace ([`ServeOptions::idle_grace`]) are
+//!    shut down gracefully (idle ones closed, in-flight ones finished).
 //!
 //! The master's `kill_timeout` bounds it all.
 
@@ -80,13 +80,25 @@ impl Accept for UnixListener {
     }
 }
 
-/// Settings of [`serve_with`].
+/// Settings of [`serve_with`]: `ServeOptions::new().idle_grace(Duration::from_secs(2))`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    idle_grace: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults (an `idle_grace` of 5 s).
+    pub fn new() -> Self {
+        ServeOptions::default()
+    }
+
     /// How long after the drain starts connections may stay open before they are shut down
-    /// gracefully (in-flight requests still finish). Busy keep-alive connections end long
-    /// before, on their next response.
-    pub idle_grace: Duration,
+    /// gracefully (in-flight requests still finish; default 5 s). Busy keep-alive connections
+    /// end long before, on their next response.
+    pub fn idle_grace(mut self, grace: Duration) -> Self {
+        self.idle_grace = grace;
+        self
+    }
 }
 
 impl Default for ServeOptions {
@@ -98,12 +110,13 @@ impl Default for ServeOptions {
 }
 
 /// Serves HTTP/1 and HTTP/2 on `listener` with `service` (an `axum::Router`, or any tower
-/// service of hyper requests) until `drained` resolves, then drains without losing a request
+/// service of hyper requests) until `shutdown` resolves (a worker's
+/// [`Worker::draining`](crate::Worker::draining)), then drains without losing a request
 /// (see the module docs) and returns once every connection has ended.
 pub async fn serve<L, S, B>(
     listener: L,
     service: S,
-    drained: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()>
 where
     L: Accept,
@@ -116,14 +129,14 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_with(listener, service, drained, ServeOptions::default()).await
+    serve_with(listener, service, shutdown, ServeOptions::default()).await
 }
 
 /// [`serve`] with explicit [`ServeOptions`].
 pub async fn serve_with<L, S, B>(
     listener: L,
     service: S,
-    drained: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send,
     options: ServeOptions,
 ) -> io::Result<()>
 where
@@ -148,10 +161,10 @@ where
             stage_rx.clone(),
         ));
     };
-    tokio::pin!(drained);
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut drained => break,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(io) => {
                     spawn(&mut connections, io);

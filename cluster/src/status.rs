@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The master's phase, watchable through [`Master::phase`](crate::Master::phase).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Phase {
     /// Binding listeners and running the master bootstrap.
     Starting,
@@ -21,6 +22,7 @@ pub enum Phase {
 
 /// A worker's life cycle: `Starting -> Ready -> Draining -> Exited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum WorkerState {
     /// Started, not yet Ready: gets no messages, does not count for `map`.
     Starting,
@@ -34,6 +36,7 @@ pub enum WorkerState {
 
 /// One worker process in a [`Status`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WorkerStatus {
     /// The generation in its slot (grows with every replacement).
     pub generation: u64,
@@ -47,6 +50,7 @@ pub struct WorkerStatus {
 
 /// One slot in a [`Status`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SlotStatus {
     /// The slot number, 0..N-1.
     pub slot: u32,
@@ -61,6 +65,7 @@ pub struct SlotStatus {
 
 /// A snapshot of the cluster, from [`Master::status`](crate::Master::status).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Status {
     /// The master's phase.
     pub phase: Phase,

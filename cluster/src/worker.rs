@@ -4,15 +4,20 @@ use std::future::Future;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use messenger::{Messenger, WorkerId};
+use messenger::{BoxFuture, Messenger, WorkerId};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::WorkerBoot;
 use crate::control::{Drain, Reload, Unhealthy};
 use crate::env::{ListenerKind, WorkerEnv};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 use crate::ipc::IpcStream;
 use crate::options::Options;
+use crate::runtime::{self, Signal};
+
+/// The worker's bootstrap, as the builder keeps it.
+pub(crate) type WorkerBoot =
+    Box<dyn FnOnce(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
 
 /// What a worker's bootstrap gets: its identity, listeners and messenger, and the calls that
 /// steer its life cycle. Cheap to clone.
@@ -28,6 +33,25 @@ struct Inner {
     drain: CancellationToken,
     /// A rollout waits for every batch to get Ready: the reload request's deadline.
     reload_timeout: std::time::Duration,
+    /// How many reloads this worker asked for are still waiting for their outcome: the process
+    /// waits for them before it exits.
+    reloads: watch::Sender<usize>,
+}
+
+/// Counts a reload request as waiting for its outcome while it lives.
+struct WaitingReload<'a>(&'a watch::Sender<usize>);
+
+impl<'a> WaitingReload<'a> {
+    fn new(count: &'a watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        WaitingReload(count)
+    }
+}
+
+impl Drop for WaitingReload<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Worker {
@@ -88,7 +112,7 @@ impl Worker {
     ///
     /// The master grants it only to the worker it is starting for the slot: a worker that was
     /// replaced or told to drain, or while the cluster stops, is refused
-    /// ([`messenger::Error::Forbidden`]), and drains ([`Worker::drained`] resolves).
+    /// ([`messenger::Error::Forbidden`]), and drains ([`Worker::draining`] resolves).
     pub async fn ready(&self) -> Result<(), Error> {
         match self.inner.messenger.ready().await {
             Ok(()) => Ok(()),
@@ -113,10 +137,26 @@ impl Worker {
             .await?)
     }
 
-    /// Asks the master for a rolling reload of every worker (this one included). Resolves when
-    /// the rollout is over: `Err` says why it stopped. Reloads asked for while one runs are
-    /// coalesced into one more.
+    /// Asks the master for a rolling reload of every worker, this one included. Resolves when
+    /// the rollout is over: `Ok` once every slot runs a new worker; [`Error::Reload`] with the
+    /// reason if it stopped (at the first new worker that did not get Ready: the old workers of
+    /// the slots left keep serving) or the cluster stops. Reloads asked for while one runs are
+    /// coalesced into one more. The master logs the request and its outcome
+    /// (`reload asked by worker slot 0 gen 1: complete`, or the reason).
+    ///
+    /// What happens to this worker: it is replaced like every other, new first, and the master
+    /// replaces the slots of the workers that asked last. So it keeps serving until the
+    /// rollout's last step, where its replacement gets Ready: the rollout ends there, and this
+    /// worker is told to drain ([`Worker::draining`] resolves) as the outcome is sent to it. If
+    /// the rollout stops before its slot, it is not replaced at all.
+    ///
+    /// To see the outcome in this worker, await this call in a task or a request handler of
+    /// its own: a request being answered keeps [`serve`](crate::serve) draining, and a worker
+    /// whose bootstrap has returned still waits for the outcome of the reloads it asked for
+    /// (for `kill_timeout` at most) before its process exits. Elsewhere, the outcome is in the
+    /// master's log and [`Master::status`](crate::Master::status) (every slot's generation).
     pub async fn request_reload(&self) -> Result<(), Error> {
+        let _waiting = WaitingReload::new(&self.inner.reloads);
         self.inner
             .messenger
             .with_timeout(self.inner.reload_timeout)
@@ -125,9 +165,11 @@ impl Worker {
             .map_err(Error::Reload)
     }
 
-    /// Resolves when this worker must drain: stop accepting, finish in-flight work, return
-    /// from the bootstrap. Hand it to [`serve`](crate::serve) or `with_graceful_shutdown`.
-    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves as soon as this worker must start draining (told by the master, refused Ready,
+    /// SIGTERM, or the master lost): stop accepting, finish in-flight work, then return from
+    /// the bootstrap. It does not wait for anything to be drained: hand it to
+    /// [`serve`](crate::serve) or `with_graceful_shutdown`, which do the draining.
+    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
         self.inner.drain.clone().cancelled_owned()
     }
 
@@ -140,23 +182,10 @@ impl Worker {
 /// The life of a worker process, from the runtime's creation to its exit.
 pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(), Error> {
     let span = tracing::info_span!("worker", slot = env.slot, generation = env.generation);
-    let threads = opts.runtime_threads();
     // One thread: a current-thread runtime, so the server, the handlers and the messenger never
     // hand work to another thread (no cross-thread wake-ups; measured: /hello +15-25%,
-    // pipelined calls +25%).
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    builder.enable_all();
-    // Every log line of this process carries the slot and generation: the span stays entered
-    // on every runtime thread for the thread's whole life.
-    let thread_span = span.clone();
-    builder.on_thread_start(move || std::mem::forget(thread_span.clone().entered()));
-    let runtime = builder.build()?;
+    // pipelined calls +25%). Every log line of this process carries the slot and generation.
+    let runtime = runtime::build(opts.runtime_threads(), &span)?;
     let _entered = span.entered();
     // SAFETY: the master placed these descriptors for this process (checked to be sockets by
     // `take_worker_env`); nothing else in the process owns them.
@@ -196,10 +225,20 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
                 reload_timeout: opts
                     .ready_timeout
                     .saturating_mul(u32::try_from(opts.workers + 1).unwrap_or(u32::MAX)),
+                reloads: watch::Sender::new(0),
             }),
         };
+        let mut reloads = worker.inner.reloads.subscribe();
         tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
-        boot(worker).await.map_err(Error::Bootstrap)
+        let result = boot(worker).await.map_err(Error::Bootstrap);
+        // A reload this worker asked for ends as it drains, or soon after: its outcome is not
+        // lost to the exit (the master kills a worker still here after kill_timeout anyway).
+        if *reloads.borrow_and_update() > 0 {
+            tracing::info!("waiting for the outcome of the reload this worker asked for");
+            let outcome = reloads.wait_for(|n| *n == 0);
+            let _ = tokio::time::timeout(opts.kill_timeout, outcome).await;
+        }
+        result
     });
     match &result {
         Ok(()) => tracing::info!("worker exits"),
@@ -228,22 +267,14 @@ fn watch_master(messenger: &Messenger, drain: &CancellationToken, opts: &Options
 /// SIGTERM sent to a worker alone drains it (the master then replaces it). SIGINT, which a
 /// terminal sends to the whole process group, is the master's to act on: the worker ignores it.
 fn watch_signals(drain: &CancellationToken) -> Result<(), Error> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let drain = drain.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                Some(()) = term.recv() => {
-                    tracing::info!("SIGTERM: draining");
-                    drain.cancel();
-                }
-                Some(()) = int.recv() => tracing::debug!("SIGINT ignored: the master stops the workers"),
-                else => return,
-            }
+    runtime::watch_signals(false, move |signal| match signal {
+        Signal::Terminate => {
+            tracing::info!("SIGTERM: draining");
+            drain.cancel();
         }
-    });
+        _ => tracing::debug!("{signal} ignored: the master stops the workers"),
+    })?;
     Ok(())
 }
 

@@ -31,14 +31,19 @@ mod rollout;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use fleet::Readiness;
 use fleet::{Action, Event, Fleet, ReloadError};
 
 /// What the master asks of its Supervisor.
 pub(crate) enum Cmd {
     /// Start every worker (the master's bootstrap is done).
     Boot,
-    /// Roll every worker; the outcome goes back on the channel.
-    Reload(oneshot::Sender<Result<(), Error>>),
+    /// Roll every worker (the slot of `asker`, the worker that asked, if any, last); the
+    /// outcome goes back on `reply`.
+    Reload {
+        reply: oneshot::Sender<Result<(), Error>>,
+        asker: Option<WorkerId>,
+    },
     /// Drain every worker and stop (`graceful`), or kill them all.
     Stop { graceful: bool },
     /// A snapshot of every slot.
@@ -55,6 +60,7 @@ enum Input {
 pub(crate) struct Handle {
     tx: mpsc::UnboundedSender<Input>,
     phase: watch::Receiver<Phase>,
+    readiness: watch::Receiver<Readiness>,
 }
 
 impl Handle {
@@ -71,6 +77,11 @@ impl Handle {
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.clone()
     }
+
+    /// Whether every slot has its Ready worker, no rollout under way.
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
+        self.readiness.clone()
+    }
 }
 
 /// Starts the Supervisor of the workers of `hub` (a supervised Hub, whose events are
@@ -84,6 +95,7 @@ pub(crate) fn start(
 ) -> (Handle, tokio::task::JoinHandle<bool>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (phase, phase_rx) = watch::channel(Phase::Starting);
+    let (readiness, readiness_rx) = watch::channel(Readiness::Waiting);
     let report = tx.clone();
     heartbeat::start(
         hub.clone(),
@@ -100,12 +112,14 @@ pub(crate) fn start(
         reloads: HashMap::new(),
         next_ticket: 0,
         phase,
+        readiness,
     };
     let task = tokio::spawn(supervisor.run(rx, hub_events));
     (
         Handle {
             tx,
             phase: phase_rx,
+            readiness: readiness_rx,
         },
         task,
     )
@@ -123,6 +137,7 @@ struct Supervisor {
     reloads: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
     next_ticket: u64,
     phase: watch::Sender<Phase>,
+    readiness: watch::Sender<Readiness>,
 }
 
 impl Supervisor {
@@ -133,6 +148,9 @@ impl Supervisor {
     ) -> bool {
         loop {
             let input = tokio::select! {
+                // Its own events first: a process's start, reported before its connection is
+                // served, is taken in before anything the Hub reports about that worker.
+                biased;
                 Some(input) = rx.recv() => input,
                 Some(event) = hub_events.recv() => match event {
                     HubEvent::ReadyAsked(id) => Input::Event(Event::ReadyAsked { id }),
@@ -148,22 +166,26 @@ impl Supervisor {
             let phase = self.fleet.phase();
             self.phase
                 .send_if_modified(|p| std::mem::replace(p, phase) != phase);
+            let readiness = self.fleet.readiness();
+            self.readiness
+                .send_if_modified(|r| std::mem::replace(r, readiness) != readiness);
             if self.fleet.finished() {
                 break;
             }
         }
         self.phase.send_replace(Phase::Stopped);
+        self.readiness.send_replace(Readiness::Stopped);
         self.fleet.stopped_gracefully()
     }
 
     fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Boot => self.handle(Event::Boot),
-            Cmd::Reload(reply) => {
+            Cmd::Reload { reply, asker } => {
                 self.next_ticket += 1;
                 let ticket = self.next_ticket;
                 self.reloads.insert(ticket, reply);
-                self.handle(Event::Reload { ticket });
+                self.handle(Event::Reload { ticket, asker });
             }
             Cmd::Stop { graceful } => self.handle(Event::Stop { graceful }),
             Cmd::Status(reply) => {

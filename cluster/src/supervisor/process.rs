@@ -43,11 +43,13 @@ pub(crate) fn start(
                 return report(Event::SpawnFailed { id, error });
             }
         };
-        hub.attach(id, ipc);
+        // Reported before the connection is served: the worker's request to be Ready comes
+        // through the Hub, so it can only follow (the supervisor reads its own events first).
         report(Event::Spawned {
             id,
             pid: child.id().unwrap_or(0),
         });
+        hub.attach(id, ipc);
         let status = tokio::select! {
             status = child.wait() => status,
             () = kill.notified() => {

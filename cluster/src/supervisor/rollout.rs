@@ -43,21 +43,24 @@ pub(crate) struct Rollout {
 }
 
 impl Rollout {
-    /// A rollout of `slots` slots, `batch` at a time, for `tickets`.
-    pub fn new(tickets: Vec<u64>, slots: u32, batch: usize) -> Rollout {
+    /// A rollout of `slots` slots, `batch` at a time, for `tickets`; the slots in `last` (those
+    /// of the workers that asked for it) are replaced last, so that a worker that asked learns
+    /// the outcome before it is told to drain or at the same time, never a whole rollout before.
+    pub fn new(tickets: Vec<u64>, slots: u32, batch: usize, last: &[u32]) -> Rollout {
+        let mut queue: VecDeque<u32> = (0..slots).filter(|s| !last.contains(s)).collect();
+        for &slot in last {
+            if slot < slots && !queue.contains(&slot) {
+                queue.push_back(slot);
+            }
+        }
         Rollout {
             tickets,
-            queue: (0..slots).collect(),
+            queue,
             batch: batch.max(1),
             waiting: BTreeMap::new(),
             done: 0,
             total: slots as usize,
         }
-    }
-
-    /// More tickets for this rollout's outcome.
-    pub fn join(&mut self, tickets: &[u64]) {
-        self.tickets.extend_from_slice(tickets);
     }
 
     /// Its tickets, to answer when it is given up.
@@ -102,7 +105,7 @@ mod tests {
 
     #[test]
     fn batches_follow_each_other_and_a_failure_stops_the_rollout() {
-        let mut rollout = Rollout::new(vec![7], 3, 2);
+        let mut rollout = Rollout::new(vec![7], 3, 2, &[]);
         assert_eq!(rollout.step(Step::Next), Next::Replace(vec![0, 1]));
         rollout.waiting(0, WorkerId::new(0, 2));
         rollout.waiting(1, WorkerId::new(1, 2));
@@ -130,9 +133,23 @@ mod tests {
     }
 
     #[test]
+    fn the_slots_of_the_workers_that_asked_go_last() {
+        let mut rollout = Rollout::new(vec![1], 4, 1, &[1, 0, 1]);
+        let mut order: Vec<u32> = Vec::new();
+        let mut next = rollout.step(Step::Next);
+        while let Next::Replace(slots) = next {
+            order.extend(&slots);
+            let id = WorkerId::new(slots[0], 2);
+            rollout.waiting(slots[0], id);
+            next = rollout.step(Step::Ready(id));
+        }
+        assert_eq!(order, vec![2, 3, 1, 0]);
+        assert_eq!(next, Next::Done(vec![1], Ok(())));
+    }
+
+    #[test]
     fn a_rollout_of_every_slot_ends_well() {
-        let mut rollout = Rollout::new(vec![1], 1, 1);
-        rollout.join(&[2, 3]);
+        let mut rollout = Rollout::new(vec![1, 2, 3], 1, 1, &[0, 0, 5]);
         assert_eq!(rollout.step(Step::Next), Next::Replace(vec![0]));
         rollout.waiting(0, WorkerId::new(0, 5));
         assert_eq!(

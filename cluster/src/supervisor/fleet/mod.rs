@@ -109,8 +109,12 @@ pub(crate) enum Event {
     Unhealthy { id: WorkerId, reason: String },
     /// A deadline passed.
     Timer(Timer),
-    /// A rolling reload is asked; its outcome goes to `ticket`.
-    Reload { ticket: u64 },
+    /// A rolling reload is asked (by worker `asker`, if a worker asked); its outcome goes to
+    /// `ticket`.
+    Reload {
+        ticket: u64,
+        asker: Option<WorkerId>,
+    },
     /// Stop: drain every worker (`graceful`) or kill them all.
     Stop { graceful: bool },
 }
@@ -161,6 +165,17 @@ pub(crate) enum ReloadError {
     Failed(String),
 }
 
+/// Whether the cluster is whole: what [`Master::ready`](crate::Master::ready) waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// Not yet: a slot has no Ready worker, the workers have not started, or a rollout runs.
+    Waiting,
+    /// Every slot has its Ready worker and no rollout runs (or waits to run).
+    Ready,
+    /// The cluster stops: it will not be whole again.
+    Stopped,
+}
+
 /// How the cluster stops, once asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -179,6 +194,8 @@ pub(crate) struct Fleet {
     rollout: Option<Rollout>,
     /// Reloads asked while one runs: they are answered by the next one.
     next_reload: Vec<u64>,
+    /// The slots of the workers that asked for those: the next rollout replaces them last.
+    next_askers: Vec<u32>,
     actions: Vec<Action>,
 }
 
@@ -201,6 +218,7 @@ impl Fleet {
             stop: Stop::Running,
             rollout: None,
             next_reload: Vec::new(),
+            next_askers: Vec::new(),
             actions: Vec::new(),
         }
     }
@@ -225,7 +243,7 @@ impl Fleet {
             }
             Event::Unhealthy { id, reason } => self.unhealthy(now, id, &reason),
             Event::Timer(timer) => self.timer(now, timer),
-            Event::Reload { ticket } => self.reload(now, ticket),
+            Event::Reload { ticket, asker } => self.reload(now, ticket, asker),
             Event::Stop { graceful } => self.stop(graceful),
         }
         std::mem::take(&mut self.actions)
@@ -239,6 +257,21 @@ impl Fleet {
             Stop::Running => Phase::Running,
             _ if self.finished() => Phase::Stopped,
             _ => Phase::Stopping,
+        }
+    }
+
+    /// Whether every slot has its Ready worker, with no rollout under way or asked.
+    pub fn readiness(&self) -> Readiness {
+        if self.stop != Stop::Running {
+            Readiness::Stopped
+        } else if self.booted
+            && self.rollout.is_none()
+            && self.next_reload.is_empty()
+            && self.slots.iter().all(|s| Fleet::serving(s).is_some())
+        {
+            Readiness::Ready
+        } else {
+            Readiness::Waiting
         }
     }
 

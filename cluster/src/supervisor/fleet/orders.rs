@@ -7,7 +7,7 @@ use crate::supervisor::rollout::{Next, Rollout, Step};
 use messenger::WorkerId;
 
 impl Fleet {
-    pub(super) fn reload(&mut self, now: Instant, ticket: u64) {
+    pub(super) fn reload(&mut self, now: Instant, ticket: u64, asker: Option<WorkerId>) {
         if self.stop != Stop::Running {
             return self.actions.push(Action::ReloadDone {
                 tickets: vec![ticket],
@@ -24,18 +24,26 @@ impl Fleet {
                 result: Ok(()),
             });
         }
+        let askers: Vec<u32> = asker.map(|id| id.slot).into_iter().collect();
         if self.rollout.is_some() {
+            self.next_askers.extend(askers);
             return self.next_reload.push(ticket);
         }
+        self.start_rollout(now, vec![ticket], &askers);
+    }
+
+    /// Starts a rollout for `tickets`, the slots of `askers` last.
+    fn start_rollout(&mut self, now: Instant, tickets: Vec<u64>, askers: &[u32]) {
         tracing::info!(
             slots = self.slots.len(),
             batch = self.opts.reload_batch,
             "reload: rolling every slot"
         );
         self.rollout = Some(Rollout::new(
-            vec![ticket],
+            tickets,
             self.slots.len() as u32,
             self.opts.reload_batch,
+            askers,
         ));
         self.rollout_step(now, Step::Next);
     }
@@ -57,11 +65,9 @@ impl Fleet {
                 let result = result.map_err(ReloadError::Failed);
                 self.actions.push(Action::ReloadDone { tickets, result });
                 let waiting = std::mem::take(&mut self.next_reload);
-                if let Some((&first, rest)) = waiting.split_first() {
-                    self.reload(now, first);
-                    if let Some(rollout) = self.rollout.as_mut() {
-                        rollout.join(rest);
-                    }
+                let askers = std::mem::take(&mut self.next_askers);
+                if !waiting.is_empty() {
+                    self.start_rollout(now, waiting, &askers);
                 }
                 return;
             }
@@ -119,6 +125,7 @@ impl Fleet {
         if let Some(rollout) = self.rollout.take() {
             let mut tickets = rollout.tickets();
             tickets.append(&mut self.next_reload);
+            self.next_askers.clear();
             self.actions.push(Action::ReloadDone {
                 tickets,
                 result: Err(ReloadError::Stopping),

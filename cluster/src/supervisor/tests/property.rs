@@ -247,7 +247,13 @@ impl World {
                 self.feed(Event::Timer(timer)).await;
             }
             Op::FailNextSpawn => self.fail_next_spawn = true,
-            Op::Reload => self.feed(Event::Reload { ticket: 1 }).await,
+            Op::Reload => {
+                self.feed(Event::Reload {
+                    ticket: 1,
+                    asker: None,
+                })
+                .await
+            }
             Op::Stop(graceful) => self.feed(Event::Stop { graceful }).await,
             Op::Advance(seconds) => self.now += Duration::from_secs(seconds.into()),
         }
