@@ -5,11 +5,18 @@
     python3 bench/run.py --quick              # one short round of everything; ~4 minutes
     python3 bench/run.py --shared ../shared --runs 3 --skip contract,profile
 
+Only the contract step needs the shared folder (--shared, default ../shared): it holds the
+think-cluster contract driver and the reference node app, which are not part of this
+repository. Without it, that step alone is skipped (said in the log and in BENCHMARKS.md, whose
+comparison with think-cluster is then marked as not measured) and everything else runs from a
+clone alone.
+
 Steps (each can be skipped with --skip):
-  install   wrk (apt-get) and the reference app's node_modules (npm ci) when missing
+  install   wrk (apt-get), and the reference app's node_modules (npm ci) when missing and the
+            shared folder is there
   build     cargo build --release of the examples it runs
   contract  the shared driver (SHARED/bench/run.py) on examples/demo-cluster and on the
-            think-cluster app, alternating, --runs times each; medians
+            think-cluster app, alternating, --runs times each; medians (needs --shared)
   machine   the machine baselines in the same session: baseline-relay against bench-cluster
             (one at a time and 64 in flight), baseline-hyper against demo-cluster (wrk /hello),
             alternating, --runs times; medians
@@ -149,10 +156,18 @@ def port_free(port):
 # ---------------------------------------------------------------------------------------------
 # install, build
 
+def shared_driver(a):
+    """The shared contract driver, or None when the shared folder is not there."""
+    path = os.path.join(a.shared, 'bench', 'run.py')
+    return path if os.path.isfile(path) else None
+
+
 def step_install(a):
     if not shutil.which('wrk'):
         log('installing wrk')
         run(['apt-get', 'install', '-y', 'wrk'], timeout=600)
+    if not shared_driver(a):
+        return  # the reference app is only for the contract step, skipped without it
     node_dir = os.path.join(a.shared, 'bench', 'node')
     if not os.path.isdir(os.path.join(node_dir, 'node_modules', 'think-cluster')):
         log('installing the reference app (npm ci)')
@@ -650,6 +665,10 @@ def write_markdown(a, report, made, started, finished):
     L += ['## Issue 4 targets', '']
     rows = []
     c = report.get('contract')
+    if not c:
+        why = report.get('contract_skipped') or 'not run this time (`--skip contract`)'
+        rows.append(('think-cluster side by side (the contract driver)', 'n/a', 'n/a', 'n/a', '',
+                     f'not measured: {why}'))
     if c:
         rust, node = c['median']['rust'], c['median']['node']
         for key, label, better, target in CONTRACT_TARGETS:
@@ -825,6 +844,8 @@ def main():
     p.add_argument('--skip', default='', help='comma separated steps to skip: ' + ','.join(STEPS))
     p.add_argument('--render', action='store_true',
                    help='run nothing: rewrite BENCHMARKS.md and the plots from bench/results/report.json')
+    p.add_argument('--dry-run', action='store_true',
+                   help='run nothing: print which steps would run (e.g. whether --shared is found)')
     p.add_argument('--reuse', action='store_true',
                    help='for skipped steps, keep the results of the previous run (bench/results/report.json)')
     a = p.parse_args()
@@ -836,6 +857,19 @@ def main():
         p.error(f'unknown steps: {skip - set(STEPS)}')
     started = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
     report = {'argv': ['python3', 'bench/run.py', *sys.argv[1:]], 'commit': git_commit()}
+    if 'contract' not in skip and not shared_driver(a):
+        # The side-by-side with think-cluster needs the shared driver and reference app; the
+        # project's own benchmarks do not.
+        why = (f'the shared folder with the contract driver ({os.path.join(a.shared, "bench", "run.py")}) '
+               'is not there; give it with --shared or $SHARED')
+        log(f'skipping the contract step (side by side with think-cluster): {why}; '
+            'every other step runs')
+        skip.add('contract')
+        report['contract_skipped'] = why
+    if a.dry_run:
+        log('dry run: steps ' + ', '.join(s for s in STEPS if s not in skip)
+            + (f'; skipped: {", ".join(s for s in STEPS if s in skip)}' if skip else ''))
+        return 0
     if a.render:
         with open(os.path.join(RESULTS, 'report.json')) as fh:
             report = json.load(fh)

@@ -4,41 +4,54 @@
 use proc_macro_crate::{crate_name, FoundCrate};
 use syn::Path;
 
-/// The facade that re-exports everything of `messenger`: preferred, since a user of the facade
-/// may not depend on `messenger` directly.
+/// The facade that re-exports everything of the messenger: preferred, since it is the crate
+/// users depend on, and a user of the facade may not depend on the messenger directly.
 const FACADE: &str = "multiprocess";
-const MESSENGER: &str = "messenger";
+/// The messenger's package, and the name of its library (what `multiprocess-messenger = "..."`
+/// in a `Cargo.toml` brings into scope, and what the package calls itself).
+const MESSENGER: &str = "multiprocess-messenger";
+const MESSENGER_LIB: &str = "messenger";
 
 /// The path of the messenger crate as seen from the crate being compiled, found in its
-/// `Cargo.toml` (so a renamed dependency, `msg = { package = "messenger" }`, works too).
+/// `Cargo.toml` (so a renamed dependency, `msg = { package = "multiprocess-messenger" }`, works
+/// too).
 pub fn default_path() -> Path {
-    let find = |name: &str| Some(itself_by_name(crate_name(name).ok()?, name));
-    choose(find(FACADE), find(MESSENGER))
+    let facade = crate_name(FACADE)
+        .ok()
+        .map(|found| extern_name(found, FACADE));
+    let messenger = crate_name(MESSENGER)
+        .ok()
+        .map(|found| extern_name(found, MESSENGER_LIB));
+    choose(facade, messenger)
 }
 
-/// "Itself" is also what `proc-macro-crate` says for the crate's own examples, tests and
-/// doctests, which are other crates where `crate::Event` does not exist. Both `messenger` and
-/// `multiprocess` declare `extern crate self as <name>;`, so `::<name>` works everywhere.
-fn itself_by_name(found: FoundCrate, name: &str) -> FoundCrate {
+/// The name the crate being compiled reaches the package by. `proc-macro-crate` answers with
+/// the dependency's key in `Cargo.toml`, which is the name in scope when the dependency is
+/// renamed (`messenger = { package = "multiprocess-messenger" }` gives `messenger`). When it is
+/// not renamed, the key is the package's name, while the name in scope is the library's: the
+/// two differ for `multiprocess-messenger`, whose library is `messenger`.
+///
+/// "Itself" is also what `proc-macro-crate` says for the package's own examples, tests and
+/// doctests, which are other crates where `crate::Event` does not exist: they reach the library
+/// by its name, and both libraries declare `extern crate self as <name>;` so that `::<name>`
+/// works inside them too.
+fn extern_name(found: FoundCrate, lib: &str) -> String {
     match found {
-        FoundCrate::Itself => FoundCrate::Name(name.to_string()),
-        found => found,
+        FoundCrate::Itself => lib.to_string(),
+        FoundCrate::Name(key) if key == MESSENGER.replace('-', "_") => lib.to_string(),
+        FoundCrate::Name(key) => key,
     }
 }
 
-/// `multiprocess` if the crate depends on it, else `messenger`; `crate` when the crate being
-/// compiled is that crate itself. When neither is found (no manifest, or an unusual build) the
-/// fallback is `::messenger`, which gives a plain "unresolved import" error if it is wrong too;
+/// `multiprocess` if the crate depends on it (or is it), else the messenger. When neither is
+/// found (no manifest, or an unusual build) the fallback is `::multiprocess`, the crate users
+/// depend on, which gives a plain "unresolved import" error if it is wrong;
 /// `#[event(crate = "...")]` is the way out then.
-fn choose(facade: Option<FoundCrate>, messenger: Option<FoundCrate>) -> Path {
-    match facade.or(messenger) {
-        Some(FoundCrate::Itself) => syn::parse_quote!(crate),
-        Some(FoundCrate::Name(name)) => {
-            let ident = syn::Ident::new(&name, proc_macro2::Span::call_site());
-            syn::parse_quote!(::#ident)
-        }
-        None => syn::parse_quote!(::messenger),
-    }
+fn choose(facade: Option<String>, messenger: Option<String>) -> Path {
+    let name = facade.or(messenger);
+    let name = name.as_deref().unwrap_or(FACADE);
+    let ident = syn::Ident::new(name, proc_macro2::Span::call_site());
+    syn::parse_quote!(::#ident)
 }
 
 #[cfg(test)]
@@ -47,10 +60,13 @@ mod tests {
     use quote::ToTokens;
 
     fn path(facade: Option<FoundCrate>, messenger: Option<FoundCrate>) -> String {
-        choose(facade, messenger)
-            .to_token_stream()
-            .to_string()
-            .replace(' ', "")
+        choose(
+            facade.map(|found| extern_name(found, FACADE)),
+            messenger.map(|found| extern_name(found, MESSENGER_LIB)),
+        )
+        .to_token_stream()
+        .to_string()
+        .replace(' ', "")
     }
 
     fn name(name: &str) -> Option<FoundCrate> {
@@ -63,28 +79,30 @@ mod tests {
             path(name("multiprocess"), name("messenger")),
             "::multiprocess"
         );
+        assert_eq!(path(name("mp"), name("messenger")), "::mp");
     }
 
     #[test]
     fn messenger_when_no_facade() {
+        // `multiprocess-messenger = "0.1"`: the library's name.
+        assert_eq!(path(None, name("multiprocess_messenger")), "::messenger");
+        // Renamed: the name the user chose (the workspace's own `messenger = { package = ... }`).
         assert_eq!(path(None, name("messenger")), "::messenger");
         assert_eq!(path(None, name("msg")), "::msg");
     }
 
     #[test]
-    fn itself_is_crate() {
-        assert_eq!(path(Some(FoundCrate::Itself), None), "crate");
-        assert_eq!(path(None, Some(FoundCrate::Itself)), "crate");
+    fn itself_is_named_by_the_library_name() {
+        assert_eq!(path(Some(FoundCrate::Itself), None), "::multiprocess");
+        assert_eq!(path(None, Some(FoundCrate::Itself)), "::messenger");
+        assert_eq!(
+            path(Some(FoundCrate::Itself), Some(FoundCrate::Itself)),
+            "::multiprocess"
+        );
     }
 
     #[test]
-    fn itself_is_named_by_the_crate_name() {
-        let found = itself_by_name(FoundCrate::Itself, "messenger");
-        assert_eq!(found, FoundCrate::Name("messenger".to_string()));
-    }
-
-    #[test]
-    fn fallback_is_messenger() {
-        assert_eq!(path(None, None), "::messenger");
+    fn fallback_is_the_facade() {
+        assert_eq!(path(None, None), "::multiprocess");
     }
 }

@@ -1,5 +1,6 @@
-//! `#[derive(Event)]` for the `messenger` crate. Use it through `messenger` (or `multiprocess`),
-//! which re-exports it next to the `Event` trait; see [`macro@Event`].
+//! `#[derive(Event)]` for `multiprocess`. Use it through `multiprocess` (or its messenger crate,
+//! `multiprocess-messenger`), which re-exports it next to the `Event` trait; see
+//! [`macro@Event`].
 
 #![warn(missing_docs)]
 
@@ -21,7 +22,7 @@ mod krate;
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
 
-/// Derives `messenger::Event`: a type becomes a message that the processes of a cluster send
+/// Derives `multiprocess::Event`: a type becomes a message that the processes of a cluster send
 /// each other, with a wire name and a reply type.
 ///
 /// The type must also implement `Serialize` and `Deserialize` (derive them with serde): events
@@ -32,7 +33,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// Any struct (with named fields, a tuple struct or a unit struct) gets
 ///
 /// ```text
-/// impl messenger::Event for Ping {
+/// impl multiprocess::Event for Ping {
 ///     const NAME: &'static str = "Ping";   // the type's name, or `name = "..."`
 ///     type Reply = ();                     // or `reply = Type`
 /// }
@@ -46,7 +47,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// - a handler trait `AdminHandler` (the enum's name + `Handler`), with the enum's visibility:
 ///
 ///   ```text
-///   #[messenger::async_trait]
+///   #[multiprocess::async_trait]
 ///   pub trait AdminHandler: Send + Sync + 'static {
 ///       async fn echo(&self, arg0: String) -> <reply>;        // Admin::Echo(String)
 ///       async fn set_level(&self, level: u8) -> <reply>;      // Admin::SetLevel { level: u8 }
@@ -61,7 +62,7 @@ use syn::{parse_macro_input, DeriveInput};
 ///   are documented, so `#![deny(missing_docs)]` is fine. `Self` in a field type or in the reply
 ///   type means the enum, as it does in the enum.
 ///
-/// - `impl messenger::Dispatch for Admin`, with `type Handler = dyn AdminHandler`: `dispatch`
+/// - `impl multiprocess::Dispatch for Admin`, with `type Handler = dyn AdminHandler`: `dispatch`
 ///   calls the method of the value's variant, with its fields, and returns its reply. A handler is
 ///   served as an `Arc<dyn AdminHandler>`.
 ///
@@ -73,10 +74,12 @@ use syn::{parse_macro_input, DeriveInput};
 ///   Processes agree on events by this name, so set it explicitly if the type may be renamed.
 /// - `#[event(reply = Type)]`: the type a handler answers with, any type that is `Serialize +
 ///   DeserializeOwned + Send + 'static` (`reply = Vec<Option<String>>`). Default: `()`.
-/// - `#[event(crate = "path")]` (or `crate = path`): the path of the messenger crate. By default
-///   the derive reads your `Cargo.toml`: `::multiprocess` if you depend on `multiprocess`, else
-///   `::messenger` (following a renamed dependency); `::messenger` if neither is found. Set it when
-///   you reach the crate through a re-export of your own.
+/// - `#[event(crate = "path")]` (or `crate = path`): the path of the crate that defines `Event`
+///   (`multiprocess`, or its messenger crate). By default the derive reads your `Cargo.toml`:
+///   `::multiprocess` if you depend on `multiprocess`, else `::messenger` if you depend on
+///   `multiprocess-messenger` (whose library is `messenger`), following a renamed dependency
+///   either way; `::multiprocess` if neither is found. Set it when you reach the crate through a
+///   re-export of your own.
 ///
 /// # Not supported
 ///
@@ -93,21 +96,16 @@ use syn::{parse_macro_input, DeriveInput};
 ///
 /// # Example
 ///
-/// (Not compiled here, since this crate cannot depend on `messenger`; the same code is compiled
-/// and run by this crate's tests, `tests/derive.rs`.)
-///
-/// ```ignore
+/// ```
 /// use std::sync::Arc;
 ///
-/// use messenger::{async_trait, Dispatch, Event};
+/// use multiprocess::{async_trait, Dispatch, Event};
 /// use serde::{Deserialize, Serialize};
 ///
 /// /// Asks a worker for its process id.
 /// #[derive(Serialize, Deserialize, Event)]
 /// #[event(name = "pid", reply = u32)]
 /// struct Pid;
-///
-/// assert_eq!(<Pid as Event>::NAME, "pid");
 ///
 /// /// Administration of a worker.
 /// #[derive(Serialize, Deserialize, Event)]
@@ -133,9 +131,14 @@ use syn::{parse_macro_input, DeriveInput};
 ///     }
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(<Pid as Event>::NAME, "pid");
+///
 /// let handler: Arc<dyn AdminHandler> = Arc::new(Worker);
 /// let reply = Admin::SetLevel { level: 3 }.dispatch(handler).await;
 /// assert_eq!(reply, "level 3");
+/// # }
 /// ```
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {

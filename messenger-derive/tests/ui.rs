@@ -3,7 +3,7 @@
 //! (`ui/pass/*.rs`).
 //!
 //! After changing a message, regenerate the expected output with
-//! `TRYBUILD=overwrite cargo test -p messenger-derive --test ui` and read the diff.
+//! `TRYBUILD=overwrite cargo test -p multiprocess-derive --test ui` and read the diff.
 
 #[test]
 fn ui() {

@@ -1,7 +1,7 @@
 //! A fixed workload for profilers (`valgrind --tool=callgrind`): pipelined calls through the
 //! mock transport on one thread, so instruction counts repeat from run to run.
 //!
-//! `cargo build --release -p messenger --example profile && valgrind --tool=callgrind
+//! `cargo build --release -p multiprocess-messenger --example profile && valgrind --tool=callgrind
 //! target/release/examples/profile consume 20000`
 
 use messenger::testing::MockCluster;

@@ -74,10 +74,11 @@ impl Messenger {
     /// the event runs there. Returns once the Hub has taken it: frames from one sender keep
     /// their order. Workers that have no handler for it do not get it.
     ///
-    /// A process has at most [`Config::queue_frames`] broadcasts ([`Config::queue_bytes`]
-    /// bytes) that some receiver has not yet taken: past that, this waits for room, so a
-    /// flood goes at the pace of its slowest receiver (one that takes nothing is closed as
-    /// stuck after [`Config::stall_timeout`]).
+    /// A process has at most [`Config::queue_frames`](crate::Config::queue_frames) broadcasts
+    /// ([`Config::queue_bytes`](crate::Config::queue_bytes) bytes) that some receiver has not
+    /// yet taken: past that, this waits for room, so a flood goes at the pace of its slowest
+    /// receiver (one that takes nothing is closed as stuck after
+    /// [`Config::stall_timeout`](crate::Config::stall_timeout)).
     pub async fn broadcast<E: Event>(&self, event: E) -> Result<()> {
         let env = self.envelope::<E>(Kind::Broadcast, Target::Hub, Bytes::new(), &event)?;
         drop(event);
@@ -94,8 +95,9 @@ impl Messenger {
     /// Runs `event` on one worker once per `key` for the master's lifetime, however many workers
     /// ask: every caller, also one that asks while it runs, gets the same reply. A failed run is
     /// not remembered, so the next caller tries again. The Hub remembers
-    /// [`Config::once_keys`] keys and [`Config::once_bytes`] bytes of replies, forgetting the
-    /// oldest first. A key is at most 1024 bytes.
+    /// [`Config::once_keys`](crate::Config::once_keys) keys and
+    /// [`Config::once_bytes`](crate::Config::once_bytes) bytes of replies, forgetting the oldest
+    /// first. A key is at most 1024 bytes.
     ///
     /// Like `consume`, it needs a Ready worker that handles `E` when it is called: one called
     /// before any worker is Ready (say, by a worker before its own `ready()`, or by the master
