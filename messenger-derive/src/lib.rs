@@ -64,7 +64,7 @@ use syn::{parse_macro_input, DeriveInput};
 ///
 /// - `impl multiprocess::Dispatch for Admin`, with `type Handler = dyn AdminHandler`: `dispatch`
 ///   calls the method of the value's variant, with its fields, and returns its reply. A handler is
-///   served as an `Arc<dyn AdminHandler>`.
+///   registered as an `Arc<dyn AdminHandler>` with `Messenger::handle`.
 ///
 /// # Attributes
 ///
@@ -74,6 +74,10 @@ use syn::{parse_macro_input, DeriveInput};
 ///   Processes agree on events by this name, so set it explicitly if the type may be renamed.
 /// - `#[event(reply = Type)]`: the type a handler answers with, any type that is `Serialize +
 ///   DeserializeOwned + Send + 'static` (`reply = Vec<Option<String>>`). Default: `()`.
+/// - `#[event(sender)]`, on an enum: every method of the handler trait gets, first, who sent
+///   the event: `async fn echo(&self, from: Peer, arg0: String)`. The Hub stamps it from the
+///   connection the event came on, so it cannot be forged. (A struct's handler is a closure:
+///   `Messenger::on_from` gives it the sender.)
 /// - `#[event(crate = "path")]` (or `crate = path`): the path of the crate that defines `Event`
 ///   (`multiprocess`, or its messenger crate). By default the derive reads your `Cargo.toml`:
 ///   `::multiprocess` if you depend on `multiprocess`, else `::messenger` if you depend on
@@ -87,7 +91,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// one type) and lifetime parameters (events are deserialized as owned values); unions; an enum
 /// without variants; two variants with the same snake_case name (`FooBar` and `Foo_Bar`); a
 /// variant whose snake_case name cannot be a method (`Super`); `#[event(...)]` on a variant or a
-/// field (it belongs on the type). All the errors of one type are reported together.
+/// field (it belongs on the type); `sender` on a struct, or beside a variant field named `from`. All the errors of one type are reported together.
 ///
 /// The generated code names everything by absolute paths, so your own `Event`, `Result` or `Arc`
 /// in scope do not disturb it. One exception comes from `#[async_trait]`, which writes `Box`
@@ -136,7 +140,8 @@ use syn::{parse_macro_input, DeriveInput};
 /// assert_eq!(<Pid as Event>::NAME, "pid");
 ///
 /// let handler: Arc<dyn AdminHandler> = Arc::new(Worker);
-/// let reply = Admin::SetLevel { level: 3 }.dispatch(handler).await;
+/// // What `Messenger::handle` does with each event (the Hub gives the sender):
+/// let reply = Admin::SetLevel { level: 3 }.dispatch(multiprocess::Peer::Master, handler).await;
 /// assert_eq!(reply, "level 3");
 /// # }
 /// ```

@@ -52,7 +52,8 @@ impl Level {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// When the writer last made progress (see [`Level::progress`](Level)).
+    /// When the writer last made progress (nanoseconds since the Hub's start): its last write,
+    /// or when the queue last went from empty to not.
     pub fn progress(&self) -> u64 {
         self.progress.load(Ordering::Relaxed)
     }
