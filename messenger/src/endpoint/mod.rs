@@ -40,7 +40,7 @@ type PanicHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// processes with [`broadcast`](Messenger::broadcast), [`consume`](Messenger::consume),
 /// [`map`](Messenger::map) and the rest. Cheap to clone; every clone is the same end.
 ///
-/// Every call has a deadline ([`Config::request_timeout`], or [`Messenger::timeout`] for one
+/// Every call has a deadline ([`Config::request_timeout`], or [`Messenger::with_timeout`] for one
 /// handle) and fails with an [`Error`] rather than hang. Calls may run concurrently; each has
 /// its own id, so replies never mix.
 ///
