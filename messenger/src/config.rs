@@ -11,6 +11,11 @@ use crate::Error;
 /// Every limit is there so that a peer, buggy or hostile, costs the others a bounded amount of
 /// memory and time: [`Config::validate`] says which combinations hold together.
 ///
+/// Built from [`Config::default`] with one setter per field; the fields are public to read (and
+/// the struct is `#[non_exhaustive]`, so it cannot be written as a literal and may gain fields).
+/// Every use validates it first: the Hub, the mock cluster and the cluster builder refuse one
+/// that does not hold together, however it was changed.
+///
 /// ```
 /// use messenger::Config;
 /// use std::time::Duration;

@@ -7,7 +7,8 @@
 //! in step.
 //!
 //! The files: the machine's interface and its queries here, a worker's way in and out in
-//! `start.rs`, a worker gone or failing in `exit.rs`, reloads and the stop in `orders.rs`.
+//! `start.rs`, a worker gone or failing in `exit.rs`, reloads and the stop in `orders.rs`, the
+//! snapshot an operator reads in `status.rs`.
 //!
 //! [`Fleet::handle`] takes an [`Event`] (a process started or exited, a worker asked to be
 //! Ready, a deadline passed, a reload or a stop was asked) and returns the [`Action`]s to take
@@ -24,11 +25,12 @@ use tokio::time::Instant;
 
 use super::rollout::Rollout;
 use crate::options::Options;
-use crate::status::{Phase, SlotStatus, Status, WorkerState, WorkerStatus};
+use crate::status::Phase;
 
 mod exit;
 mod orders;
 mod start;
+mod status;
 
 /// How long a worker whose connection ended may take to exit by itself before it is killed.
 pub(crate) const LOST_CONNECTION_GRACE: Duration = Duration::from_millis(500);
@@ -307,57 +309,6 @@ impl Fleet {
     /// The pid of worker `id`, if it runs.
     pub fn pid(&self, id: WorkerId) -> Option<u32> {
         self.find(id).and_then(|(proc, _)| proc.pid)
-    }
-
-    /// A snapshot of every slot.
-    pub fn status(&self, now: Instant) -> Status {
-        let worker = |proc: &Proc, state| WorkerStatus {
-            generation: proc.id.generation,
-            pid: proc.pid.unwrap_or(0),
-            state,
-            uptime: now.saturating_duration_since(proc.started),
-        };
-        let slots = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let slot = i as u32;
-                let mut workers: Vec<WorkerStatus> = self
-                    .leaving
-                    .values()
-                    .filter(|l| l.proc.id.slot == slot)
-                    .map(|l| worker(&l.proc, WorkerState::Draining))
-                    .collect();
-                match &s.state {
-                    SlotState::Empty { .. } => {}
-                    SlotState::Starting { new } => workers.push(worker(new, WorkerState::Starting)),
-                    SlotState::Serving { current } => {
-                        workers.push(worker(current, WorkerState::Ready))
-                    }
-                    SlotState::Replacing { current, new, .. } => {
-                        workers.push(worker(current, WorkerState::Ready));
-                        workers.push(worker(new, WorkerState::Starting));
-                    }
-                }
-                workers.sort_by_key(|w| w.generation);
-                SlotStatus {
-                    slot,
-                    workers,
-                    restarts: s.restarts,
-                    backoff: match s.state {
-                        SlotState::Empty { at: Some(at) } => {
-                            Some(at.saturating_duration_since(now))
-                        }
-                        _ => None,
-                    },
-                }
-            })
-            .collect();
-        Status {
-            phase: self.phase(),
-            slots,
-        }
     }
 
     /// "3 of 4 Ready": how degraded the cluster is, for the log.

@@ -1,0 +1,59 @@
+//! The snapshot an operator reads: every slot, its workers and where each is in its life.
+
+use tokio::time::Instant;
+
+use super::{Fleet, Proc, SlotState};
+use crate::status::{SlotStatus, Status, WorkerState, WorkerStatus};
+
+impl Fleet {
+    /// A snapshot of every slot.
+    pub fn status(&self, now: Instant) -> Status {
+        let worker = |proc: &Proc, state| WorkerStatus {
+            generation: proc.id.generation,
+            pid: proc.pid.unwrap_or(0),
+            state,
+            uptime: now.saturating_duration_since(proc.started),
+        };
+        let slots = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let slot = i as u32;
+                let mut workers: Vec<WorkerStatus> = self
+                    .leaving
+                    .values()
+                    .filter(|l| l.proc.id.slot == slot)
+                    .map(|l| worker(&l.proc, WorkerState::Draining))
+                    .collect();
+                match &s.state {
+                    SlotState::Empty { .. } => {}
+                    SlotState::Starting { new } => workers.push(worker(new, WorkerState::Starting)),
+                    SlotState::Serving { current } => {
+                        workers.push(worker(current, WorkerState::Ready))
+                    }
+                    SlotState::Replacing { current, new, .. } => {
+                        workers.push(worker(current, WorkerState::Ready));
+                        workers.push(worker(new, WorkerState::Starting));
+                    }
+                }
+                workers.sort_by_key(|w| w.generation);
+                SlotStatus {
+                    slot,
+                    workers,
+                    restarts: s.restarts,
+                    backoff: match s.state {
+                        SlotState::Empty { at: Some(at) } => {
+                            Some(at.saturating_duration_since(now))
+                        }
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        Status {
+            phase: self.phase(),
+            slots,
+        }
+    }
+}
