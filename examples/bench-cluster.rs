@@ -389,7 +389,7 @@ where
                     lat.push(done - t);
                     t = done;
                 }
-                Ok::<_, multiprocess::messenger::Error>(lat)
+                Ok::<_, multiprocess::CallError>(lat)
             })
         })
         .collect();
@@ -465,7 +465,7 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     (hz > 0).then(|| ticks as f64 / hz as f64)
 }
 
-/// The messenger's `Result`, named apart from this file's own.
+/// A messenger call's `Result`, named apart from this file's own.
 mod messenger_result {
-    pub use multiprocess::messenger::Result;
+    pub type Result<T> = std::result::Result<T, multiprocess::CallError>;
 }

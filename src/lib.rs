@@ -136,12 +136,9 @@ pub use cluster::{
 /// A `Result` whose error is the cluster's [`Error`] (into which a [`CallError`] converts).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The messenger crate itself, for what the top level leaves out (the [`Hub`](messenger::Hub)'s
-/// own types, the limits' constants).
-pub use messenger;
-
-/// The cluster crate itself.
-pub use cluster;
+// The two crates underneath are not re-exported whole: this list is the API. (They are
+// published as `multiprocess-messenger` and `multiprocess-cluster`, for a program that needs
+// only one layer.)
 
 /// The README's code, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -27,7 +27,11 @@
 //! # }
 //! ```
 
-use crate::{Config, Hub, Messenger, Result, WorkerId};
+use crate::{Config, Messenger, Result, WorkerId};
+
+/// The Hub a [`MockCluster`] runs, and what it tells its subscribers: for tests that watch
+/// workers come and go, or hold one up.
+pub use crate::hub::{Hub, HubEvent, PeerState};
 
 /// How many bytes each in-memory pipe buffers per direction.
 const PIPE_BYTES: usize = 256 * 1024;
