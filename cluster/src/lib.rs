@@ -54,6 +54,7 @@ mod serve;
 mod spawn;
 mod status;
 mod supervisor;
+mod systemd;
 mod worker;
 
 pub use builder::{Builder, Cluster};

@@ -13,6 +13,7 @@ use crate::runtime::{self, Signal};
 use crate::spawn::{SpawnConfig, Spawner};
 use crate::status::{Phase, Status};
 use crate::supervisor::{self, Cmd, Readiness};
+use crate::systemd;
 
 /// The master's bootstrap, as the builder keeps it.
 pub(crate) type MasterBoot =
@@ -177,6 +178,13 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         };
         control_handlers(&master);
         watch_signals(&master)?;
+        if let Some(notifier) = systemd::Notifier::from_env() {
+            tokio::spawn(systemd::run(
+                notifier,
+                master.clone(),
+                supervisor.readiness(),
+            ));
+        }
         if let Some(boot) = boot {
             if let Err(e) = boot(master.clone()).await {
                 supervisor.send(Cmd::Stop { graceful: false });

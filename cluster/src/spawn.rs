@@ -116,6 +116,10 @@ fn spawn(config: &SpawnConfig, request: SpawnRequest) -> io::Result<tokio::proce
     };
     let mut cmd = std::process::Command::new(exe);
     cmd.args(&config.args).env(WORKER_ENV, env.encode());
+    // systemd talks to the master only.
+    for var in crate::systemd::ENV {
+        cmd.env_remove(var);
+    }
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
     // (prctl, getppid, fcntl, dup2), allocating nothing.
     unsafe {
