@@ -3,7 +3,12 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{ready_pids, Helper, DEADLINE};
@@ -110,4 +115,112 @@ fn without_notify_socket_nothing_is_sent_and_a_bad_one_is_not_fatal() {
     helper.wait_ready(1);
     helper.signal(Signal::SIGTERM);
     assert!(helper.wait_exit().success());
+}
+
+/// Starts the helper with `listeners` passed as systemd passes them: at descriptors 3, 4, ...,
+/// with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` (the helper's own pid: a shell sets it
+/// to its `$$` and execs the helper in its place).
+fn activated_command(
+    listeners: &[std::os::fd::RawFd],
+    names: &str,
+    env: &[(&str, String)],
+) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\""])
+        .arg(common::helper_exe())
+        .env("LISTEN_FDS", listeners.len().to_string())
+        .env("LISTEN_FDNAMES", names)
+        .env("PORT", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let sources = listeners.to_vec();
+    // SAFETY: between fork and exec, only fcntl and dup2 (async-signal-safe), no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Above the targets first, so that placing one never overwrites another.
+            let mut high = [0; 8];
+            for (i, fd) in sources.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high[..sources.len()].iter().enumerate() {
+                // dup2 leaves the new descriptor open across exec.
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+#[test]
+fn the_master_serves_on_the_sockets_systemd_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let path = dir.path().join("admin.sock");
+    let unix = UnixListener::bind(&path).unwrap();
+    let cmd = activated_command(
+        &[tcp.as_raw_fd(), unix.as_raw_fd()],
+        "web:admin",
+        &[
+            ("WORKERS", "2".into()),
+            ("HELPER_UNIX", path.display().to_string()),
+        ],
+    );
+    let mut helper = Helper::start_command(cmd, tempfile::tempdir().unwrap());
+    assert_eq!(helper.port, port, "the master listens where systemd bound");
+    let status = helper.wait_ready(2);
+    // Served on both: the TCP socket (the helper's HTTP calls) and the Unix one.
+    assert_eq!(helper.get("/status")["slots"].as_array().unwrap().len(), 2);
+    let mut conn = UnixStream::connect(&path).unwrap();
+    conn.write_all(b"GET /status HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    for pid in ready_pids(&status) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(
+            !environ
+                .split(|&b| b == 0)
+                .any(|entry| entry.starts_with(b"LISTEN_")),
+            "worker {pid} inherited LISTEN_*"
+        );
+    }
+    helper.signal(Signal::SIGTERM);
+    assert!(helper.wait_exit().success());
+    assert!(
+        path.exists(),
+        "the master removed a socket file that systemd owns"
+    );
+}
+
+#[test]
+fn passed_sockets_that_do_not_match_the_listeners_are_a_clear_error() {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Two listeners (TCP and a Unix path), one socket passed.
+    let mut cmd = activated_command(
+        &[tcp.as_raw_fd()],
+        "web",
+        &[
+            ("WORKERS", "1".into()),
+            (
+                "HELPER_UNIX",
+                dir.path().join("s.sock").display().to_string(),
+            ),
+        ],
+    );
+    let out = common::run_to_exit(&mut cmd);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("systemd passed 1 listening sockets (LISTEN_FDS) but the cluster has 2"),
+        "{stderr}"
+    );
 }

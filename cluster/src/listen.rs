@@ -49,6 +49,47 @@ pub(crate) struct Bound {
 
 const BACKLOG: i32 = 1024;
 
+/// Takes `fd`, a listening socket that systemd passed (socket activation), as the listener
+/// configured as `addr`: it must be a listening stream socket of the same kind (TCP for an
+/// address, Unix for a path); where it listens is whatever systemd bound.
+///
+/// # Safety
+/// `fd` is open and owned by nobody else in this process (systemd's `LISTEN_FDS` contract).
+pub(crate) unsafe fn adopt(fd: std::os::fd::RawFd, addr: &ListenAddr) -> Result<Bound, Error> {
+    use std::os::fd::FromRawFd;
+    let err = |detail: String| Error::Listen {
+        addr: addr.to_string(),
+        source: io::Error::other(format!("the socket systemd passed (fd {fd}) {detail}")),
+    };
+    // SAFETY: the caller's contract.
+    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let io_err = |e: io::Error| err(format!("cannot be used: {e}"));
+    if socket.r#type().map_err(io_err)? != Type::STREAM {
+        return Err(err("is not a stream socket".into()));
+    }
+    if !socket.is_listener().map_err(io_err)? {
+        return Err(err("is not listening".into()));
+    }
+    let local = socket.local_addr().map_err(io_err)?;
+    let (kind, local) = match (addr, local.as_socket(), local.as_pathname()) {
+        (ListenAddr::Tcp(_), Some(inet), _) => (ListenerKind::Tcp, LocalAddr::Tcp(inet)),
+        (ListenAddr::Unix(_), None, Some(path)) => {
+            (ListenerKind::Unix, LocalAddr::Unix(path.to_path_buf()))
+        }
+        (ListenAddr::Tcp(_), None, _) => return Err(err("is not a TCP socket".into())),
+        (ListenAddr::Unix(_), _, _) => {
+            return Err(err("is not a Unix socket bound to a path".into()))
+        }
+    };
+    socket.set_nonblocking(true).map_err(io_err)?;
+    socket.set_cloexec(true).map_err(io_err)?;
+    Ok(Bound {
+        kind,
+        fd: socket.into(),
+        local,
+    })
+}
+
 pub(crate) fn bind(addr: &ListenAddr) -> Result<Bound, Error> {
     let err = |source: io::Error| Error::Listen {
         addr: addr.to_string(),

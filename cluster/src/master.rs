@@ -135,24 +135,44 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
     let args = std::env::args_os().skip(1).collect();
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
-    for addr in &opts.listeners {
-        let bound = listen::bind(addr)?;
-        tracing::info!(addr = ?bound.local, "listening");
-        local_addrs.push(bound.local);
-        listeners.push((bound.kind, bound.fd));
+    // The Unix socket files this master made, removed when it exits (not systemd's).
+    let mut unix_paths = Vec::new();
+    match systemd::listen_fds()? {
+        Some(fds) => {
+            if fds.len() != opts.listeners.len() {
+                return Err(Error::Config(format!(
+                    "systemd passed {} listening sockets (LISTEN_FDS) but the cluster has {} \
+                     listeners: they are taken in order, one for each",
+                    fds.len(),
+                    opts.listeners.len()
+                )));
+            }
+            for (addr, (fd, name)) in opts.listeners.iter().zip(fds) {
+                // SAFETY: systemd passed `fd` to this process (LISTEN_PID is ours), and
+                // nothing else takes it.
+                let bound = unsafe { listen::adopt(fd, addr)? };
+                tracing::info!(addr = ?bound.local, fd, name, "listening (socket activation)");
+                local_addrs.push(bound.local);
+                listeners.push((bound.kind, bound.fd));
+            }
+        }
+        None => {
+            for addr in &opts.listeners {
+                let bound = listen::bind(addr)?;
+                tracing::info!(addr = ?bound.local, "listening");
+                if let LocalAddr::Unix(path) = &bound.local {
+                    unix_paths.push(path.clone());
+                }
+                local_addrs.push(bound.local);
+                listeners.push((bound.kind, bound.fd));
+            }
+        }
     }
     let span = tracing::info_span!("master", pid = std::process::id());
     // One thread: the master only routes and supervises, and on one thread the Hub's tasks wake
     // each other without crossing threads (broadcast throughput doubled when measured).
     let runtime = runtime::build(1, &span)?;
     let _entered = span.entered();
-    let unix_paths: Vec<_> = local_addrs
-        .iter()
-        .filter_map(|a| match a {
-            LocalAddr::Unix(p) => Some(p.clone()),
-            LocalAddr::Tcp(_) => None,
-        })
-        .collect();
     let opts = Arc::new(opts);
     let result = runtime.block_on(async move {
         let (hub, hub_events) = Hub::supervised(opts.messenger.clone())?;

@@ -150,16 +150,21 @@ impl Helper {
         dir: tempfile::TempDir,
     ) -> Helper {
         let mut cmd = Command::new(exe);
-        cmd.env("WORKERS", workers.to_string())
-            .env("PORT", "0")
-            .env_remove(multiprocess::WORKER_ENV)
+        cmd.env("WORKERS", workers.to_string()).env("PORT", "0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Helper::start_command(cmd, dir)
+    }
+
+    /// Starts the helper as `cmd` runs it (under another program, say), in a process group of
+    /// its own, and waits for its LISTENING line.
+    pub fn start_command(mut cmd: Command, dir: tempfile::TempDir) -> Helper {
+        cmd.env_remove(multiprocess::WORKER_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("start the helper");
         let out = Output::default();
         out.collect(child.stdout.take().unwrap());
