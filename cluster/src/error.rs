@@ -35,6 +35,10 @@ pub enum Error {
     /// A rolling reload stopped before every slot was replaced; the old workers keep serving.
     #[error("reload failed: {0}")]
     Reload(String),
+    /// The number of workers cannot change now, or not to that (see
+    /// [`Master::scale`](crate::Master::scale)).
+    #[error("cannot scale: {0}")]
+    Scale(String),
     /// The cluster was stopped at once (a second stop signal): its workers were killed.
     #[error("stopped at once: the workers were killed")]
     Killed,

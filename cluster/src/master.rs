@@ -1,5 +1,6 @@
 //! The master process: its handle and its life from start to exit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use messenger::{BoxFuture, Hub, Messenger, Peer, WorkerId};
@@ -12,7 +13,7 @@ use crate::options::Options;
 use crate::runtime::{self, Signal};
 use crate::spawn::{SpawnConfig, Spawner};
 use crate::status::{Phase, Status};
-use crate::supervisor::{self, Cmd, Readiness};
+use crate::supervisor::{self, Cmd, Readiness, ScaleTo};
 use crate::systemd;
 
 /// The master's bootstrap, as the builder keeps it.
@@ -30,7 +31,8 @@ struct Inner {
     messenger: Messenger,
     supervisor: supervisor::Handle,
     local_addrs: Vec<LocalAddr>,
-    workers: usize,
+    /// The number of slots, as the last scaling left it.
+    workers: AtomicUsize,
 }
 
 impl Master {
@@ -110,9 +112,33 @@ impl Master {
         &self.inner.local_addrs
     }
 
-    /// The number of worker slots.
+    /// The number of worker slots (as the last [`scale`](Master::scale) left it).
     pub fn workers(&self) -> usize {
-        self.inner.workers
+        self.inner.workers.load(Ordering::Relaxed)
+    }
+
+    /// Makes the cluster `workers` slots, at runtime. New slots start a worker at once, which
+    /// joins the Ready set (and `map`, `consume`) once Ready; the last slots over the count
+    /// are taken away, their workers drained: they get no new messages or connections, finish
+    /// what they have in flight, and exit (killed only past the kill timeout, as in a reload).
+    /// Resolves once the change is made, not once new workers are Ready ([`ready`](Master::ready)
+    /// waits for that). SIGTTIN and SIGTTOU to the master add and remove one slot.
+    ///
+    /// `Err(`[`Error::Scale`]`)` for 0 or more than [`Builder::max_workers`](crate::Builder::max_workers),
+    /// or while a rolling reload runs; [`Error::Stopping`] if the cluster stops.
+    pub async fn scale(&self, workers: usize) -> Result<(), Error> {
+        self.scale_to(ScaleTo::Exactly(workers)).await.map(drop)
+    }
+
+    /// Scales, and returns the number of slots it made.
+    async fn scale_to(&self, to: ScaleTo) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        if !self.inner.supervisor.send(Cmd::Scale { to, reply }) {
+            return Err(Error::Stopping);
+        }
+        let workers = rx.await.map_err(|_| Error::Stopping)??;
+        self.inner.workers.store(workers, Ordering::Relaxed);
+        Ok(workers)
     }
 }
 
@@ -193,7 +219,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
                 messenger: hub.messenger(),
                 supervisor: supervisor.clone(),
                 local_addrs,
-                workers: opts.workers,
+                workers: AtomicUsize::new(opts.workers),
             }),
         };
         control_handlers(&master);
@@ -260,13 +286,27 @@ fn control_handlers(master: &Master) {
     });
 }
 
-/// SIGTERM / SIGINT: drain and stop (a second one kills); SIGUSR2: rolling reload.
+/// SIGTERM / SIGINT: drain and stop (a second one kills); SIGUSR2: rolling reload; SIGTTIN /
+/// SIGTTOU: one worker more / fewer.
 fn watch_signals(master: &Master) -> Result<(), Error> {
     let master = master.clone();
     runtime::watch_signals(true, move |signal| match signal {
         Signal::Terminate | Signal::Interrupt => {
             tracing::info!("{signal}");
             master.stop();
+        }
+        Signal::MoreWorkers | Signal::FewerWorkers => {
+            let master = master.clone();
+            let to = match signal {
+                Signal::MoreWorkers => ScaleTo::OneMore,
+                _ => ScaleTo::OneFewer,
+            };
+            tokio::spawn(async move {
+                match master.scale_to(to).await {
+                    Ok(workers) => tracing::info!("{signal}: {workers} workers"),
+                    Err(e) => tracing::error!("{signal}: {e}"),
+                }
+            });
         }
         Signal::Reload => {
             tracing::info!("SIGUSR2: reload");

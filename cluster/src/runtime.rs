@@ -31,8 +31,12 @@ pub(crate) enum Signal {
     Terminate,
     /// SIGINT.
     Interrupt,
-    /// SIGUSR2 (watched only when asked for).
+    /// SIGUSR2 (watched only when asked for, as the next two).
     Reload,
+    /// SIGTTIN: one worker more.
+    MoreWorkers,
+    /// SIGTTOU: one worker fewer.
+    FewerWorkers,
 }
 
 impl std::fmt::Display for Signal {
@@ -41,35 +45,46 @@ impl std::fmt::Display for Signal {
             Signal::Terminate => "SIGTERM",
             Signal::Interrupt => "SIGINT",
             Signal::Reload => "SIGUSR2",
+            Signal::MoreWorkers => "SIGTTIN",
+            Signal::FewerWorkers => "SIGTTOU",
         })
     }
 }
 
-/// Calls `on` with every SIGTERM and SIGINT this process gets, and every SIGUSR2 if `reload`
-/// (otherwise SIGUSR2 keeps its default action), from a task of its own. Must be called inside
-/// the runtime.
+/// Calls `on` with every SIGTERM and SIGINT this process gets, and every SIGUSR2, SIGTTIN and
+/// SIGTTOU if `master` (otherwise they keep their default actions), from a task of its own.
+/// Must be called inside the runtime.
 pub(crate) fn watch_signals(
-    reload: bool,
+    master: bool,
     mut on: impl FnMut(Signal) + Send + 'static,
 ) -> io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut usr2 = match reload {
-        true => Some(signal(SignalKind::user_defined2())?),
+    let mut master_signals = match master {
+        true => Some((
+            signal(SignalKind::user_defined2())?,
+            signal(SignalKind::from_raw(libc::SIGTTIN))?,
+            signal(SignalKind::from_raw(libc::SIGTTOU))?,
+        )),
         false => None,
     };
     tokio::spawn(async move {
         loop {
-            let usr2 = async {
-                match usr2.as_mut() {
-                    Some(usr2) => usr2.recv().await,
+            let master_signal = async {
+                match master_signals.as_mut() {
+                    Some((usr2, ttin, ttou)) => tokio::select! {
+                        Some(()) = usr2.recv() => Some(Signal::Reload),
+                        Some(()) = ttin.recv() => Some(Signal::MoreWorkers),
+                        Some(()) = ttou.recv() => Some(Signal::FewerWorkers),
+                        else => None,
+                    },
                     None => std::future::pending().await,
                 }
             };
             let signal = tokio::select! {
                 Some(()) = term.recv() => Signal::Terminate,
                 Some(()) = int.recv() => Signal::Interrupt,
-                Some(()) = usr2 => Signal::Reload,
+                Some(signal) = master_signal => signal,
                 else => return,
             };
             on(signal);

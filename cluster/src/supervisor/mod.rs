@@ -32,7 +32,7 @@ mod rollout;
 mod tests;
 
 pub(crate) use fleet::Readiness;
-use fleet::{Action, Event, Fleet, ReloadError};
+use fleet::{Action, Event, Fleet, ReloadError, ScaleError};
 
 /// What the master asks of its Supervisor.
 pub(crate) enum Cmd {
@@ -48,6 +48,20 @@ pub(crate) enum Cmd {
     Stop { graceful: bool },
     /// A snapshot of every slot.
     Status(oneshot::Sender<Status>),
+    /// Make the cluster `to` slots; the outcome (and the count) goes back on `reply`.
+    Scale {
+        to: ScaleTo,
+        reply: oneshot::Sender<Result<usize, Error>>,
+    },
+}
+
+/// How many slots a scaling asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScaleTo {
+    Exactly(usize),
+    /// One more (SIGTTIN) or one fewer (SIGTTOU) than there are when it is handled.
+    OneMore,
+    OneFewer,
 }
 
 enum Input {
@@ -110,6 +124,7 @@ pub(crate) fn start(
         tx: tx.clone(),
         kills: HashMap::new(),
         reloads: HashMap::new(),
+        scales: HashMap::new(),
         next_ticket: 0,
         phase,
         readiness,
@@ -133,8 +148,9 @@ struct Supervisor {
     tx: mpsc::UnboundedSender<Input>,
     /// Kills each worker's process.
     kills: HashMap<WorkerId, Arc<Notify>>,
-    /// Whoever asked for each reload under way.
+    /// Whoever asked for each reload under way, and each scaling.
     reloads: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
+    scales: HashMap<u64, (usize, oneshot::Sender<Result<usize, Error>>)>,
     next_ticket: u64,
     phase: watch::Sender<Phase>,
     readiness: watch::Sender<Readiness>,
@@ -190,6 +206,18 @@ impl Supervisor {
             Cmd::Stop { graceful } => self.handle(Event::Stop { graceful }),
             Cmd::Status(reply) => {
                 let _ = reply.send(self.fleet.status(Instant::now()));
+            }
+            Cmd::Scale { to, reply } => {
+                let now = self.fleet.workers();
+                let workers = match to {
+                    ScaleTo::Exactly(n) => n,
+                    ScaleTo::OneMore => now + 1,
+                    ScaleTo::OneFewer => now.saturating_sub(1),
+                };
+                self.next_ticket += 1;
+                let ticket = self.next_ticket;
+                self.scales.insert(ticket, (workers, reply));
+                self.handle(Event::Scale { ticket, workers });
             }
         }
     }
@@ -278,6 +306,14 @@ impl Supervisor {
                 }
             }
             Action::CloseListeners => self.spawner.close_listeners(),
+            Action::ScaleDone { ticket, result } => {
+                if let Some((workers, reply)) = self.scales.remove(&ticket) {
+                    let _ = reply.send(result.map(|()| workers).map_err(|e| match e {
+                        ScaleError::Stopping => Error::Stopping,
+                        other => Error::Scale(other.to_string()),
+                    }));
+                }
+            }
         }
     }
 }

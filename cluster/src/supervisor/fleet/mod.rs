@@ -29,8 +29,11 @@ use crate::status::Phase;
 
 mod exit;
 mod orders;
+mod scale;
 mod start;
 mod status;
+
+pub(crate) use scale::ScaleError;
 
 /// How long a worker whose connection ended may take to exit by itself before it is killed.
 pub(crate) const LOST_CONNECTION_GRACE: Duration = Duration::from_millis(500);
@@ -119,6 +122,8 @@ pub(crate) enum Event {
     },
     /// Stop: drain every worker (`graceful`) or kill them all.
     Stop { graceful: bool },
+    /// Make the cluster `workers` slots; the outcome goes to `ticket` ([`Action::ScaleDone`]).
+    Scale { ticket: u64, workers: usize },
 }
 
 /// A deadline, set with [`Action::After`].
@@ -156,6 +161,11 @@ pub(crate) enum Action {
     },
     /// Drop the master's copies of the listening sockets (the cluster stops).
     CloseListeners,
+    /// Answer this scale ticket.
+    ScaleDone {
+        ticket: u64,
+        result: Result<(), ScaleError>,
+    },
 }
 
 /// Why a reload did not happen.
@@ -198,6 +208,9 @@ pub(crate) struct Fleet {
     next_reload: Vec<u64>,
     /// The slots of the workers that asked for those: the next rollout replaces them last.
     next_askers: Vec<u32>,
+    /// The last generation of each slot that scaling took away (by slot), so that one added
+    /// again never reuses an id.
+    removed: Vec<u64>,
     actions: Vec<Action>,
 }
 
@@ -221,6 +234,7 @@ impl Fleet {
             rollout: None,
             next_reload: Vec::new(),
             next_askers: Vec::new(),
+            removed: Vec::new(),
             actions: Vec::new(),
         }
     }
@@ -247,6 +261,10 @@ impl Fleet {
             Event::Timer(timer) => self.timer(now, timer),
             Event::Reload { ticket, asker } => self.reload(now, ticket, asker),
             Event::Stop { graceful } => self.stop(graceful),
+            Event::Scale { ticket, workers } => {
+                let result = self.scale(now, workers);
+                self.actions.push(Action::ScaleDone { ticket, result });
+            }
         }
         std::mem::take(&mut self.actions)
     }
@@ -304,6 +322,11 @@ impl Fleet {
             }
             _ => None,
         }
+    }
+
+    /// How many slots there are.
+    pub fn workers(&self) -> usize {
+        self.slots.len()
     }
 
     /// The pid of worker `id`, if it runs.

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::options;
-use crate::supervisor::fleet::{Action, Event, Fleet, SlotState, Timer};
+use crate::supervisor::fleet::{Action, Event, Fleet, ScaleError, SlotState, Timer};
 
 /// What the random sequences do.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ enum Op {
     FailNextSpawn,
     Reload,
     Stop(bool),
+    /// Scale to this many slots.
+    Scale(usize),
     /// Time passes.
     Advance(u8),
 }
@@ -43,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::FailNextSpawn),
         2 => Just(Op::Reload),
         1 => any::<bool>().prop_map(Op::Stop),
+        2 => (0usize..6).prop_map(Op::Scale),
         1 => (1u8..20).prop_map(Op::Advance),
     ]
 }
@@ -61,6 +64,8 @@ struct World {
     /// The newest generation admitted in each slot.
     admitted: BTreeMap<u32, u64>,
     events: VecDeque<Event>,
+    /// The outcome of the last scaling.
+    scaled: Option<Result<(), ScaleError>>,
 }
 
 impl World {
@@ -80,6 +85,7 @@ impl World {
             fail_next_spawn: false,
             admitted: BTreeMap::new(),
             events: VecDeque::new(),
+            scaled: None,
         };
         world.feed(Event::Boot).await;
         world
@@ -171,6 +177,7 @@ impl World {
                 }
             }
             Action::After { timer, .. } => self.timers.push(timer),
+            Action::ScaleDone { result, .. } => self.scaled = Some(result),
             Action::ReloadDone { .. } | Action::CloseListeners => {}
         }
     }
@@ -255,6 +262,17 @@ impl World {
                 .await
             }
             Op::Stop(graceful) => self.feed(Event::Stop { graceful }).await,
+            Op::Scale(workers) => {
+                let before = self.fleet.workers();
+                self.feed(Event::Scale { ticket: 1, workers }).await;
+                match self.scaled.take().expect("a scaling is always answered") {
+                    Ok(()) => assert_eq!(self.fleet.workers(), workers),
+                    Err(ScaleError::OutOfRange { .. }) => assert_eq!(workers, 0),
+                    Err(ScaleError::Reloading | ScaleError::Stopping) => {
+                        assert_eq!(self.fleet.workers(), before)
+                    }
+                }
+            }
             Op::Advance(seconds) => self.now += Duration::from_secs(seconds.into()),
         }
         // Let the Hub route what the step sent (drains, admissions) before looking.
