@@ -96,6 +96,9 @@ fn main() -> Result<(), multiprocess::Error> {
     if let Some(path) = std::env::var_os("HELPER_UNIX") {
         builder = builder.listen_unix(path);
     }
+    if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
+        builder = builder.control_socket(path);
+    }
     builder
         .worker_threads(1)
         .ready_timeout(ms("HELPER_READY_TIMEOUT_MS", 20_000))

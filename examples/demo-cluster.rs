@@ -3,7 +3,9 @@
 //! chaos driver (`examples/chaos`), so do `HEARTBEAT_TIMEOUT_MS` (default: the cluster's, 30000;
 //! a worker that answers no heartbeat this long is replaced) and `KILL_TIMEOUT_MS` (default
 //! 10000: a draining worker still alive this long is killed). `POST /unhealthy` has the worker
-//! that answers report itself unhealthy (it is replaced, new first).
+//! that answers report itself unhealthy (it is replaced, new first). With `CONTROL_SOCKET` set
+//! to a path, the master listens there for the `multiprocess` CLI
+//! (`cargo run --bin multiprocess -- --socket PATH status`).
 //!
 //! ```sh
 //! cargo run --release --example demo-cluster
@@ -52,6 +54,10 @@ fn main() -> Result<(), multiprocess::Error> {
     let workers: usize = env_or("WORKERS", 0)?;
     let kill_timeout = Duration::from_millis(env_or("KILL_TIMEOUT_MS", 10_000)?);
     let mut builder = Cluster::builder();
+    // `multiprocess --socket $CONTROL_SOCKET status` and the rest of the CLI.
+    if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
+        builder = builder.control_socket(path);
+    }
     if std::env::var_os("HEARTBEAT_TIMEOUT_MS").is_some() {
         builder =
             builder.heartbeat_timeout(Duration::from_millis(env_or("HEARTBEAT_TIMEOUT_MS", 0)?));

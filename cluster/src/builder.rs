@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{BoxError, Error};
 use crate::listen::ListenAddr;
 use crate::master::{self, Master, MasterBoot};
-use crate::options::Options;
+use crate::options::{ControlPath, Options};
 use crate::worker::{self, Worker, WorkerBoot};
 
 /// A master plus N worker processes.
@@ -186,6 +186,24 @@ impl Builder {
     /// precedence; other allocators are not touched. Workers are left alone.
     pub fn release_memory(mut self, yes: bool) -> Self {
         self.opts.release_memory = yes;
+        self
+    }
+
+    /// The master listens for the `multiprocess` CLI (status, reload, scale, stop) on a Unix
+    /// socket at `path`: mode 0600, in a directory that must not be open to other users (made,
+    /// mode 0700, if missing, and removed with the socket when the master exits). See
+    /// [`control_socket_in_runtime_dir`](Builder::control_socket_in_runtime_dir) for a default
+    /// place, and the crate docs for the protocol.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.opts.control_socket = Some(ControlPath::At(path.into()));
+        self
+    }
+
+    /// The control socket (see [`control_socket`](Builder::control_socket)) at
+    /// `$XDG_RUNTIME_DIR/multiprocess-<master pid>/control.sock`, or under the temp dir without
+    /// a runtime directory; the master logs where.
+    pub fn control_socket_in_runtime_dir(mut self) -> Self {
+        self.opts.control_socket = Some(ControlPath::Default);
         self
     }
 

@@ -42,6 +42,7 @@
 
 mod builder;
 mod control;
+mod control_socket;
 mod env;
 mod error;
 mod ipc;

@@ -7,9 +7,10 @@ use messenger::{BoxFuture, Hub, Messenger, Peer, WorkerId};
 use tokio::sync::{oneshot, watch};
 
 use crate::control::{Reload, Unhealthy};
+use crate::control_socket::{self, ControlSocket};
 use crate::error::{BoxError, Error};
 use crate::listen::{self, LocalAddr};
-use crate::options::Options;
+use crate::options::{ControlPath, Options};
 use crate::runtime::{self, Signal};
 use crate::spawn::{SpawnConfig, Spawner};
 use crate::status::{Phase, Status};
@@ -29,6 +30,8 @@ pub struct Master {
 
 struct Inner {
     messenger: Messenger,
+    /// For what the control socket reads of each worker (the messages delivered to it).
+    hub: Hub,
     supervisor: supervisor::Handle,
     local_addrs: Vec<LocalAddr>,
     /// The number of slots, as the last scaling left it.
@@ -110,6 +113,12 @@ impl Master {
     /// Where the listeners listen, in the order they were added (ports chosen for port 0).
     pub fn local_addrs(&self) -> &[LocalAddr] {
         &self.inner.local_addrs
+    }
+
+    /// The requests and broadcasts the Hub has delivered to the worker of `slot` and
+    /// `generation`, if it is connected.
+    pub(crate) fn messages_to(&self, slot: u32, generation: u64) -> Option<u64> {
+        self.inner.hub.delivered(WorkerId::new(slot, generation))
     }
 
     /// The number of worker slots (as the last [`scale`](Master::scale) left it).
@@ -217,6 +226,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         let master = Master {
             inner: Arc::new(Inner {
                 messenger: hub.messenger(),
+                hub: hub.clone(),
                 supervisor: supervisor.clone(),
                 local_addrs,
                 workers: AtomicUsize::new(opts.workers),
@@ -224,6 +234,15 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
         };
         control_handlers(&master);
         watch_signals(&master)?;
+        if let Some(control) = &opts.control_socket {
+            let path = match control {
+                ControlPath::At(path) => path.clone(),
+                ControlPath::Default => control_socket::default_path(),
+            };
+            let socket = ControlSocket::bind(&path)?;
+            tracing::info!(path = %socket.path().display(), "control socket");
+            tokio::spawn(socket.serve(master.clone()));
+        }
         if let Some(notifier) = systemd::Notifier::from_env() {
             tokio::spawn(systemd::run(
                 notifier,

@@ -55,6 +55,16 @@ pub struct Options {
     pub(crate) worker_threads: Option<usize>,
     /// The messenger's settings, for the Hub and every worker.
     pub(crate) messenger: messenger::Config,
+    /// Where the master's control socket is, if it has one.
+    pub(crate) control_socket: Option<ControlPath>,
+}
+
+/// Where the control socket goes.
+#[derive(Debug, Clone)]
+pub(crate) enum ControlPath {
+    At(std::path::PathBuf),
+    /// `$XDG_RUNTIME_DIR/multiprocess-<pid>/control.sock` (or under the temp dir).
+    Default,
 }
 
 impl Options {
@@ -121,6 +131,7 @@ impl Default for Options {
             release_memory: true,
             worker_threads: None,
             messenger: messenger::Config::default(),
+            control_socket: None,
         }
     }
 }

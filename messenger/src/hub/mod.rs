@@ -212,6 +212,16 @@ impl Hub {
         Some(state.conns.get(&Peer::Worker(id))?.out.held())
     }
 
+    /// How many calls and broadcasts the Hub has given worker `id` since it connected: the
+    /// requests and broadcasts queued for it, and the calls it was picked for as their caller
+    /// (run where they were made). Its share of the traffic, for an operator; a `map`'s share
+    /// that the caller runs itself does not pass the Hub and is not counted. `None` if it is
+    /// not connected.
+    pub fn delivered(&self, id: WorkerId) -> Option<u64> {
+        let state = self.lock();
+        Some(state.conns.get(&Peer::Worker(id))?.out.delivered())
+    }
+
     /// Runs `event` on the exact worker `id`, whatever its state and however full its queue:
     /// the master's way to address one process (drain it, check it) rather than a slot.
     pub async fn request_worker<E: Event>(&self, id: WorkerId, event: E) -> Result<E::Reply> {

@@ -101,6 +101,8 @@ pub(super) struct Outbound {
     /// The broadcasts sent and not yet credited: how many, and their bytes.
     window: usize,
     window_bytes: usize,
+    /// Requests and broadcasts queued for the peer so far (for an operator's status).
+    delivered: u64,
 }
 
 /// Why a frame was not taken.
@@ -132,6 +134,7 @@ impl Outbound {
             backlog_progress: 0,
             window: 0,
             window_bytes: 0,
+            delivered: 0,
         };
         (out, frames)
     }
@@ -183,8 +186,20 @@ impl Outbound {
         if self.over(1, env.wire_len()) {
             return Err(Refused::Full);
         }
+        self.delivered += 1;
         self.control(env);
         Ok(())
+    }
+
+    /// Requests and broadcasts queued for the peer so far, and calls it was told to run
+    /// itself (`RunHere`).
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// One more call for the peer that did not go through its queue (it runs it itself).
+    pub fn count_delivered(&mut self) {
+        self.delivered += 1;
     }
 
     /// Whether an answer of `size` bytes may be queued. Answers are not held to the frame
@@ -206,6 +221,7 @@ impl Outbound {
     /// Queues a broadcast within the window, or keeps it in the backlog with a share of its
     /// `ack` (made on first need).
     pub fn broadcast(&mut self, env: Envelope, ack: &mut Option<Arc<Ack>>, sender: Peer) {
+        self.delivered += 1;
         let size = env.wire_len();
         if self.backlog.is_empty() && self.window_has_room(size) {
             return self.windowed(env, size);

@@ -101,6 +101,9 @@ impl State {
                     Bytes::new(),
                     Bytes::new(),
                 );
+                if let Some(conn) = self.conns.get_mut(&from) {
+                    conn.out.count_delivered();
+                }
                 self.tell(from, run_here)
             }
             Ok(responder) => {

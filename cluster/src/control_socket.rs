@@ -1,0 +1,304 @@
+//! The master's control socket: status and orders from the shell (`multiprocess` the CLI).
+//!
+//! A Unix stream socket, mode 0600, in a directory of its own (mode 0700), so only the master's
+//! user can open it. One JSON object per line each way, answered in order:
+//!
+//! ```text
+//! → {"cmd":"status"}
+//! ← {"ok":true,"status":{"phase":"Running","slots":[{"slot":0,"restarts":0,"backoff_ms":null,
+//!    "workers":[{"generation":1,"pid":4242,"state":"Ready","uptime_ms":5120,
+//!                "rss_bytes":5242880,"cpu_seconds":0.31,"cpu_percent":2.5,"messages":1200}]}]}}
+//! → {"cmd":"reload"}            ← {"ok":true} once the rollout is over, or {"ok":false,"error":"..."}
+//! → {"cmd":"scale","workers":4} ← {"ok":true,"workers":4}
+//! → {"cmd":"stop"}              ← {"ok":true}, then the master drains and exits
+//! ```
+//!
+//! Anything else gets `{"ok":false,"error":"..."}`; a line over 64 KiB, or one that is not
+//! UTF-8, closes that connection. At most [`MAX_CLIENTS`] connections are served at once.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::error::Error;
+use crate::master::Master;
+use crate::status::Status;
+
+/// Connections served at once; more wait to be accepted.
+pub const MAX_CLIENTS: usize = 16;
+/// The longest request line.
+const MAX_LINE: usize = 64 * 1024;
+
+/// The default place of the control socket: `$XDG_RUNTIME_DIR` (or the temp dir), in a
+/// directory named after the master's pid.
+pub(crate) fn default_path() -> PathBuf {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    runtime
+        .join(format!("multiprocess-{}", std::process::id()))
+        .join("control.sock")
+}
+
+/// The bound socket, removed (with its directory, if the master made it) when dropped.
+pub(crate) struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+    made_dir: Option<PathBuf>,
+}
+
+impl ControlSocket {
+    /// Binds at `path`: its directory is made (mode 0700) if missing, and must not be open to
+    /// others; the socket gets mode 0600.
+    pub fn bind(path: &Path) -> Result<ControlSocket, Error> {
+        let err = |what: &str, source: std::io::Error| Error::Listen {
+            addr: format!("control socket {}", path.display()),
+            source: std::io::Error::new(source.kind(), format!("{what}: {source}")),
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let made_dir = match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => Some(dir.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+            Err(e) => return Err(err("cannot make its directory", e)),
+        };
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| err("cannot read its directory", e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(err(
+                "its directory is open to other users",
+                std::io::Error::other(format!(
+                    "{} has mode {:o}; give the socket a directory of its own (mode 0700)",
+                    dir.display(),
+                    mode & 0o777
+                )),
+            ));
+        }
+        if path.exists() {
+            // A socket left by a master that did not exit cleanly.
+            std::fs::remove_file(path).map_err(|e| err("cannot replace a stale socket", e))?;
+        }
+        let listener = UnixListener::bind(path).map_err(|e| err("cannot bind", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err("cannot restrict it to its user", e))?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+            made_dir,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves connections until the master goes away.
+    pub async fn serve(self, master: Master) {
+        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let cpu = Arc::new(CpuSamples::default());
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("control socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (master, cpu) = (master.clone(), cpu.clone());
+            tokio::spawn(async move {
+                if let Err(e) = client(stream, &master, &cpu).await {
+                    tracing::debug!("control connection ended: {e}");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = &self.made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// One request.
+#[derive(Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+enum Request {
+    Status,
+    Reload,
+    Scale { workers: usize },
+    Stop,
+}
+
+async fn client(stream: UnixStream, master: &Master, cpu: &CpuSamples) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut lines)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.len() > MAX_LINE {
+            let answer = json!({"ok": false, "error": format!("a request over {MAX_LINE} bytes")});
+            write.write_all(format!("{answer}\n").as_bytes()).await?;
+            return Ok(());
+        }
+        let answer = match std::str::from_utf8(&line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => answer(text, master, cpu).await,
+            Err(_) => json!({"ok": false, "error": "a request that is not UTF-8"}),
+        };
+        write.write_all(format!("{answer}\n").as_bytes()).await?;
+    }
+}
+
+async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
+    let request: Request = match serde_json::from_str(text) {
+        Ok(request) => request,
+        Err(e) => {
+            return json!({"ok": false, "error": format!(
+                "not a request ({e}); send one JSON object per line: {{\"cmd\":\"status\"}}, \
+                 \"reload\", \"stop\", or {{\"cmd\":\"scale\",\"workers\":N}}"
+            )})
+        }
+    };
+    let failed = |e: Error| json!({"ok": false, "error": e.to_string()});
+    match request {
+        Request::Status => match master.status().await {
+            Ok(status) => json!({"ok": true, "status": status_json(&status, master, cpu)}),
+            Err(e) => failed(e),
+        },
+        Request::Reload => match master.reload().await {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => failed(e),
+        },
+        Request::Scale { workers } => match master.scale(workers).await {
+            Ok(()) => json!({"ok": true, "workers": workers}),
+            Err(e) => failed(e),
+        },
+        Request::Stop => {
+            master.stop();
+            json!({"ok": true})
+        }
+    }
+}
+
+/// The status, with what the master reads of each worker process (`/proc`) and the messages
+/// its Hub delivered to it.
+fn status_json(status: &Status, master: &Master, cpu: &CpuSamples) -> Value {
+    let slots: Vec<Value> = status
+        .slots
+        .iter()
+        .map(|slot| {
+            let workers: Vec<Value> = slot
+                .workers
+                .iter()
+                .map(|w| {
+                    let proc = ProcStat::read(w.pid);
+                    let cpu_seconds = proc.as_ref().map(|p| p.cpu_seconds);
+                    json!({
+                        "generation": w.generation,
+                        "pid": w.pid,
+                        "state": w.state,
+                        "uptime_ms": w.uptime.as_millis() as u64,
+                        "rss_bytes": proc.as_ref().map(|p| p.rss_bytes),
+                        "cpu_seconds": cpu_seconds,
+                        "cpu_percent": cpu_seconds.map(|s| cpu.percent(w.pid, s, w.uptime)),
+                        "messages": master.messages_to(slot.slot, w.generation),
+                    })
+                })
+                .collect();
+            json!({
+                "slot": slot.slot,
+                "restarts": slot.restarts,
+                "backoff_ms": slot.backoff.map(|b| b.as_millis() as u64),
+                "workers": workers,
+            })
+        })
+        .collect();
+    json!({"phase": status.phase, "ready": status.ready(), "slots": slots})
+}
+
+/// What `/proc/<pid>` says of a process.
+struct ProcStat {
+    rss_bytes: u64,
+    cpu_seconds: f64,
+}
+
+impl ProcStat {
+    fn read(pid: u32) -> Option<ProcStat> {
+        if pid == 0 {
+            return None;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let (hz, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        Some(ProcStat {
+            rss_bytes: pages * page.max(1) as u64,
+            cpu_seconds: ticks as f64 / hz.max(1) as f64,
+        })
+    }
+}
+
+/// The last CPU reading of each worker, so that a status says its CPU use since the previous
+/// one (since the process started, the first time).
+#[derive(Default)]
+struct CpuSamples {
+    last: Mutex<HashMap<u32, (Instant, f64)>>,
+}
+
+impl CpuSamples {
+    fn percent(&self, pid: u32, cpu_seconds: f64, uptime: Duration) -> f64 {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let (wall, cpu) = match last.insert(pid, (now, cpu_seconds)) {
+            Some((at, before)) => (now.duration_since(at).as_secs_f64(), cpu_seconds - before),
+            None => (uptime.as_secs_f64(), cpu_seconds),
+        };
+        // Forget processes long gone.
+        if last.len() > 4096 {
+            last.retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(3600));
+        }
+        if wall <= 0.0 {
+            return 0.0;
+        }
+        (100.0 * cpu.max(0.0) / wall * 10.0).round() / 10.0
+    }
+}

@@ -1,0 +1,251 @@
+//! `multiprocess`: status and orders for a running cluster, through its master's control
+//! socket (`Builder::control_socket`).
+//!
+//! ```text
+//! multiprocess --socket PATH status [--json]   the slots, like `pm2 list` (or JSON)
+//! multiprocess --socket PATH monit [SECONDS]   the same, refreshed in place (Ctrl-C ends it)
+//! multiprocess --socket PATH reload            a rolling reload; waits, exit status 0 if it succeeded
+//! multiprocess --socket PATH scale N           N worker slots
+//! multiprocess --socket PATH stop              drain every worker, then the master exits
+//! ```
+//!
+//! `--socket` defaults to `$MULTIPROCESS_SOCKET`. Exit status: 0 done, 1 the master refused or
+//! failed (its reason is printed), 2 a usage error, 3 no master answered.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: multiprocess [--socket PATH] <command>
+
+commands:
+  status [--json]   every slot: pid, generation, state, uptime, restarts, memory, CPU, messages
+  monit [SECONDS]   the status, refreshed in place every SECONDS (default 1); Ctrl-C ends it
+  reload            roll every worker, new first; waits for the outcome
+  scale N           make the cluster N worker slots
+  stop              drain every worker; the master exits once they have
+
+--socket defaults to $MULTIPROCESS_SOCKET (the path given to Builder::control_socket).";
+
+/// How a run ends.
+enum Failure {
+    Usage(String),
+    /// The master answered no.
+    Refused(String),
+    /// No master (or not one) at the other end.
+    Unreachable(String),
+}
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(why)) => {
+            eprintln!("multiprocess: {why}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Refused(why)) => {
+            eprintln!("multiprocess: {why}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Unreachable(why)) => {
+            eprintln!("multiprocess: {why}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<(), Failure> {
+    let mut socket = std::env::var_os("MULTIPROCESS_SOCKET").map(PathBuf::from);
+    let mut rest = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--socket" | "-s" => {
+                let path = args
+                    .next()
+                    .ok_or_else(|| Failure::Usage("--socket needs a path".into()))?;
+                socket = Some(PathBuf::from(path));
+            }
+            "--help" | "-h" | "help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            _ => rest.push(arg),
+        }
+    }
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let socket = socket.ok_or_else(|| {
+        Failure::Usage("which master? give --socket PATH (or MULTIPROCESS_SOCKET)".into())
+    })?;
+    match rest.as_slice() {
+        ["status"] => print!("{}", table(&status(&socket)?)),
+        ["status", "--json"] => println!("{}", status(&socket)?),
+        ["monit"] => monit(&socket, Duration::from_secs(1))?,
+        ["monit", seconds] => {
+            let every = seconds
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.1 && *s <= 3600.0)
+                .ok_or_else(|| Failure::Usage(format!("monit every {seconds:?} seconds?")))?;
+            monit(&socket, Duration::from_secs_f64(every))?
+        }
+        ["reload"] => {
+            call(&socket, &json!({"cmd": "reload"}))?;
+            println!("reload complete: every slot runs a new worker");
+        }
+        ["scale", n] => {
+            let workers: usize = n
+                .parse()
+                .map_err(|_| Failure::Usage(format!("scale to {n:?} workers?")))?;
+            call(&socket, &json!({"cmd": "scale", "workers": workers}))?;
+            println!("scaled to {workers} workers");
+        }
+        ["stop"] => {
+            call(&socket, &json!({"cmd": "stop"}))?;
+            println!("stopping: the workers drain, then the master exits");
+        }
+        [] => return Err(Failure::Usage("no command".into())),
+        other => {
+            return Err(Failure::Usage(format!(
+                "unknown command {:?}",
+                other.join(" ")
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Sends one request and reads its answer: the answer's fields if it says ok.
+fn call(socket: &std::path::Path, request: &Value) -> Result<Value, Failure> {
+    let unreachable = |e: std::io::Error| {
+        Failure::Unreachable(format!("no master answers at {}: {e}", socket.display()))
+    };
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(unreachable)?;
+    let mut line = String::new();
+    // A reload may take as long as its rollout: no read deadline.
+    BufReader::new((&stream).take(16 * 1024 * 1024))
+        .read_line(&mut line)
+        .map_err(unreachable)?;
+    if line.is_empty() {
+        return Err(Failure::Unreachable(format!(
+            "the master at {} closed the connection without answering (stopped meanwhile?)",
+            socket.display()
+        )));
+    }
+    let answer: Value = serde_json::from_str(&line).map_err(|_| {
+        Failure::Unreachable(format!(
+            "{} is not a multiprocess master's control socket (it answered {:?})",
+            socket.display(),
+            line.chars().take(80).collect::<String>()
+        ))
+    })?;
+    match answer.get("ok").and_then(Value::as_bool) {
+        Some(true) => Ok(answer),
+        Some(false) => Err(Failure::Refused(
+            answer["error"].as_str().unwrap_or("refused").to_owned(),
+        )),
+        None => Err(Failure::Unreachable(format!(
+            "{} is not a multiprocess master's control socket (it answered {answer})",
+            socket.display()
+        ))),
+    }
+}
+
+fn status(socket: &std::path::Path) -> Result<Value, Failure> {
+    let mut answer = call(socket, &json!({"cmd": "status"}))?;
+    Ok(answer["status"].take())
+}
+
+/// The status, refreshed in place until interrupted (or the master goes away).
+fn monit(socket: &std::path::Path, every: Duration) -> Result<(), Failure> {
+    loop {
+        let status = status(socket)?;
+        // Home, the table, then clear what an older, longer table left below.
+        print!("\x1b[H{}\x1b[J", table(&status));
+        println!("\nevery {every:?} from {} (Ctrl-C ends)", socket.display());
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(every);
+    }
+}
+
+/// `pm2 list`, for a status.
+fn table(status: &Value) -> String {
+    let mut rows = vec![[
+        "slot", "pid", "gen", "state", "uptime", "restarts", "memory", "cpu", "messages",
+    ]
+    .map(String::from)];
+    for slot in status["slots"].as_array().into_iter().flatten() {
+        let workers = slot["workers"].as_array().cloned().unwrap_or_default();
+        if workers.is_empty() {
+            let state = match slot["backoff_ms"].as_u64() {
+                Some(ms) => format!("backoff {}", duration(ms)),
+                None => "empty".into(),
+            };
+            rows.push([
+                slot["slot"].to_string(),
+                "-".into(),
+                "-".into(),
+                state,
+                "-".into(),
+                slot["restarts"].to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for w in workers {
+            rows.push([
+                slot["slot"].to_string(),
+                w["pid"].to_string(),
+                w["generation"].to_string(),
+                w["state"].as_str().unwrap_or("?").to_lowercase(),
+                w["uptime_ms"].as_u64().map_or("-".into(), duration),
+                slot["restarts"].to_string(),
+                w["rss_bytes"].as_u64().map_or("-".into(), mib),
+                w["cpu_percent"]
+                    .as_f64()
+                    .map_or("-".into(), |p| format!("{p:.1}%")),
+                w["messages"].as_u64().map_or("-".into(), |m| m.to_string()),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "{} workers Ready of {} slots, {}\n",
+        status["ready"],
+        status["slots"].as_array().map_or(0, Vec::len),
+        status["phase"].as_str().unwrap_or("?").to_lowercase()
+    );
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn duration(ms: u64) -> String {
+    match ms / 1000 {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}

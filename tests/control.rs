@@ -1,0 +1,212 @@
+//! The control socket and the `multiprocess` CLI against a running cluster.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{request, Helper};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+fn cli(socket: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_multiprocess"));
+    cmd.arg("--socket").arg(socket).args(args);
+    common::run_to_exit(&mut cmd)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A cluster with a control socket in a directory of its own (made by the master).
+fn start(workers: usize, env: &[(&str, String)]) -> (Helper, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl").join("control.sock");
+    let mut env = env.to_vec();
+    env.push(("CONTROL_SOCKET", socket.display().to_string()));
+    let helper = Helper::start(workers, &env);
+    helper.wait_ready(workers);
+    (helper, dir, socket)
+}
+
+#[test]
+fn status_scale_reload_and_stop_from_the_shell() {
+    let (mut helper, _dir, socket) = start(2, &[]);
+    // Only its user may open it.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+
+    for _ in 0..10 {
+        request(helper.port, "GET", "/consume").unwrap();
+    }
+    let out = cli(&socket, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("2 workers Ready of 2 slots, running"),
+        "{table}"
+    );
+    assert!(table.contains("slot  pid"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" ready ")).count(),
+        2,
+        "{table}"
+    );
+
+    let out = cli(&socket, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let slots = status["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 2);
+    let mut messages = 0;
+    for slot in slots {
+        let worker = &slot["workers"][0];
+        assert!(worker["pid"].as_u64().unwrap() > 0, "{worker}");
+        assert!(
+            worker["rss_bytes"].as_u64().unwrap() > 1024 * 1024,
+            "{worker}"
+        );
+        assert!(worker["cpu_seconds"].as_f64().is_some(), "{worker}");
+        assert_eq!(worker["state"], "Ready");
+        messages += worker["messages"].as_u64().unwrap();
+    }
+    assert!(messages >= 10, "the consumes were delivered: {status}");
+
+    let out = cli(&socket, &["scale", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    helper.wait_ready(3);
+
+    let out = cli(&socket, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("reload complete"));
+    let status = helper.wait_ready(3);
+    assert!(
+        common::workers(&status).iter().all(|w| w.1 == 2),
+        "{status}"
+    );
+
+    let out = cli(&socket, &["stop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(helper.wait_exit().success());
+    assert!(!socket.exists(), "the socket outlived the master");
+    assert!(
+        !socket.parent().unwrap().exists(),
+        "its directory outlived the master"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
+    let (helper, dir, socket) = start(1, &[]);
+    let usage = |args: &[&str], says: &str| {
+        let out = cli(&socket, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    };
+    usage(&["bogus"], "unknown command \"bogus\"");
+    usage(&["scale", "many"], "scale to \"many\" workers?");
+    usage(&[], "no command");
+    let out = cli(&socket, &["scale", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot scale: 0 workers"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Nothing there.
+    let out = cli(&dir.path().join("nobody.sock"), &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("no master answers at"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Something there, but not a master.
+    let other = dir.path().join("other.sock");
+    let listener = UnixListener::bind(&other).unwrap();
+    let impostor = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(b"220 hello, I am a mail server\n").unwrap();
+    });
+    let out = cli(&other, &["status"]);
+    impostor.join().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("is not a multiprocess master's control socket"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The protocol itself: garbage is answered and the connection goes on; a line over the
+    // limit is answered and closes it.
+    let conn = UnixStream::connect(&socket).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut ask = |line: &[u8]| {
+        // The master may close before it has read all of a line over the limit.
+        let _ = (&conn).write_all(line);
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        answer
+    };
+    let answer: Value = serde_json::from_str(&ask(b"{\"cmd\":\"rm -rf\"}\n")).unwrap();
+    assert_eq!(answer["ok"], false);
+    assert!(
+        answer["error"].as_str().unwrap().contains("not a request"),
+        "{answer}"
+    );
+    let answer: Value = serde_json::from_str(&ask(b"\xff\xfe\n")).unwrap();
+    assert_eq!(answer["error"], "a request that is not UTF-8");
+    let answer: Value = serde_json::from_str(&ask(b"{\"cmd\":\"status\"}\n")).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let mut long = vec![b'x'; 70 * 1024];
+    long.push(b'\n');
+    let answer: Value = serde_json::from_str(&ask(&long)).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("over 65536 bytes"),
+        "{answer}"
+    );
+    assert_eq!(
+        ask(b"{\"cmd\":\"status\"}\n"),
+        "",
+        "closed after a line over the limit"
+    );
+    drop(helper);
+}
+
+#[test]
+fn a_master_that_stops_mid_call_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold");
+    let (helper, _ctl, socket) = start(1, &[("HELPER_HOLD_FILE", hold.display().to_string())]);
+    // Replacements never get Ready: the reload waits until the master is gone.
+    std::fs::write(&hold, b"").unwrap();
+    let reload = {
+        let socket = socket.clone();
+        std::thread::spawn(move || cli(&socket, &["reload"]))
+    };
+    helper.out.wait_line("the reload under way", |l| {
+        l.contains("reload: rolling every slot")
+    });
+    helper.signal(Signal::SIGKILL);
+    let out = reload.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("closed the connection without answering"),
+        "{}",
+        stderr(&out)
+    );
+}
