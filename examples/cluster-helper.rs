@@ -99,6 +99,15 @@ fn main() -> Result<(), multiprocess::Error> {
     if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
         builder = builder.control_socket(path);
     }
+    if let Ok(n) = std::env::var("HELPER_RECYCLE_MESSAGES") {
+        builder = builder.recycle_after_messages(n.parse().expect("HELPER_RECYCLE_MESSAGES"));
+    }
+    if let Ok(bytes) = std::env::var("HELPER_RECYCLE_MEMORY") {
+        builder = builder.recycle_above_memory(bytes.parse().expect("HELPER_RECYCLE_MEMORY"));
+    }
+    if std::env::var_os("HELPER_RECYCLE_AGE_MS").is_some() {
+        builder = builder.recycle_after(ms("HELPER_RECYCLE_AGE_MS", 0));
+    }
     builder
         .worker_threads(1)
         .ready_timeout(ms("HELPER_READY_TIMEOUT_MS", 20_000))

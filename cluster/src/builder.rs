@@ -158,6 +158,31 @@ impl Builder {
         self
     }
 
+    /// Recycles a Ready worker once it has run this long: it is replaced new first and
+    /// drained, so no request is lost (unlike an abrupt restart). One slot is recycled at a
+    /// time. Off by default; see [`recycle_above_memory`](Builder::recycle_above_memory) and
+    /// [`recycle_after_messages`](Builder::recycle_after_messages) for the other policies.
+    pub fn recycle_after(mut self, age: Duration) -> Self {
+        self.opts.recycle.max_age = Some(age);
+        self
+    }
+
+    /// Recycles a Ready worker (new first, drained) once its resident memory is over `bytes`,
+    /// as read from `/proc` about once a second: PM2's `max_memory_restart`, without losing
+    /// the requests in flight.
+    pub fn recycle_above_memory(mut self, bytes: u64) -> Self {
+        self.opts.recycle.max_memory = Some(bytes);
+        self
+    }
+
+    /// Recycles a Ready worker (new first, drained) once the Hub has given it `messages` calls
+    /// and broadcasts (gunicorn's `max_requests`, for the messages through the master; what
+    /// a worker serves on its own listeners is not seen by the master).
+    pub fn recycle_after_messages(mut self, messages: u64) -> Self {
+        self.opts.recycle.max_messages = Some(messages);
+        self
+    }
+
     /// Whether a panic in a worker reports it unhealthy (default true).
     pub fn unhealthy_on_panic(mut self, yes: bool) -> Self {
         self.opts.unhealthy_on_panic = yes;

@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::Error;
 use crate::master::Master;
+use crate::procfs::ProcStat;
 use crate::status::Status;
 
 /// Connections served at once; more wait to be accepted.
@@ -243,38 +244,6 @@ fn status_json(status: &Status, master: &Master, cpu: &CpuSamples) -> Value {
         })
         .collect();
     json!({"phase": status.phase, "ready": status.ready(), "slots": slots})
-}
-
-/// What `/proc/<pid>` says of a process.
-struct ProcStat {
-    rss_bytes: u64,
-    cpu_seconds: f64,
-}
-
-impl ProcStat {
-    fn read(pid: u32) -> Option<ProcStat> {
-        if pid == 0 {
-            return None;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let (hz, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_CLK_TCK),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        Some(ProcStat {
-            rss_bytes: pages * page.max(1) as u64,
-            cpu_seconds: ticks as f64 / hz.max(1) as f64,
-        })
-    }
 }
 
 /// The last CPU reading of each worker, so that a status says its CPU use since the previous

@@ -50,6 +50,7 @@ mod listen;
 mod master;
 mod memory;
 mod options;
+mod procfs;
 mod runtime;
 mod serve;
 mod spawn;

@@ -57,6 +57,25 @@ pub struct Options {
     pub(crate) messenger: messenger::Config,
     /// Where the master's control socket is, if it has one.
     pub(crate) control_socket: Option<ControlPath>,
+    /// When a Ready worker is replaced (new first, drained) by policy.
+    pub(crate) recycle: Recycle,
+}
+
+/// The recycling policy: a Ready worker past any of these is replaced, new first, and drained.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Recycle {
+    /// Older than this.
+    pub max_age: Option<Duration>,
+    /// Resident memory over this many bytes.
+    pub max_memory: Option<u64>,
+    /// Given this many calls and broadcasts by the Hub.
+    pub max_messages: Option<u64>,
+}
+
+impl Recycle {
+    pub fn any(&self) -> bool {
+        *self != Recycle::default()
+    }
 }
 
 /// Where the control socket goes.
@@ -132,6 +151,7 @@ impl Default for Options {
             worker_threads: None,
             messenger: messenger::Config::default(),
             control_socket: None,
+            recycle: Recycle::default(),
         }
     }
 }
@@ -162,6 +182,7 @@ impl Options {
             ("backoff initial delay", self.backoff_initial),
             ("backoff max delay", self.backoff_max),
             ("stable_after", self.stable_after),
+            ("recycle max age", self.recycle.max_age.unwrap_or_default()),
         ] {
             if duration > MAX_DURATION {
                 return invalid(format!(

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use messenger::{Hub, HubEvent, WorkerId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 use crate::control::Drain;
 use crate::error::Error;
 use crate::options::Options;
+use crate::procfs::ProcStat;
 use crate::spawn::Spawner;
 use crate::status::{Phase, Status};
 
@@ -67,6 +69,8 @@ pub(crate) enum ScaleTo {
 enum Input {
     Cmd(Cmd),
     Event(Event),
+    /// Time to hold the Ready workers to the recycling policy.
+    RecycleCheck,
 }
 
 /// A handle on the Supervisor: cheap to clone.
@@ -117,7 +121,29 @@ pub(crate) fn start(
         opts.heartbeat_timeout,
         move |event| report.send(Input::Event(event)).is_ok(),
     );
+    if opts.recycle.any() {
+        // About once a second, or more often for a short maximum age.
+        let period = opts
+            .recycle
+            .max_age
+            .map_or(Duration::from_secs(1), |age| {
+                (age / 4).min(Duration::from_secs(1))
+            })
+            .max(Duration::from_millis(10));
+        let tick = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if tick.send(Input::RecycleCheck).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let supervisor = Supervisor {
+        opts: opts.clone(),
         fleet: Fleet::new(Options::clone(&opts)),
         hub,
         spawner,
@@ -141,6 +167,7 @@ pub(crate) fn start(
 }
 
 struct Supervisor {
+    opts: Arc<Options>,
     fleet: Fleet,
     hub: Hub,
     spawner: Spawner,
@@ -178,6 +205,7 @@ impl Supervisor {
             match input {
                 Input::Event(event) => self.handle(event),
                 Input::Cmd(cmd) => self.command(cmd),
+                Input::RecycleCheck => self.recycle_check(),
             }
             let phase = self.fleet.phase();
             self.phase
@@ -192,6 +220,39 @@ impl Supervisor {
         self.phase.send_replace(Phase::Stopped);
         self.readiness.send_replace(Readiness::Stopped);
         self.fleet.stopped_gracefully()
+    }
+
+    /// The first Ready worker past the recycling policy, if any, is recycled (the fleet
+    /// recycles one slot at a time).
+    fn recycle_check(&mut self) {
+        let policy = &self.opts.recycle;
+        let now = Instant::now();
+        let past = self
+            .fleet
+            .serving_workers()
+            .into_iter()
+            .find_map(|(id, pid, started)| {
+                let age = now.saturating_duration_since(started);
+                if let Some(max) = policy.max_age.filter(|max| age >= *max) {
+                    return Some((id, format!("ran {age:.0?}, the most is {max:?}")));
+                }
+                if let Some(max) = policy.max_memory {
+                    let rss = pid.and_then(ProcStat::read).map(|p| p.rss_bytes);
+                    if let Some(rss) = rss.filter(|rss| rss > &max) {
+                        return Some((id, format!("{rss} bytes resident, the most is {max}")));
+                    }
+                }
+                if let Some(max) = policy.max_messages {
+                    let given = self.hub.delivered(id).unwrap_or(0);
+                    if given >= max {
+                        return Some((id, format!("given {given} messages, the most is {max}")));
+                    }
+                }
+                None
+            });
+        if let Some((id, reason)) = past {
+            self.handle(Event::Recycle { id, reason });
+        }
     }
 
     fn command(&mut self, cmd: Cmd) {

@@ -222,3 +222,70 @@ fn the_fleet_is_ready_once_every_slot_serves_and_no_rollout_runs() {
     fleet.handle(now, Event::Stop { graceful: true });
     assert_eq!(fleet.readiness(), Readiness::Stopped);
 }
+
+/// Boots `workers` slots and makes each first worker Ready: their ids.
+fn serving(fleet: &mut Fleet, now: Instant) -> Vec<WorkerId> {
+    let ids = spawned(&fleet.handle(now, Event::Boot));
+    for id in &ids {
+        fleet.handle(
+            now,
+            Event::Spawned {
+                id: *id,
+                pid: 100 + id.slot,
+            },
+        );
+        assert!(fleet
+            .handle(now, Event::ReadyAsked { id: *id })
+            .contains(&Action::Admit(*id)));
+    }
+    ids
+}
+
+fn recycle(id: WorkerId) -> Event {
+    Event::Recycle {
+        id,
+        reason: "ran too long".into(),
+    }
+}
+
+/// Recycling replaces new first and drains the old one once the new one is Ready; one slot at
+/// a time; a failed replacement leaves the old one serving, and its slot is left alone while
+/// its workers die young.
+#[test]
+fn recycling_is_new_first_one_slot_at_a_time_and_never_loops_on_a_failing_binary() {
+    let now = Instant::now();
+    let mut fleet = Fleet::new(options(2));
+    let first = serving(&mut fleet, now);
+
+    let new = spawned(&fleet.handle(now, recycle(first[0])));
+    assert_eq!(new, vec![WorkerId::new(0, 2)]);
+    assert!(
+        spawned(&fleet.handle(now, recycle(first[1]))).is_empty(),
+        "one slot at a time"
+    );
+    let actions = fleet.handle(now, Event::ReadyAsked { id: new[0] });
+    assert!(actions.contains(&Action::Admit(new[0])));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Drain { id, .. } if *id == first[0])));
+
+    // Slot 1's replacement dies before it is Ready: the old worker keeps serving...
+    let new = spawned(&fleet.handle(now, recycle(first[1])));
+    assert_eq!(new, vec![WorkerId::new(1, 2)]);
+    let status = "exited with status 1".to_owned();
+    fleet.handle(now, Event::Exited { id: new[0], status });
+    assert!(
+        matches!(&fleet.slots()[1].state, SlotState::Serving { current } if current.id == first[1])
+    );
+    // ...and is not recycled again until the slot's workers are stable again.
+    assert!(spawned(&fleet.handle(now, recycle(first[1]))).is_empty());
+    // A reload runs: no recycling meanwhile.
+    fleet.handle(
+        now,
+        Event::Reload {
+            ticket: 1,
+            asker: None,
+        },
+    );
+    assert!(spawned(&fleet.handle(now, recycle(WorkerId::new(0, 2)))).is_empty());
+}

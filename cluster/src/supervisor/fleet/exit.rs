@@ -184,6 +184,40 @@ impl Fleet {
         }
     }
 
+    /// Worker `id` is past the recycling policy (`reason`): replaced new first, then drained;
+    /// if its replacement fails, it keeps serving. One slot at a time, never during a rollout,
+    /// and not in a slot whose workers died young lately (a failing binary would be retried
+    /// over and over).
+    pub(super) fn recycle(&mut self, now: Instant, id: WorkerId, reason: &str) {
+        let busy = self.rollout.is_some()
+            || self
+                .slots
+                .iter()
+                .any(|s| matches!(s.state, SlotState::Replacing { .. }));
+        if self.stop != Stop::Running || busy {
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(id.slot as usize) else {
+            return;
+        };
+        let serving = matches!(&slot.state, SlotState::Serving { current } if current.id == id);
+        if !serving || slot.failures > 0 {
+            return;
+        }
+        let SlotState::Serving { current } =
+            std::mem::replace(&mut slot.state, SlotState::Empty { at: None })
+        else {
+            unreachable!("matched above")
+        };
+        tracing::info!(slot = id.slot, generation = id.generation, pid = current.pid, %reason, "recycling worker; starting its replacement");
+        let new = self.start(now, id.slot, "recycling");
+        let why = Replace {
+            reload: false,
+            unhealthy: false,
+        };
+        self.slots[id.slot as usize].state = SlotState::Replacing { current, new, why };
+    }
+
     /// The starting worker `id` is killed: its slot goes on as if it had exited.
     pub(super) fn give_up_new(&mut self, now: Instant, id: WorkerId, cause: String) {
         let Some((proc, true)) = self.find(id).map(|(p, new)| (p.clone(), new)) else {

@@ -124,6 +124,8 @@ pub(crate) enum Event {
     Stop { graceful: bool },
     /// Make the cluster `workers` slots; the outcome goes to `ticket` ([`Action::ScaleDone`]).
     Scale { ticket: u64, workers: usize },
+    /// Worker `id` is past the recycling policy.
+    Recycle { id: WorkerId, reason: String },
 }
 
 /// A deadline, set with [`Action::After`].
@@ -261,6 +263,7 @@ impl Fleet {
             Event::Timer(timer) => self.timer(now, timer),
             Event::Reload { ticket, asker } => self.reload(now, ticket, asker),
             Event::Stop { graceful } => self.stop(graceful),
+            Event::Recycle { id, reason } => self.recycle(now, id, &reason),
             Event::Scale { ticket, workers } => {
                 let result = self.scale(now, workers);
                 self.actions.push(Action::ScaleDone { ticket, result });
@@ -322,6 +325,17 @@ impl Fleet {
             }
             _ => None,
         }
+    }
+
+    /// Every serving worker: its id, pid and start.
+    pub fn serving_workers(&self) -> Vec<(WorkerId, Option<u32>, Instant)> {
+        self.slots
+            .iter()
+            .filter_map(|s| match &s.state {
+                SlotState::Serving { current } => Some((current.id, current.pid, current.started)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many slots there are.

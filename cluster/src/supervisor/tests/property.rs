@@ -31,6 +31,8 @@ enum Op {
     Stop(bool),
     /// Scale to this many slots.
     Scale(usize),
+    /// A live worker is past the recycling policy.
+    Recycle(usize),
     /// Time passes.
     Advance(u8),
 }
@@ -46,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Reload),
         1 => any::<bool>().prop_map(Op::Stop),
         2 => (0usize..6).prop_map(Op::Scale),
+        2 => any::<usize>().prop_map(Op::Recycle),
         1 => (1u8..20).prop_map(Op::Advance),
     ]
 }
@@ -262,6 +265,11 @@ impl World {
                 .await
             }
             Op::Stop(graceful) => self.feed(Event::Stop { graceful }).await,
+            Op::Recycle(i) => {
+                let Some(id) = self.pick(i) else { return };
+                let reason = "ran too long".to_owned();
+                self.feed(Event::Recycle { id, reason }).await;
+            }
             Op::Scale(workers) => {
                 let before = self.fleet.workers();
                 self.feed(Event::Scale { ticket: 1, workers }).await;
@@ -338,8 +346,8 @@ impl World {
                 );
             }
         }
-        // Asking to be Ready, or a reload, never takes a Ready worker away.
-        if op == "AskReady" || op == "Reload" {
+        // Asking to be Ready, a reload or a recycling never takes a Ready worker away.
+        if op == "AskReady" || op == "Reload" || op == "Recycle" {
             let after = self.ready_slots();
             assert!(
                 after.is_superset(&ready_before),
