@@ -99,6 +99,9 @@ fn main() -> Result<(), multiprocess::Error> {
     if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
         builder = builder.control_socket(path);
     }
+    if std::env::var_os("HELPER_PREFIX_OUTPUT").is_some() {
+        builder = builder.prefix_worker_output(true);
+    }
     if let Ok(n) = std::env::var("HELPER_RECYCLE_MESSAGES") {
         builder = builder.recycle_after_messages(n.parse().expect("HELPER_RECYCLE_MESSAGES"));
     }
@@ -225,6 +228,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/status", get(status))
         .route("/master/ready", get(master_ready))
         .route("/slow", get(slow))
+        .route("/print", get(print))
         .route("/unhealthy", post(unhealthy))
         .route("/hang", post(hang))
         .route("/panic", post(panic))
@@ -335,6 +339,24 @@ async fn master_ready(State(app): State<App>) -> Answer {
 #[derive(Deserialize)]
 struct Ms {
     ms: u64,
+}
+
+#[derive(Deserialize)]
+struct N {
+    n: u64,
+}
+
+/// Prints `n` lines to stdout and one to stderr, plainly (no tracing).
+async fn print(Query(N { n }): Query<N>) -> Json<Value> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for i in 0..n {
+        let _ = writeln!(out, "printed line {i}");
+    }
+    let _ = out.flush();
+    eprintln!("printed to stderr");
+    tracing::info!(n, "printed");
+    Json(json!({ "pid": std::process::id(), "n": n }))
 }
 
 async fn slow(Query(Ms { ms }): Query<Ms>) -> Json<Value> {

@@ -96,7 +96,18 @@ fn status_scale_reload_and_stop_from_the_shell() {
 
     let out = cli(&socket, &["stop"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Asked again (an ExecStop= and a signal, say): the same stop, still a drain.
+    let again = cli(&socket, &["stop"]);
+    assert!(
+        again.status.success() || again.status.code() == Some(3),
+        "{}",
+        stderr(&again)
+    );
     assert!(helper.wait_exit().success());
+    assert!(
+        !helper.out.lines().iter().any(|l| l.contains("killing worker")),
+        "a second stop killed the workers"
+    );
     assert!(!socket.exists(), "the socket outlived the master");
     assert!(
         !socket.parent().unwrap().exists(),
@@ -137,6 +148,8 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
     let listener = UnixListener::bind(&other).unwrap();
     let impostor = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
+        let mut request = String::new();
+        BufReader::new(&conn).read_line(&mut request).unwrap();
         conn.write_all(b"220 hello, I am a mail server\n").unwrap();
     });
     let out = cli(&other, &["status"]);

@@ -183,6 +183,17 @@ impl Builder {
         self
     }
 
+    /// The master relays every line its workers write to stdout and stderr, prefixed with
+    /// `[worker <slot>.<generation> pid <pid>] `, to its own stdout and stderr (default off:
+    /// the workers write to the master's directly). Lines written through `tracing` carry the
+    /// same in their `worker{slot=.. generation=.. pid=..}` span either way; this tells apart
+    /// plain `println!`s and what libraries print. It costs the master a read and a write per
+    /// line (measured in the README). A line over 64 KiB is relayed in pieces, each prefixed.
+    pub fn prefix_worker_output(mut self, yes: bool) -> Self {
+        self.opts.prefix_output = yes;
+        self
+    }
+
     /// Whether a panic in a worker reports it unhealthy (default true).
     pub fn unhealthy_on_panic(mut self, yes: bool) -> Self {
         self.opts.unhealthy_on_panic = yes;

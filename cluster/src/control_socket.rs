@@ -13,11 +13,12 @@
 //! → {"cmd":"stop"}              ← {"ok":true}, then the master drains and exits
 //! ```
 //!
-//! Anything else gets `{"ok":false,"error":"..."}`; a line over 64 KiB, or one that is not
-//! UTF-8, closes that connection. At most [`MAX_CLIENTS`] connections are served at once.
+//! Anything else (a line that is not UTF-8 or not a request) gets `{"ok":false,"error":"..."}`
+//! and the connection goes on; a line over 64 KiB is answered so and closes it, as does a
+//! minute without a request. At most [`MAX_CLIENTS`] connections are served at once.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,12 +32,14 @@ use tokio::sync::Semaphore;
 use crate::error::Error;
 use crate::master::Master;
 use crate::procfs::ProcStat;
-use crate::status::Status;
+use crate::status::{Phase, Status};
 
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CLIENTS: usize = 16;
 /// The longest request line.
 const MAX_LINE: usize = 64 * 1024;
+/// How long a connection may wait between requests.
+const IDLE: Duration = Duration::from_secs(60);
 
 /// The default place of the control socket: `$XDG_RUNTIME_DIR` (or the temp dir), in a
 /// directory named after the master's pid.
@@ -74,23 +77,53 @@ impl ControlSocket {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
             Err(e) => return Err(err("cannot make its directory", e)),
         };
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| err("cannot read its directory", e))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
+        // The directory itself (not a link to one), ours, and closed to others: then nobody
+        // else can put or swap anything in it.
+        let meta =
+            std::fs::symlink_metadata(dir).map_err(|e| err("cannot read its directory", e))?;
+        let mode = meta.permissions().mode();
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let why = if !meta.is_dir() {
+            Some("is not a directory (a symbolic link?)".to_owned())
+        } else if meta.uid() != euid {
+            Some(format!(
+                "belongs to user {}, not to this process's ({euid})",
+                meta.uid()
+            ))
+        } else if mode & 0o077 != 0 {
+            Some(format!("has mode {:o}, open to other users", mode & 0o777))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             return Err(err(
-                "its directory is open to other users",
+                "its directory cannot be trusted",
                 std::io::Error::other(format!(
-                    "{} has mode {:o}; give the socket a directory of its own (mode 0700)",
-                    dir.display(),
-                    mode & 0o777
+                    "{} {why}; give the socket a directory of its own (mode 0700)",
+                    dir.display()
                 )),
             ));
         }
-        if path.exists() {
-            // A socket left by a master that did not exit cleanly.
-            std::fs::remove_file(path).map_err(|e| err("cannot replace a stale socket", e))?;
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("cannot look at the path", e)),
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(err(
+                    "something else is there",
+                    std::io::Error::other("not a socket: refusing to replace it"),
+                ))
+            }
+            Ok(_) => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(err(
+                        "another master listens there",
+                        std::io::Error::other("give each master its own control socket"),
+                    ));
+                }
+                // A socket left by a master that did not exit cleanly.
+                std::fs::remove_file(path).map_err(|e| err("cannot replace a stale socket", e))?;
+            }
         }
         let listener = UnixListener::bind(path).map_err(|e| err("cannot bind", e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -158,10 +191,13 @@ async fn client(stream: UnixStream, master: &Master, cpu: &CpuSamples) -> std::i
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut lines)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
+        let mut limited = (&mut lines).take(MAX_LINE as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        // An idle client does not hold one of the few places for ever.
+        let Ok(n) = tokio::time::timeout(IDLE, read).await else {
+            return Ok(());
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }
@@ -204,7 +240,14 @@ async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
             Err(e) => failed(e),
         },
         Request::Stop => {
-            master.stop();
+            // Once stopping, a second order must not turn the drain into a kill (a second
+            // signal does that): asked twice from the shell, it is the same stop.
+            if matches!(
+                *master.phase().borrow(),
+                Phase::Starting | Phase::Running | Phase::Reloading
+            ) {
+                master.stop();
+            }
             json!({"ok": true})
         }
     }

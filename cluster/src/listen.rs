@@ -61,7 +61,17 @@ pub(crate) unsafe fn adopt(fd: std::os::fd::RawFd, addr: &ListenAddr) -> Result<
         addr: addr.to_string(),
         source: io::Error::other(format!("the socket systemd passed (fd {fd}) {detail}")),
     };
-    // SAFETY: the caller's contract.
+    // Looked at before it is taken: a descriptor that is not a socket (not systemd's, after
+    // all) is left alone, open, to whoever has it.
+    // SAFETY: fstat writes into `stat` only; a bad descriptor is an error, not UB.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return Err(err(format!("is not open: {}", io::Error::last_os_error())));
+    }
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(err("is not a socket".into()));
+    }
+    // SAFETY: the caller's contract, and it is a socket.
     let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let io_err = |e: io::Error| err(format!("cannot be used: {e}"));
     if socket.r#type().map_err(io_err)? != Type::STREAM {

@@ -36,6 +36,8 @@ struct Inner {
     local_addrs: Vec<LocalAddr>,
     /// The number of slots, as the last scaling left it.
     workers: AtomicUsize,
+    /// Reloads asked and over, for systemd.
+    reloads: watch::Sender<systemd::Reloads>,
 }
 
 impl Master {
@@ -61,6 +63,15 @@ impl Master {
 
     /// [`reload`](Master::reload), asked by worker `asker`: its slot is replaced last.
     async fn reload_asked_by(&self, asker: Option<WorkerId>) -> Result<(), Error> {
+        /// Counts the reload over however its caller ends (even one that stops waiting).
+        struct Over<'a>(&'a watch::Sender<systemd::Reloads>);
+        impl Drop for Over<'_> {
+            fn drop(&mut self) {
+                self.0.send_modify(|r| r.over += 1);
+            }
+        }
+        self.inner.reloads.send_modify(|r| r.asked += 1);
+        let _over = Over(&self.inner.reloads);
         let (reply, rx) = oneshot::channel();
         if !self.inner.supervisor.send(Cmd::Reload { reply, asker }) {
             return Err(Error::Stopping);
@@ -216,6 +227,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
                 exe,
                 args,
                 listeners,
+                piped_output: opts.prefix_output,
             },
             tokio::runtime::Handle::current(),
         )?;
@@ -230,6 +242,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
                 supervisor: supervisor.clone(),
                 local_addrs,
                 workers: AtomicUsize::new(opts.workers),
+                reloads: watch::Sender::new(systemd::Reloads::default()),
             }),
         };
         control_handlers(&master);
@@ -248,6 +261,7 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
                 notifier,
                 master.clone(),
                 supervisor.readiness(),
+                master.inner.reloads.subscribe(),
             ));
         }
         if let Some(boot) = boot {

@@ -59,6 +59,8 @@ pub struct Options {
     pub(crate) control_socket: Option<ControlPath>,
     /// When a Ready worker is replaced (new first, drained) by policy.
     pub(crate) recycle: Recycle,
+    /// The master relays the workers' stdout and stderr, each line prefixed with who wrote it.
+    pub(crate) prefix_output: bool,
 }
 
 /// The recycling policy: a Ready worker past any of these is replaced, new first, and drained.
@@ -152,6 +154,7 @@ impl Default for Options {
             messenger: messenger::Config::default(),
             control_socket: None,
             recycle: Recycle::default(),
+            prefix_output: false,
         }
     }
 }
@@ -166,6 +169,15 @@ impl Options {
                 "{} workers is over the limit of {} (raise it with Builder::max_workers)",
                 self.workers, self.max_workers
             ));
+        }
+        if self.recycle.max_age == Some(Duration::ZERO)
+            || self.recycle.max_memory == Some(0)
+            || self.recycle.max_messages == Some(0)
+        {
+            return invalid(
+                "a recycling limit of zero would replace every worker as soon as it is Ready"
+                    .into(),
+            );
         }
         if let Some(threads) = self.worker_threads {
             if threads > MAX_WORKER_THREADS {

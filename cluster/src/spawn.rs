@@ -31,6 +31,9 @@ pub(crate) struct SpawnConfig {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
     pub listeners: Vec<(ListenerKind, OwnedFd)>,
+    /// The workers' stdout and stderr are pipes the master reads (to prefix their lines),
+    /// rather than the master's own.
+    pub piped_output: bool,
 }
 
 enum Job {
@@ -152,6 +155,10 @@ fn spawn(config: &SpawnConfig, request: SpawnRequest) -> io::Result<tokio::proce
             }
             Ok(())
         });
+    }
+    if config.piped_output {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);

@@ -104,7 +104,9 @@ impl Notifier {
                 return None;
             }
         };
-        if let Err(err) = socket.set_nonblocking(true) {
+        // Blocking, bounded: a state line is retried by the kernel while systemd's queue is
+        // full, for up to this long (sends run on the blocking pool).
+        if let Err(err) = socket.set_write_timeout(Some(Duration::from_secs(5))) {
             tracing::warn!("NOTIFY_SOCKET unusable, systemd is not told: {err}");
             return None;
         }
@@ -153,38 +155,54 @@ fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Opt
 /// What systemd has been told, so each state is said once.
 #[derive(Default)]
 struct Told {
-    /// READY=1, since the start or the last reload.
+    /// READY=1 since the start (or since the last RELOADING=1).
     ready: bool,
-    reloading: bool,
+    /// The reloads asked and ended, as last told.
+    reloads: Reloads,
     stopping: bool,
     status: String,
 }
 
+/// Reloads asked of the master and reloads over (whatever their outcome): systemd hears
+/// RELOADING=1 for each one asked (a `Type=notify-reload` unit waits for one stamped after its
+/// signal, even when the master folds it into a rollout under way) and READY=1 once every one
+/// asked is over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reloads {
+    pub asked: u64,
+    pub over: u64,
+}
+
 impl Told {
     /// The datagram for the cluster as it is now, if systemd must hear of it.
-    fn next(&mut self, phase: Phase, readiness: Readiness, status: String) -> Option<String> {
+    fn next(
+        &mut self,
+        phase: Phase,
+        readiness: Readiness,
+        reloads: Reloads,
+        status: String,
+    ) -> Option<String> {
         let mut lines = Vec::new();
-        match (phase, readiness) {
-            (Phase::Stopping | Phase::Stopped, _) | (_, Readiness::Stopped) => {
-                if !std::mem::replace(&mut self.stopping, true) {
-                    lines.push("STOPPING=1".to_owned());
-                }
+        let stopping =
+            matches!(phase, Phase::Stopping | Phase::Stopped) || readiness == Readiness::Stopped;
+        if stopping {
+            if !std::mem::replace(&mut self.stopping, true) {
+                lines.push("STOPPING=1".to_owned());
             }
-            (Phase::Reloading, _) => {
-                if !std::mem::replace(&mut self.reloading, true) {
-                    lines.push("RELOADING=1".to_owned());
-                    lines.push(format!("MONOTONIC_USEC={}", monotonic_usec()));
-                    self.ready = false;
-                }
-            }
-            (_, Readiness::Ready) => {
-                self.reloading = false;
-                if !std::mem::replace(&mut self.ready, true) {
-                    lines.push("READY=1".to_owned());
-                }
-            }
-            (_, Readiness::Waiting) => {}
+        } else if reloads.asked > self.reloads.asked {
+            lines.push("RELOADING=1".to_owned());
+            lines.push(format!("MONOTONIC_USEC={}", monotonic_usec()));
+            self.ready = false;
+        } else if !self.ready
+            && (reloads.over > self.reloads.over || readiness == Readiness::Ready)
+            && reloads.over >= reloads.asked
+        {
+            // Up after the start (every slot Ready), or after every reload asked is over (even
+            // if a slot is backing off: the unit is running, and STATUS says how well).
+            lines.push("READY=1".to_owned());
+            self.ready = true;
         }
+        self.reloads = reloads;
         if status != self.status {
             lines.push(format!("STATUS={status}"));
             self.status = status;
@@ -219,19 +237,25 @@ pub(crate) async fn run(
     notifier: Notifier,
     master: Master,
     mut readiness: watch::Receiver<Readiness>,
+    mut reloads: watch::Receiver<Reloads>,
 ) {
+    let notifier = std::sync::Arc::new(notifier);
     let mut phase = master.phase();
-    let mut ticker = notifier.watchdog.map(tokio::time::interval);
+    let mut watchdog = notifier.watchdog.map(tokio::time::interval);
+    // The Ready count changes without a change of phase or readiness (a second crash): looked
+    // at every second.
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let mut told = Told::default();
     loop {
         let now_phase = *phase.borrow_and_update();
         let now_readiness = *readiness.borrow_and_update();
+        let now_reloads = *reloads.borrow_and_update();
         let status = match master.status().await {
             Ok(status) => summary(&status),
             Err(_) => "stopping".to_owned(),
         };
-        if let Some(state) = told.next(now_phase, now_readiness, status) {
-            notifier.send(&state);
+        if let Some(state) = told.next(now_phase, now_readiness, now_reloads, status) {
+            send(&notifier, state).await;
         }
         if now_phase == Phase::Stopped {
             return;
@@ -239,14 +263,23 @@ pub(crate) async fn run(
         tokio::select! {
             changed = phase.changed() => if changed.is_err() { return },
             changed = readiness.changed() => if changed.is_err() { return },
-            () = tick(&mut ticker) => {
+            changed = reloads.changed() => if changed.is_err() { return },
+            _ = refresh.tick() => {}
+            () = tick(&mut watchdog) => {
                 // The supervisor answering is what the watchdog vouches for.
                 if master.status().await.is_ok() {
-                    notifier.send("WATCHDOG=1");
+                    send(&notifier, "WATCHDOG=1".to_owned()).await;
                 }
             }
         }
     }
+}
+
+/// Sends on the blocking pool: the socket may take a moment (systemd's queue full), and the
+/// master's thread must not wait on it.
+async fn send(notifier: &std::sync::Arc<Notifier>, state: String) {
+    let notifier = notifier.clone();
+    let _ = tokio::task::spawn_blocking(move || notifier.send(&state)).await;
 }
 
 async fn tick(ticker: &mut Option<tokio::time::Interval>) {
@@ -277,52 +310,67 @@ mod tests {
     fn each_state_is_said_once() {
         let mut told = Told::default();
         let status = |n: u32| format!("{n} of 2 workers Ready");
+        let none = Reloads::default();
+        let next = |told: &mut Told, phase, readiness, reloads, n| {
+            told.next(phase, readiness, reloads, status(n))
+        };
         assert_eq!(
-            told.next(Phase::Running, Readiness::Waiting, status(0))
-                .unwrap(),
+            next(&mut told, Phase::Running, Readiness::Waiting, none, 0).unwrap(),
             "STATUS=0 of 2 workers Ready"
         );
         assert_eq!(
-            told.next(Phase::Running, Readiness::Ready, status(2))
-                .unwrap(),
+            next(&mut told, Phase::Running, Readiness::Ready, none, 2).unwrap(),
             "READY=1\nSTATUS=2 of 2 workers Ready"
         );
-        assert_eq!(told.next(Phase::Running, Readiness::Ready, status(2)), None);
+        assert_eq!(
+            next(&mut told, Phase::Running, Readiness::Ready, none, 2),
+            None
+        );
         // A crash, then the replacement: only the status moves.
         assert_eq!(
-            told.next(Phase::Running, Readiness::Waiting, status(1))
-                .unwrap(),
+            next(&mut told, Phase::Running, Readiness::Waiting, none, 1).unwrap(),
             "STATUS=1 of 2 workers Ready"
         );
         assert_eq!(
-            told.next(Phase::Running, Readiness::Ready, status(2))
-                .unwrap(),
+            next(&mut told, Phase::Running, Readiness::Ready, none, 2).unwrap(),
             "STATUS=2 of 2 workers Ready"
         );
-        // A reload: RELOADING=1 once, then READY=1 when it is over.
-        let reload = told
-            .next(Phase::Reloading, Readiness::Waiting, status(2))
-            .unwrap();
+        // A reload asked: RELOADING=1 with the time...
+        let one = Reloads { asked: 1, over: 0 };
+        let reload = next(&mut told, Phase::Reloading, Readiness::Waiting, one, 2).unwrap();
         assert!(
             reload.starts_with("RELOADING=1\nMONOTONIC_USEC="),
             "{reload}"
         );
-        assert!(!reload.contains("STATUS"), "{reload}");
         assert_eq!(
-            told.next(Phase::Reloading, Readiness::Waiting, status(2)),
+            next(&mut told, Phase::Reloading, Readiness::Waiting, one, 2),
             None
         );
+        // ...another asked while it runs: RELOADING=1 again, for the signal that asked it...
+        let two = Reloads { asked: 2, over: 0 };
+        let again = next(&mut told, Phase::Reloading, Readiness::Waiting, two, 2).unwrap();
+        assert!(again.starts_with("RELOADING=1\n"), "{again}");
+        // ...READY=1 only once both are over, whole or not.
+        let first_over = Reloads { asked: 2, over: 1 };
         assert_eq!(
-            told.next(Phase::Running, Readiness::Ready, status(2))
-                .unwrap(),
-            "READY=1"
+            next(
+                &mut told,
+                Phase::Reloading,
+                Readiness::Waiting,
+                first_over,
+                2
+            ),
+            None
         );
-        let stop = told
-            .next(Phase::Stopping, Readiness::Stopped, status(2))
-            .unwrap();
+        let over = Reloads { asked: 2, over: 2 };
+        assert_eq!(
+            next(&mut told, Phase::Running, Readiness::Waiting, over, 1).unwrap(),
+            "READY=1\nSTATUS=1 of 2 workers Ready"
+        );
+        let stop = next(&mut told, Phase::Stopping, Readiness::Stopped, over, 1).unwrap();
         assert_eq!(stop, "STOPPING=1");
         assert_eq!(
-            told.next(Phase::Stopped, Readiness::Stopped, "stopping".into())
+            told.next(Phase::Stopped, Readiness::Stopped, over, "stopping".into())
                 .unwrap(),
             "STATUS=stopping"
         );

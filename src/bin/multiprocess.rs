@@ -82,8 +82,12 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         Failure::Usage("which master? give --socket PATH (or MULTIPROCESS_SOCKET)".into())
     })?;
     match rest.as_slice() {
-        ["status"] => print!("{}", table(&status(&socket)?)),
-        ["status", "--json"] => println!("{}", status(&socket)?),
+        ["status"] => {
+            let _ = out(&table(&status(&socket)?));
+        }
+        ["status", "--json"] => {
+            let _ = out(&format!("{}\n", status(&socket)?));
+        }
         ["monit"] => monit(&socket, Duration::from_secs(1))?,
         ["monit", seconds] => {
             let every = seconds
@@ -125,11 +129,16 @@ fn call(socket: &std::path::Path, request: &Value) -> Result<Value, Failure> {
         Failure::Unreachable(format!("no master answers at {}: {e}", socket.display()))
     };
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    // A reload may take as long as its rollout; anything else is answered at once.
+    if request["cmd"] != "reload" {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(unreachable)?;
+    }
     stream
         .write_all(format!("{request}\n").as_bytes())
         .map_err(unreachable)?;
     let mut line = String::new();
-    // A reload may take as long as its rollout: no read deadline.
     BufReader::new((&stream).take(16 * 1024 * 1024))
         .read_line(&mut line)
         .map_err(unreachable)?;
@@ -165,14 +174,32 @@ fn status(socket: &std::path::Path) -> Result<Value, Failure> {
 
 /// The status, refreshed in place until interrupted (or the master goes away).
 fn monit(socket: &std::path::Path, every: Duration) -> Result<(), Failure> {
+    // A clear screen to start with.
+    let _ = out("\x1b[2J");
     loop {
         let status = status(socket)?;
-        // Home, the table, then clear what an older, longer table left below.
-        print!("\x1b[H{}\x1b[J", table(&status));
-        println!("\nevery {every:?} from {} (Ctrl-C ends)", socket.display());
-        let _ = std::io::stdout().flush();
+        // Home, the table (each line cleared to its end), then clear what is left below.
+        let mut screen = String::from("\x1b[H");
+        for line in table(&status).lines() {
+            screen.push_str(line);
+            screen.push_str("\x1b[K\n");
+        }
+        screen.push_str(&format!(
+            "\nevery {every:?} from {} (Ctrl-C ends)\x1b[K\n\x1b[J",
+            socket.display()
+        ));
+        if out(&screen).is_err() {
+            return Ok(());
+        }
         std::thread::sleep(every);
     }
+}
+
+/// Writes to stdout; a reader gone (`| head`) is not an error worth a panic.
+fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
 }
 
 /// `pm2 list`, for a status.

@@ -222,8 +222,8 @@ impl Supervisor {
         self.fleet.stopped_gracefully()
     }
 
-    /// The first Ready worker past the recycling policy, if any, is recycled (the fleet
-    /// recycles one slot at a time).
+    /// The Ready workers past the recycling policy are offered to the fleet, which recycles
+    /// one slot at a time.
     fn recycle_check(&mut self) {
         let policy = &self.opts.recycle;
         let now = Instant::now();
@@ -231,7 +231,7 @@ impl Supervisor {
             .fleet
             .serving_workers()
             .into_iter()
-            .find_map(|(id, pid, started)| {
+            .filter_map(|(id, pid, started)| {
                 let age = now.saturating_duration_since(started);
                 if let Some(max) = policy.max_age.filter(|max| age >= *max) {
                     return Some((id, format!("ran {age:.0?}, the most is {max:?}")));
@@ -249,8 +249,11 @@ impl Supervisor {
                     }
                 }
                 None
-            });
-        if let Some((id, reason)) = past {
+            })
+            .collect::<Vec<_>>();
+        // The fleet takes the first it may recycle now (one slot at a time) and leaves the
+        // rest for later checks.
+        for (id, reason) in past {
             self.handle(Event::Recycle { id, reason });
         }
     }

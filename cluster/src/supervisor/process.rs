@@ -45,10 +45,15 @@ pub(crate) fn start(
         };
         // Reported before the connection is served: the worker's request to be Ready comes
         // through the Hub, so it can only follow (the supervisor reads its own events first).
-        report(Event::Spawned {
-            id,
-            pid: child.id().unwrap_or(0),
-        });
+        let pid = child.id().unwrap_or(0);
+        let prefix = format!("[worker {}.{} pid {pid}] ", id.slot, id.generation);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(relay(out, tokio::io::stdout(), prefix.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(relay(err, tokio::io::stderr(), prefix));
+        }
+        report(Event::Spawned { id, pid });
         hub.attach(id, ipc);
         let status = tokio::select! {
             status = child.wait() => status,
@@ -62,6 +67,60 @@ pub(crate) fn start(
             status: describe(&status),
         });
     });
+}
+
+/// The longest piece of a line relayed at once.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Copies `from` (a worker's stdout or stderr) to `to`, each line prefixed with `prefix`, until
+/// the worker closes it: whatever has come is written at once, many lines per write. Writes go
+/// through tokio's blocking pool, so a slow reader of the master's output never stalls the
+/// master's own thread.
+async fn relay(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    prefix: String,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let prefix = prefix.into_bytes();
+    // What was read and is not yet a whole line.
+    let mut pending: Vec<u8> = Vec::with_capacity(MAX_LINE);
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let mut chunk = [0u8; 16 * 1024];
+        // An error reading a worker's output ends it like its end.
+        let n: usize = from.read(&mut chunk).await.unwrap_or_default();
+        if n == 0 {
+            if !pending.is_empty() {
+                out.extend_from_slice(&prefix);
+                out.append(&mut pending);
+                out.push(b'\n');
+                let _ = to.write_all(&out).await;
+                let _ = to.flush().await;
+            }
+            return;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+            out.extend_from_slice(&prefix);
+            out.extend_from_slice(&pending[start..=start + end]);
+            start += end + 1;
+        }
+        pending.drain(..start);
+        if pending.len() >= MAX_LINE {
+            // A line this long goes out in pieces, each prefixed.
+            out.extend_from_slice(&prefix);
+            out.append(&mut pending);
+            out.push(b'\n');
+        }
+        if !out.is_empty() {
+            if to.write_all(&out).await.is_err() || to.flush().await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
 }
 
 /// "exited with status 1", "killed by SIGKILL".

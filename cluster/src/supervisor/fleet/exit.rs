@@ -200,8 +200,12 @@ impl Fleet {
         let Some(slot) = self.slots.get_mut(id.slot as usize) else {
             return;
         };
-        let serving = matches!(&slot.state, SlotState::Serving { current } if current.id == id);
-        if !serving || slot.failures > 0 {
+        let SlotState::Serving { current } = &slot.state else {
+            return;
+        };
+        // Workers that died young lately: not until this one has proved stable.
+        let stable = now.saturating_duration_since(current.started) >= self.opts.stable_after;
+        if current.id != id || (slot.failures > 0 && !stable) {
             return;
         }
         let SlotState::Serving { current } =

@@ -210,9 +210,9 @@ pub(crate) struct Fleet {
     next_reload: Vec<u64>,
     /// The slots of the workers that asked for those: the next rollout replaces them last.
     next_askers: Vec<u32>,
-    /// The last generation of each slot that scaling took away (by slot), so that one added
-    /// again never reuses an id.
-    removed: Vec<u64>,
+    /// The last generation and restart counter of each slot that scaling took away (by slot),
+    /// so that one added again never reuses an id or takes an old restart for its own.
+    removed: Vec<(u64, u64)>,
     actions: Vec<Action>,
 }
 

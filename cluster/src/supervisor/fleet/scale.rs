@@ -57,13 +57,14 @@ impl Fleet {
             let slot = self.slots.len();
             // A slot that existed before goes on from its last generation: a worker of it may
             // still be draining, and ids are never reused.
-            let generation = self.removed.get(slot).copied().unwrap_or(0);
+            // So does its restart counter: a restart scheduled before it was removed is stale.
+            let (generation, retry) = self.removed.get(slot).copied().unwrap_or((0, 0));
             self.slots.push(Slot {
                 generation,
                 state: SlotState::Empty { at: None },
                 failures: 0,
                 restarts: 0,
-                retry: 0,
+                retry,
             });
             if self.booted {
                 let new = self.start(now, slot as u32, "scale up");
@@ -74,9 +75,9 @@ impl Fleet {
             let slot = self.slots.pop().expect("more slots than asked");
             let index = self.slots.len();
             if self.removed.len() <= index {
-                self.removed.resize(index + 1, 0);
+                self.removed.resize(index + 1, (0, 0));
             }
-            self.removed[index] = slot.generation;
+            self.removed[index] = (slot.generation, slot.retry + 1);
             let why = || format!("scaled down to {workers} workers");
             match slot.state {
                 SlotState::Empty { .. } => {}
