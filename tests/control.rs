@@ -105,7 +105,11 @@ fn status_scale_reload_and_stop_from_the_shell() {
     );
     assert!(helper.wait_exit().success());
     assert!(
-        !helper.out.lines().iter().any(|l| l.contains("killing worker")),
+        !helper
+            .out
+            .lines()
+            .iter()
+            .any(|l| l.contains("killing worker")),
         "a second stop killed the workers"
     );
     assert!(!socket.exists(), "the socket outlived the master");
