@@ -107,7 +107,7 @@ fn the_master_tells_systemd_ready_reloading_stopping_and_pings_its_watchdog() {
 }
 
 #[test]
-fn without_notify_socket_nothing_is_sent_and_a_bad_one_is_not_fatal() {
+fn a_notify_socket_nobody_listens_on_is_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens there: the master logs it and serves all the same.
     let missing = dir.path().join("nobody");
@@ -125,8 +125,18 @@ fn activated_command(
     names: &str,
     env: &[(&str, String)],
 ) -> Command {
+    activated_command_for("$$", listeners, names, env)
+}
+
+/// As [`activated_command`], with `LISTEN_PID` set to `pid` (a shell word).
+fn activated_command_for(
+    pid: &str,
+    listeners: &[std::os::fd::RawFd],
+    names: &str,
+    env: &[(&str, String)],
+) -> Command {
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\""])
+    cmd.args(["-c", &format!("LISTEN_PID={pid} exec \"$0\"")])
         .arg(common::helper_exe())
         .env("LISTEN_FDS", listeners.len().to_string())
         .env("LISTEN_FDNAMES", names)
@@ -223,4 +233,32 @@ fn passed_sockets_that_do_not_match_the_listeners_are_a_clear_error() {
         stderr.contains("systemd passed 1 listening sockets (LISTEN_FDS) but the cluster has 2"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_passed_socket_of_the_wrong_kind_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first listener is TCP; systemd passed a Unix socket.
+    let unix = UnixListener::bind(dir.path().join("s.sock")).unwrap();
+    let mut cmd = activated_command(&[unix.as_raw_fd()], "web", &[("WORKERS", "1".into())]);
+    let out = common::run_to_exit(&mut cmd);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("(fd 3) is not a TCP socket"), "{stderr}");
+}
+
+#[test]
+fn sockets_passed_to_another_process_are_not_taken() {
+    // LISTEN_PID names another process: the master binds its own listener.
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let passed = tcp.local_addr().unwrap().port();
+    let cmd = activated_command_for("1", &[tcp.as_raw_fd()], "web", &[("WORKERS", "1".into())]);
+    let helper = Helper::start_command(cmd, tempfile::tempdir().unwrap());
+    assert_ne!(helper.port, passed);
+    helper.wait_ready(1);
+    assert!(!helper
+        .out
+        .lines()
+        .iter()
+        .any(|l| l.contains("socket activation")));
 }
