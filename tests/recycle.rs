@@ -33,7 +33,7 @@ fn a_worker_past_its_message_budget_is_replaced_without_a_failed_request() {
 
 #[test]
 fn a_worker_past_its_age_is_replaced() {
-    let helper = Helper::start(2, &[("HELPER_RECYCLE_AGE_MS", "300".into())]);
+    let helper = Helper::start(2, &[("HELPER_RECYCLE_AGE_MS", "1000".into())]);
     // Every worker is replaced, one slot at a time, again and again: each one seen Ready
     // gives way to a newer one.
     helper.wait_status("both slots recycled at least once", |s| {

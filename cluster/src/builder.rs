@@ -160,7 +160,7 @@ impl Builder {
 
     /// Recycles a Ready worker once it has run this long: it is replaced new first and
     /// drained, so no request is lost (unlike an abrupt restart). One slot is recycled at a
-    /// time. Off by default; see [`recycle_above_memory`](Builder::recycle_above_memory) and
+    /// time. At least one second (a shorter age is refused). Off by default; see [`recycle_above_memory`](Builder::recycle_above_memory) and
     /// [`recycle_after_messages`](Builder::recycle_after_messages) for the other policies.
     pub fn recycle_after(mut self, age: Duration) -> Self {
         self.opts.recycle.max_age = Some(age);

@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use crate::error::Error;
 use crate::master::Master;
 use crate::procfs::ProcStat;
-use crate::status::{Phase, Status};
+use crate::status::Status;
 
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CLIENTS: usize = 16;
@@ -115,7 +115,7 @@ impl ControlSocket {
                 ))
             }
             Ok(_) => {
-                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                if someone_listens(path).map_err(|e| err("cannot probe the socket there", e))? {
                     return Err(err(
                         "another master listens there",
                         std::io::Error::other("give each master its own control socket"),
@@ -163,6 +163,21 @@ impl ControlSocket {
                 drop(permit);
             });
         }
+    }
+}
+
+/// Whether a process listens on the Unix socket at `path`, asked without waiting: a full
+/// backlog (a busy or stopped listener) counts as listening; only a refused connection means
+/// the socket is stale.
+fn someone_listens(path: &Path) -> std::io::Result<bool> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(true),
+        Err(e) => Err(e),
     }
 }
 
@@ -240,14 +255,9 @@ async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
             Err(e) => failed(e),
         },
         Request::Stop => {
-            // Once stopping, a second order must not turn the drain into a kill (a second
-            // signal does that): asked twice from the shell, it is the same stop.
-            if matches!(
-                *master.phase().borrow(),
-                Phase::Starting | Phase::Running | Phase::Reloading
-            ) {
-                master.stop();
-            }
+            // A second order must not turn the drain into a kill (a second signal does that):
+            // asked twice from the shell, it is the same stop.
+            master.stop_once();
             json!({"ok": true})
         }
     }

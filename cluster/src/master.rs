@@ -106,6 +106,12 @@ impl Master {
         self.inner.supervisor.send(Cmd::Stop { graceful: true });
     }
 
+    /// Drains every worker and stops, unless a stop was asked already: the shell's `stop`,
+    /// which asked twice is still one drain.
+    pub(crate) fn stop_once(&self) {
+        self.inner.supervisor.send(Cmd::StopOnce);
+    }
+
     /// A snapshot of every slot: state, pid, generation, restarts, uptime. In the master's
     /// bootstrap, before the workers start, every slot is empty.
     pub async fn status(&self) -> Result<Status, Error> {

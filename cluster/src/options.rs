@@ -170,12 +170,16 @@ impl Options {
                 self.workers, self.max_workers
             ));
         }
-        if self.recycle.max_age == Some(Duration::ZERO)
+        if self
+            .recycle
+            .max_age
+            .is_some_and(|age| age < Duration::from_secs(1))
             || self.recycle.max_memory == Some(0)
             || self.recycle.max_messages == Some(0)
         {
             return invalid(
-                "a recycling limit of zero would replace every worker as soon as it is Ready"
+                "a recycling limit of zero (or an age under a second) would replace workers as \
+                 soon as they are Ready"
                     .into(),
             );
         }

@@ -157,6 +157,8 @@ fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Opt
 struct Told {
     /// READY=1 since the start (or since the last RELOADING=1).
     ready: bool,
+    /// READY=1 was ever said: the first one waits for every slot to be Ready.
+    up: bool,
     /// The reloads asked and ended, as last told.
     reloads: Reloads,
     stopping: bool,
@@ -194,13 +196,16 @@ impl Told {
             lines.push(format!("MONOTONIC_USEC={}", monotonic_usec()));
             self.ready = false;
         } else if !self.ready
-            && (reloads.over > self.reloads.over || readiness == Readiness::Ready)
             && reloads.over >= reloads.asked
+            && phase != Phase::Reloading
+            && (self.up || readiness == Readiness::Ready)
         {
-            // Up after the start (every slot Ready), or after every reload asked is over (even
-            // if a slot is backing off: the unit is running, and STATUS says how well).
+            // Up once every slot is first Ready; after that, once every reload asked is over
+            // and no rollout runs (even if a slot is backing off: the unit is running, and
+            // STATUS says how well).
             lines.push("READY=1".to_owned());
             self.ready = true;
+            self.up = true;
         }
         self.reloads = reloads;
         if status != self.status {
@@ -366,6 +371,15 @@ mod tests {
         assert_eq!(
             next(&mut told, Phase::Running, Readiness::Waiting, over, 1).unwrap(),
             "READY=1\nSTATUS=1 of 2 workers Ready"
+        );
+        // A reload asked before the workers started: READY=1 still waits for them.
+        let mut early = Told::default();
+        let done = Reloads { asked: 1, over: 1 };
+        let said = next(&mut early, Phase::Starting, Readiness::Waiting, done, 0).unwrap();
+        assert!(!said.contains("READY=1"), "{said}");
+        assert_eq!(
+            next(&mut early, Phase::Running, Readiness::Ready, done, 2).unwrap(),
+            "READY=1\nSTATUS=2 of 2 workers Ready"
         );
         let stop = next(&mut told, Phase::Stopping, Readiness::Stopped, over, 1).unwrap();
         assert_eq!(stop, "STOPPING=1");

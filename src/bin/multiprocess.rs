@@ -71,7 +71,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
                 socket = Some(PathBuf::from(path));
             }
             "--help" | "-h" | "help" => {
-                println!("{USAGE}");
+                let _ = out(&format!("{USAGE}\n"));
                 return Ok(());
             }
             _ => rest.push(arg),
@@ -99,18 +99,18 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         }
         ["reload"] => {
             call(&socket, &json!({"cmd": "reload"}))?;
-            println!("reload complete: every slot runs a new worker");
+            let _ = out("reload complete: every slot runs a new worker\n");
         }
         ["scale", n] => {
             let workers: usize = n
                 .parse()
                 .map_err(|_| Failure::Usage(format!("scale to {n:?} workers?")))?;
             call(&socket, &json!({"cmd": "scale", "workers": workers}))?;
-            println!("scaled to {workers} workers");
+            let _ = out(&format!("scaled to {workers} workers\n"));
         }
         ["stop"] => {
             call(&socket, &json!({"cmd": "stop"}))?;
-            println!("stopping: the workers drain, then the master exits");
+            let _ = out("stopping: the workers drain, then the master exits\n");
         }
         [] => return Err(Failure::Usage("no command".into())),
         other => {

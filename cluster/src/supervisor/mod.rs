@@ -48,6 +48,8 @@ pub(crate) enum Cmd {
     },
     /// Drain every worker and stop (`graceful`), or kill them all.
     Stop { graceful: bool },
+    /// Drain every worker and stop, unless a stop was asked already (then nothing more).
+    StopOnce,
     /// A snapshot of every slot.
     Status(oneshot::Sender<Status>),
     /// Make the cluster `to` slots; the outcome (and the count) goes back on `reply`.
@@ -268,6 +270,11 @@ impl Supervisor {
                 self.handle(Event::Reload { ticket, asker });
             }
             Cmd::Stop { graceful } => self.handle(Event::Stop { graceful }),
+            Cmd::StopOnce => {
+                if !self.fleet.stopping() {
+                    self.handle(Event::Stop { graceful: true });
+                }
+            }
             Cmd::Status(reply) => {
                 let _ = reply.send(self.fleet.status(Instant::now()));
             }

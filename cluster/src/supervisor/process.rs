@@ -47,11 +47,16 @@ pub(crate) fn start(
         // through the Hub, so it can only follow (the supervisor reads its own events first).
         let pid = child.id().unwrap_or(0);
         let prefix = format!("[worker {}.{} pid {pid}] ", id.slot, id.generation);
+        let mut relays = Vec::new();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(relay(out, tokio::io::stdout(), prefix.clone()));
+            relays.push(tokio::spawn(relay(
+                out,
+                tokio::io::stdout(),
+                prefix.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(relay(err, tokio::io::stderr(), prefix));
+            relays.push(tokio::spawn(relay(err, tokio::io::stderr(), prefix)));
         }
         report(Event::Spawned { id, pid });
         hub.attach(id, ipc);
@@ -62,6 +67,14 @@ pub(crate) fn start(
                 child.wait().await
             }
         };
+        // Its last lines (a panic while draining, say) are relayed before its exit is news,
+        // within a bound: a grandchild may hold the pipe open.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            for relay in relays {
+                let _ = relay.await;
+            }
+        })
+        .await;
         report(Event::Exited {
             id,
             status: describe(&status),
@@ -86,6 +99,7 @@ async fn relay(
     // What was read and is not yet a whole line.
     let mut pending: Vec<u8> = Vec::with_capacity(MAX_LINE);
     let mut out: Vec<u8> = Vec::new();
+    let mut broken = false;
     loop {
         let mut chunk = [0u8; 16 * 1024];
         // An error reading a worker's output ends it like its end.
@@ -115,8 +129,10 @@ async fn relay(
             out.push(b'\n');
         }
         if !out.is_empty() {
-            if to.write_all(&out).await.is_err() || to.flush().await.is_err() {
-                return;
+            // Output nobody can take any more is dropped, but still read: a worker whose
+            // output pipe closed would fail (or panic) on its next line.
+            if !broken && (to.write_all(&out).await.is_err() || to.flush().await.is_err()) {
+                broken = true;
             }
             out.clear();
         }

@@ -277,8 +277,21 @@ fn recycling_is_new_first_one_slot_at_a_time_and_never_loops_on_a_failing_binary
     assert!(
         matches!(&fleet.slots()[1].state, SlotState::Serving { current } if current.id == first[1])
     );
-    // ...and is not recycled again until the slot's workers are stable again.
+    // ...and is not recycled again at once (a broken binary is not started over and over)...
     assert!(spawned(&fleet.handle(now, recycle(first[1]))).is_empty());
+    let later = now + Duration::from_secs(19);
+    assert!(spawned(&fleet.handle(later, recycle(first[1]))).is_empty());
+    // ...but once stable_after (10 s) times 2^failures has passed, it is tried again.
+    let later = now + Duration::from_secs(20);
+    let again = spawned(&fleet.handle(later, recycle(first[1])));
+    assert_eq!(again, vec![WorkerId::new(1, 3)]);
+    fleet.handle(
+        later,
+        Event::Exited {
+            id: again[0],
+            status: "exited with status 1".into(),
+        },
+    );
     // A reload runs: no recycling meanwhile.
     fleet.handle(
         now,

@@ -59,6 +59,9 @@ impl Fleet {
                 let slot = &mut self.slots[id.slot as usize];
                 slot.restarts += 1;
                 slot.failures = Self::failures_after(&self.opts, slot.failures, now, &current);
+                if slot.failures > 0 {
+                    slot.last_failure = Some(now);
+                }
                 tracing::warn!(slot = id.slot, generation = id.generation, pid = current.pid, %cause, "worker gone while being replaced");
                 self.leave_dead(current, exited);
                 return;
@@ -71,6 +74,9 @@ impl Fleet {
         let slot = &mut self.slots[id.slot as usize];
         slot.restarts += 1;
         slot.failures = Self::failures_after(&self.opts, slot.failures, now, &lost);
+        if slot.failures > 0 {
+            slot.last_failure = Some(now);
+        }
         let lived = now.saturating_duration_since(lost.started);
         let pid = lost.pid;
         self.leave_dead(lost, exited);
@@ -203,9 +209,17 @@ impl Fleet {
         let SlotState::Serving { current } = &slot.state else {
             return;
         };
-        // Workers that died young lately: not until this one has proved stable.
-        let stable = now.saturating_duration_since(current.started) >= self.opts.stable_after;
-        if current.id != id || (slot.failures > 0 && !stable) {
+        // Workers of this slot died young lately (a replacement that failed, say): not again
+        // until `stable_after` times 2^failures has passed since, so that a broken binary is
+        // not started over and over.
+        let calm = slot.last_failure.map_or(true, |at| {
+            let wait = self
+                .opts
+                .stable_after
+                .saturating_mul(1 << slot.failures.min(6));
+            now.saturating_duration_since(at) >= wait
+        });
+        if current.id != id || (slot.failures > 0 && !calm) {
             return;
         }
         let SlotState::Serving { current } =

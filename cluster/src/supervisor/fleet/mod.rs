@@ -83,6 +83,8 @@ pub(crate) struct Slot {
     restarts: u64,
     /// Tells the restart scheduled last from older ones.
     retry: u64,
+    /// When a worker of it last died young (it counts in `failures`).
+    last_failure: Option<Instant>,
 }
 
 /// A worker that left its slot.
@@ -225,6 +227,7 @@ impl Fleet {
                 failures: 0,
                 restarts: 0,
                 retry: 0,
+                last_failure: None,
             })
             .collect();
         Fleet {
@@ -375,6 +378,11 @@ impl Fleet {
     fn after(&mut self, delay: Duration, timer: Timer) {
         self.actions.push(Action::After { delay, timer });
     }
+
+    /// Whether a stop was asked.
+    pub fn stopping(&self) -> bool {
+        self.stop != Stop::Running
+    }
 }
 
 #[cfg(test)]
@@ -389,10 +397,5 @@ impl Fleet {
             .iter()
             .map(|(id, l)| (*id, l.killed.is_some()))
             .collect()
-    }
-
-    /// Whether a stop was asked.
-    pub fn stopping(&self) -> bool {
-        self.stop != Stop::Running
     }
 }

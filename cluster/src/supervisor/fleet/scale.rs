@@ -65,6 +65,7 @@ impl Fleet {
                 failures: 0,
                 restarts: 0,
                 retry,
+                last_failure: None,
             });
             if self.booted {
                 let new = self.start(now, slot as u32, "scale up");
