@@ -330,17 +330,6 @@ impl Fleet {
         }
     }
 
-    /// Every serving worker: its id, pid and start.
-    pub fn serving_workers(&self) -> Vec<(WorkerId, Option<u32>, Instant)> {
-        self.slots
-            .iter()
-            .filter_map(|s| match &s.state {
-                SlotState::Serving { current } => Some((current.id, current.pid, current.started)),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// How many slots there are.
     pub fn workers(&self) -> usize {
         self.slots.len()

@@ -1,6 +1,9 @@
-//! The snapshot an operator reads: every slot, its workers and where each is in its life.
+//! The snapshot an operator reads: every slot, its workers and where each is in its life; and
+//! the serving workers, for the recycling policy.
 
 use tokio::time::Instant;
+
+use messenger::WorkerId;
 
 use super::{Fleet, Proc, SlotState};
 use crate::status::{SlotStatus, Status, WorkerState, WorkerStatus};
@@ -55,5 +58,16 @@ impl Fleet {
             phase: self.phase(),
             slots,
         }
+    }
+
+    /// Every serving worker: its id, pid and start.
+    pub fn serving_workers(&self) -> Vec<(WorkerId, Option<u32>, Instant)> {
+        self.slots
+            .iter()
+            .filter_map(|s| match &s.state {
+                SlotState::Serving { current } => Some((current.id, current.pid, current.started)),
+                _ => None,
+            })
+            .collect()
     }
 }
