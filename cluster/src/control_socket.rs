@@ -15,7 +15,8 @@
 //!
 //! Anything else (a line that is not UTF-8 or not a request) gets `{"ok":false,"error":"..."}`
 //! and the connection goes on; a line over 64 KiB is answered so and closes it, as does a
-//! minute without a request. At most [`MAX_CLIENTS`] connections are served at once.
+//! minute without a request, or a minute in which the client takes no answer. At most
+//! [`MAX_CLIENTS`] connections are served at once.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -218,7 +219,7 @@ async fn client(stream: UnixStream, master: &Master, cpu: &CpuSamples) -> std::i
         }
         if line.len() > MAX_LINE {
             let answer = json!({"ok": false, "error": format!("a request over {MAX_LINE} bytes")});
-            write.write_all(format!("{answer}\n").as_bytes()).await?;
+            send(&mut write, &answer).await?;
             return Ok(());
         }
         let answer = match std::str::from_utf8(&line) {
@@ -226,7 +227,20 @@ async fn client(stream: UnixStream, master: &Master, cpu: &CpuSamples) -> std::i
             Ok(text) => answer(text, master, cpu).await,
             Err(_) => json!({"ok": false, "error": "a request that is not UTF-8"}),
         };
-        write.write_all(format!("{answer}\n").as_bytes()).await?;
+        send(&mut write, &answer).await?;
+    }
+}
+
+/// Writes one answer; a client that takes none for [`IDLE`] is dropped (it would hold one of
+/// the few places for ever).
+async fn send(write: &mut (impl AsyncWriteExt + Unpin), answer: &Value) -> std::io::Result<()> {
+    let line = format!("{answer}\n");
+    match tokio::time::timeout(IDLE, write.write_all(line.as_bytes())).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client read no answer for a minute",
+        )),
     }
 }
 
