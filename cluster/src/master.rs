@@ -1,6 +1,5 @@
 //! The master process: its handle and its life from start to exit.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use messenger::{BoxFuture, Hub, Messenger, Peer, WorkerId};
@@ -34,8 +33,6 @@ struct Inner {
     hub: Hub,
     supervisor: supervisor::Handle,
     local_addrs: Vec<LocalAddr>,
-    /// The number of slots, as the last scaling left it.
-    workers: AtomicUsize,
     /// Reloads asked and over, for systemd.
     reloads: watch::Sender<systemd::Reloads>,
 }
@@ -140,7 +137,7 @@ impl Master {
 
     /// The number of worker slots (as the last [`scale`](Master::scale) left it).
     pub fn workers(&self) -> usize {
-        self.inner.workers.load(Ordering::Relaxed)
+        self.inner.supervisor.workers()
     }
 
     /// Makes the cluster `workers` slots, at runtime. New slots start a worker at once, which
@@ -162,9 +159,7 @@ impl Master {
         if !self.inner.supervisor.send(Cmd::Scale { to, reply }) {
             return Err(Error::Stopping);
         }
-        let workers = rx.await.map_err(|_| Error::Stopping)??;
-        self.inner.workers.store(workers, Ordering::Relaxed);
-        Ok(workers)
+        rx.await.map_err(|_| Error::Stopping)?
     }
 }
 
@@ -247,7 +242,6 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
                 hub: hub.clone(),
                 supervisor: supervisor.clone(),
                 local_addrs,
-                workers: AtomicUsize::new(opts.workers),
                 reloads: watch::Sender::new(systemd::Reloads::default()),
             }),
         };

@@ -81,6 +81,8 @@ pub(crate) struct Handle {
     tx: mpsc::UnboundedSender<Input>,
     phase: watch::Receiver<Phase>,
     readiness: watch::Receiver<Readiness>,
+    /// The number of slots (scaling changes it).
+    workers: watch::Receiver<usize>,
 }
 
 impl Handle {
@@ -102,6 +104,11 @@ impl Handle {
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.readiness.clone()
     }
+
+    /// The number of slots, as the last scaling left it.
+    pub fn workers(&self) -> usize {
+        *self.workers.borrow()
+    }
 }
 
 /// Starts the Supervisor of the workers of `hub` (a supervised Hub, whose events are
@@ -116,6 +123,7 @@ pub(crate) fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let (phase, phase_rx) = watch::channel(Phase::Starting);
     let (readiness, readiness_rx) = watch::channel(Readiness::Waiting);
+    let (workers, workers_rx) = watch::channel(opts.workers);
     let report = tx.clone();
     heartbeat::start(
         hub.clone(),
@@ -156,6 +164,7 @@ pub(crate) fn start(
         next_ticket: 0,
         phase,
         readiness,
+        workers,
     };
     let task = tokio::spawn(supervisor.run(rx, hub_events));
     (
@@ -163,6 +172,7 @@ pub(crate) fn start(
             tx,
             phase: phase_rx,
             readiness: readiness_rx,
+            workers: workers_rx,
         },
         task,
     )
@@ -183,6 +193,7 @@ struct Supervisor {
     next_ticket: u64,
     phase: watch::Sender<Phase>,
     readiness: watch::Sender<Readiness>,
+    workers: watch::Sender<usize>,
 }
 
 impl Supervisor {
@@ -378,6 +389,8 @@ impl Supervisor {
             }
             Action::CloseListeners => self.spawner.close_listeners(),
             Action::ScaleDone { ticket, result } => {
+                // Published before the answer: whoever awaited the scaling reads the new count.
+                self.workers.send_replace(self.fleet.workers());
                 if let Some((workers, reply)) = self.scales.remove(&ticket) {
                     let _ = reply.send(result.map(|()| workers).map_err(|e| match e {
                         ScaleError::Stopping => Error::Stopping,

@@ -90,7 +90,6 @@ impl Fleet {
                 }
             }
         }
-        self.opts.workers = workers;
         Ok(())
     }
 }
