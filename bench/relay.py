@@ -40,13 +40,17 @@ def run(n, prefix):
         time.sleep(1)
         t0, w0 = ticks(p.pid), time.time()
         urllib.request.urlopen(f"http://127.0.0.1:{port}/print?n={n}", timeout=300).read()
+        deadline = time.time() + 300
         while seen[0] < n:
+            if time.time() > deadline or p.poll() is not None:
+                raise RuntimeError(f"only {seen[0]} of {n} lines came through")
             time.sleep(0.01)
         w1, t1 = time.time(), ticks(p.pid)
         cpu = (t1 - t0) / HZ
         print(f"{'relayed' if prefix else 'direct '}: {n} lines in {w1 - w0:.2f}s ({n / (w1 - w0):,.0f}/s), "
               f"master CPU {cpu:.2f}s = {cpu / n * 1e6:.2f} us/line")
     finally:
+        # The whole group, whatever happened above: the master and its worker.
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 
