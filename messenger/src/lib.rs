@@ -30,6 +30,7 @@ mod event;
 mod hub;
 mod payload;
 mod peer;
+mod stats;
 pub mod testing;
 mod transport;
 // The frames between the processes: public only so that this crate's own fuzz targets,
@@ -45,3 +46,4 @@ pub use event::{BoxFuture, Dispatch, Event};
 pub use hub::{Hub, HubEvent, PeerState};
 pub use messenger_derive::Event;
 pub use peer::{Peer, WorkerId};
+pub use stats::{CallKind, CallStats, HubStats, PeerStats, LATENCY_BUCKETS, ROUTED};

@@ -15,6 +15,7 @@ use super::{Messenger, Shared};
 use crate::payload::{decode_answer, encode};
 use crate::transport;
 use crate::wire::{Envelope, Kind, Target};
+use crate::stats::CallKind;
 use crate::{Error, Event, Peer, Result, WorkerId};
 
 /// Runs `future` unless `deadline` passes first.
@@ -26,6 +27,18 @@ async fn within<F: Future>(
         biased;
         out = future => Some(out),
         () = deadline => None,
+    }
+}
+
+/// The kind of call a request to `to` is, for the counts.
+fn kind_of(to: Target) -> CallKind {
+    match to {
+        Target::Any => CallKind::Consume,
+        Target::Once => CallKind::ConsumeOnce,
+        Target::Slot(_) => CallKind::Request,
+        Target::Master => CallKind::RequestMaster,
+        Target::All { .. } => CallKind::Map,
+        Target::Worker(_) | Target::Hub => CallKind::RequestWorker,
     }
 }
 
@@ -80,10 +93,15 @@ impl Messenger {
     /// receiver (one that takes nothing is closed as stuck after
     /// [`Config::stall_timeout`](crate::Config::stall_timeout)).
     pub async fn broadcast<E: Event>(&self, event: E) -> Result<()> {
-        let env = self.envelope::<E>(Kind::Broadcast, Target::Hub, Bytes::new(), &event)?;
-        drop(event);
-        self.shared.window.take(transport::cost(&env)).await?;
-        self.shared.link.send(env).await
+        let started = Instant::now();
+        let sent = async {
+            let env = self.envelope::<E>(Kind::Broadcast, Target::Hub, Bytes::new(), &event)?;
+            drop(event);
+            self.shared.window.take(transport::cost(&env)).await?;
+            self.shared.link.send(env).await
+        }
+        .await;
+        self.counted(CallKind::Broadcast, started, sent)
     }
 
     /// Runs `event` on exactly one Ready worker that handles it, spreading calls evenly, and
@@ -146,17 +164,34 @@ impl Messenger {
     /// its call was on the way (the Hub tells a worker it left, so only then), its share has
     /// run but is left out of the result.
     pub async fn map<E: Event>(&self, event: E) -> Result<Vec<E::Reply>> {
-        let (workers, results) = self.gather(event).await?;
-        self.per_worker::<E>(&workers, results)
-            .map(|(_, result)| result)
-            .collect()
+        let started = Instant::now();
+        let replies = match self.gather(event).await {
+            Ok((workers, results)) => self
+                .per_worker::<E>(&workers, results)
+                .map(|(_, result)| result)
+                .collect(),
+            Err(err) => Err(err),
+        };
+        self.counted(CallKind::Map, started, replies)
     }
 
     /// Like [`map`](Messenger::map), but every worker's own result, with its slot: a worker that
     /// has no handler, dies or does not answer in time fails its entry alone.
     pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
-        let (workers, results) = self.gather(event).await?;
-        Ok(self.per_worker::<E>(&workers, results).collect())
+        let started = Instant::now();
+        let gathered = self.gather(event).await;
+        let entries = gathered.map(|(workers, results)| {
+            self.per_worker::<E>(&workers, results).collect::<Vec<_>>()
+        });
+        // A worker's failed entry is not the call's: the call failed only if none came back.
+        self.counted(CallKind::Map, started, entries)
+    }
+
+    /// Counts a call of `kind` begun at `started` that ended in `result`.
+    fn counted<T>(&self, kind: CallKind, started: Instant, result: Result<T>) -> Result<T> {
+        let took = started.elapsed();
+        self.shared.stats.record(kind, took, result.as_ref().err());
+        result
     }
 
     /// A `map`'s result for each worker asked, with its slot: an answer that never came is
@@ -248,33 +283,47 @@ impl Messenger {
         event: E,
     ) -> impl Future<Output = Result<E::Reply>> + Send + '_ {
         use futures_util::future::{ready, Either};
+        let started = Instant::now();
+        let kind = kind_of(to);
         let env = match self.envelope::<E>(Kind::Request, to, key, &event) {
             Ok(env) => env,
-            Err(err) => return Either::Left(ready(Err(err))),
+            Err(err) => return Either::Left(ready(self.counted(kind, started, Err(err)))),
         };
         drop(event);
-        let started = Instant::now();
         let body = env.body.clone();
         let asked = self.ask(E::NAME, env);
         Either::Right(async move {
-            let answer = asked.await?;
-            if answer.kind != Kind::RunHere {
-                return decode_answer::<E::Reply>(E::NAME, &answer);
-            }
-            drop(answer);
-            // The Hub picked this very worker: run the handler here, as a request frame would
-            // be, within what is left of the deadline.
-            let answer = match self.shared.start(&self.request_here::<E>(to, body)) {
-                Started::Now(answer) => answer,
-                // Boxed: rare, and it would make every call's future larger.
-                Started::Later(answer) => {
-                    Box::pin(tokio::time::timeout_at(started + self.timeout, answer))
-                        .await
-                        .map_err(|_| self.timed_out(E::NAME, None))?
-                }
-            };
-            decode_answer::<E::Reply>(E::NAME, &answer)
+            let answer = self.answer_of::<E>(to, started, body, asked).await;
+            self.counted(kind, started, answer)
         })
+    }
+
+    /// The reply to a call: the answer that came, or the handler run here when the Hub picked
+    /// this very worker.
+    async fn answer_of<E: Event>(
+        &self,
+        to: Target,
+        started: Instant,
+        body: Bytes,
+        asked: impl Future<Output = Result<Envelope>>,
+    ) -> Result<E::Reply> {
+        let answer = asked.await?;
+        if answer.kind != Kind::RunHere {
+            return decode_answer::<E::Reply>(E::NAME, &answer);
+        }
+        drop(answer);
+        // The Hub picked this very worker: run the handler here, as a request frame would
+        // be, within what is left of the deadline.
+        let answer = match self.shared.start(&self.request_here::<E>(to, body)) {
+            Started::Now(answer) => answer,
+            // Boxed: rare, and it would make every call's future larger.
+            Started::Later(answer) => {
+                Box::pin(tokio::time::timeout_at(started + self.timeout, answer))
+                    .await
+                    .map_err(|_| self.timed_out(E::NAME, None))?
+            }
+        };
+        decode_answer::<E::Reply>(E::NAME, &answer)
     }
 
     /// Sends a request now (waiting for room if there is none) and waits for its one answer,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builtin::Ping;
 use crate::busy::{self, BusyPoll};
+use crate::stats;
 use crate::transport::{self, Router};
 use crate::wire::{Envelope, Hello, Kind, ENVELOPE_OVERHEAD};
 use crate::{Config, Dispatch, Error, Event, Peer, Result};
@@ -70,6 +71,8 @@ struct Shared {
     busy: BusyPoll,
     /// The Ready set as the Hub last listed it.
     ready_set: Mutex<ReadySet>,
+    /// What its calls took.
+    stats: stats::Calls,
 }
 
 impl Messenger {
@@ -125,6 +128,7 @@ impl Messenger {
             panic_hook: RwLock::default(),
             busy: BusyPoll::default(),
             ready_set: Mutex::default(),
+            stats: stats::Calls::default(),
         });
         let batch = shared.config.credit_batch();
         tokio::spawn(reader::run_broadcasts(
@@ -326,6 +330,15 @@ impl Messenger {
     /// [`Error::Closed`] by then.
     pub async fn closed(&self) {
         self.shared.closed.cancelled().await
+    }
+
+    /// What this Messenger's calls took since it started, one entry per [`CallKind`] in
+    /// [`CallKind::ALL`] order (clones share the counts).
+    ///
+    /// [`CallKind`]: crate::CallKind
+    /// [`CallKind::ALL`]: crate::CallKind::ALL
+    pub fn call_stats(&self) -> Vec<crate::CallStats> {
+        self.shared.stats.snapshot()
     }
 
     /// Whether the connection to the Hub has ended.

@@ -126,7 +126,7 @@ fn missing_fields_are_filled() {
     ] {
         let body = rmp_serde::to_vec_named(&Bare { kind }).unwrap();
         let error = Error::from_wire(&body);
-        assert_eq!(error.kind(), kind, "{error:?}");
+        assert_eq!(error.code(), kind, "{error:?}");
     }
     // Kinds whose required field is missing still say what happened.
     let body = rmp_serde::to_vec_named(&Bare { kind: "busy" }).unwrap();
@@ -168,4 +168,22 @@ fn a_long_error_is_cut_to_fit_and_keeps_its_kind() {
     // Short enough already: as it is.
     let short = Error::NoWorker { slot: 1 };
     assert_eq!(short.to_wire_within(1000), short.to_wire());
+}
+
+/// `Error::CODES` lists every variant's code, each once (metrics count errors by it).
+#[test]
+fn codes_list_every_kind_once() {
+    // One error of each variant (`every_kind` has two of some, with and without a peer).
+    let mut seen = std::collections::HashMap::new();
+    for error in every_kind() {
+        let previous = seen.insert(std::mem::discriminant(&error), error.code());
+        assert!(previous.map_or(true, |code| code == error.code()));
+    }
+    let mut codes: Vec<&str> = seen.into_values().collect();
+    codes.sort();
+    let mut listed = Error::CODES.to_vec();
+    listed.sort();
+    listed.dedup();
+    assert_eq!(listed.len(), Error::CODES.len(), "a code listed twice");
+    assert_eq!(codes, listed, "two variants share a code, or one is not listed");
 }

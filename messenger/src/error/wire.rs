@@ -80,8 +80,29 @@ fn cut(text: &mut Cow<str>, cap: usize) {
 }
 
 impl Error {
-    /// The stable name of this error's kind on the wire.
-    pub(super) fn kind(&self) -> &'static str {
+    /// Every [`code`](Error::code), each once.
+    pub const CODES: [&'static str; 16] = [
+        "no_handler",
+        "no_worker",
+        "timeout",
+        "worker_gone",
+        "busy",
+        "decode",
+        "encode",
+        "frame_too_large",
+        "protocol_mismatch",
+        "handler_panicked",
+        "forbidden",
+        "invalid",
+        "malformed",
+        "closed",
+        "io",
+        "remote",
+    ];
+
+    /// The stable name of this error's kind: what it is called on the wire (so that a peer of
+    /// another version reads it) and in metrics.
+    pub fn code(&self) -> &'static str {
         match self {
             Error::NoHandler { .. } => "no_handler",
             Error::NoWorker { .. } => "no_worker",
@@ -153,7 +174,7 @@ impl Error {
             kind: Cow::Borrowed(match self {
                 // Passed on as it came, so the kind stays the one its author named.
                 Error::Remote { kind, .. } => kind,
-                other => other.kind(),
+                other => other.code(),
             }),
             message: Cow::Owned(message),
             ..Wire::default()

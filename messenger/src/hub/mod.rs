@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::builtin::Ping;
 use crate::transport::Router;
 use crate::wire::Envelope;
-use crate::{Config, Event, Messenger, Peer, Result, WorkerId};
+use crate::{Config, Event, HubStats, Messenger, Peer, PeerStats, Result, WorkerId};
 
 mod conn;
 mod members;
@@ -180,6 +180,15 @@ impl Hub {
 
     /// Every connected worker and its state, in slot then generation order.
     pub fn peers(&self) -> Vec<(WorkerId, PeerState)> {
+        self.stats()
+            .peers
+            .into_iter()
+            .map(|p| (p.id, p.state))
+            .collect()
+    }
+
+    /// What the Hub routed since it started, and what it holds for each worker now.
+    pub fn stats(&self) -> HubStats {
         let state = self.lock();
         let mut peers: Vec<_> = state
             .conns
@@ -193,11 +202,20 @@ impl Hub {
                 } else {
                     PeerState::Starting
                 };
-                Some((id, at))
+                Some(PeerStats {
+                    id,
+                    state: at,
+                    queued_frames: conn.out.held(),
+                    queued_bytes: conn.out.held_bytes_all(),
+                    delivered: conn.out.delivered(),
+                })
             })
             .collect();
-        peers.sort_by_key(|(id, _)| *id);
-        peers
+        peers.sort_by_key(|p| p.id);
+        HubStats {
+            routed: state.routed.snapshot(),
+            peers,
+        }
     }
 
     /// The Ready workers, in slot order: the workers a `map` asks now.

@@ -72,6 +72,11 @@ impl Level {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// The bytes of every frame not yet written.
+    pub fn all_bytes(&self) -> usize {
+        self.bytes() + self.broadcast_bytes.load(Ordering::Relaxed)
+    }
+
     /// Every frame not yet written.
     pub fn all_frames(&self) -> usize {
         self.frames() + self.broadcasts.load(Ordering::Relaxed)

@@ -144,6 +144,12 @@ impl Outbound {
         self.level.all_frames() + self.backlog.len()
     }
 
+    /// The bytes of the frames held for this peer (as [`held`](Outbound::held) counts them).
+    pub fn held_bytes_all(&self) -> usize {
+        let backlog: usize = self.backlog.iter().map(|w| w.env.wire_len()).sum();
+        self.level.all_bytes() + backlog
+    }
+
     fn held_bytes(&self) -> usize {
         self.level.bytes()
     }

@@ -28,6 +28,7 @@ use super::once::OnceResults;
 use super::outbound::{AnswerRoom, Budget, Outbound};
 use super::pending::{Answered, Pending};
 use super::HubEvent;
+use crate::stats::Routed;
 use crate::wire::{Envelope, Kind, ENVELOPE_OVERHEAD};
 use crate::{Config, Error, Peer, WorkerId};
 
@@ -56,6 +57,8 @@ pub(super) struct State {
     /// receivers keep for one frame.
     max_frame: usize,
     pub budget: Budget,
+    /// The frames routed, by what they were.
+    pub routed: Routed,
     /// Peers to close, found while routing; closed before the lock is released.
     closing: Vec<(Peer, String)>,
     /// Broadcasts each sender is owed an acknowledgement for: frames and bytes. The sender of
@@ -84,6 +87,7 @@ impl State {
             max_events: config.max_events,
             max_frame: config.max_frame,
             budget: Budget::of(config),
+            routed: Routed::default(),
             closing: Vec::new(),
             acks: HashMap::default(),
             acks_hot: None,
@@ -130,6 +134,7 @@ impl State {
 
     fn route_checked(&mut self, env: Envelope) {
         let from = env.from;
+        self.routed.count(&env);
         match env.kind {
             Kind::Announce => self.announce(env),
             Kind::Ready => self.ready(env),

@@ -1,0 +1,254 @@
+//! What a Messenger's calls took, and what the Hub routed: counts an operator reads (the
+//! cluster's metrics endpoint renders them in the Prometheus format).
+//!
+//! A Messenger counts every call it makes, by [`CallKind`]: how many, how long each took (in
+//! fixed buckets, the same in every process, so that the counts of many processes add up to
+//! exactly what one histogram of all of them would hold), and how many failed, by the
+//! [`Error::code`] of their error. Counting costs a call a clock read and three relaxed atomic
+//! additions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::wire::{Envelope, Kind, Target};
+use crate::{Error, PeerState, WorkerId};
+
+/// What kind of call a Messenger made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CallKind {
+    /// [`Messenger::broadcast`](crate::Messenger::broadcast): until it was queued.
+    Broadcast,
+    /// [`Messenger::consume`](crate::Messenger::consume).
+    Consume,
+    /// [`Messenger::consume_once`](crate::Messenger::consume_once).
+    ConsumeOnce,
+    /// [`Messenger::request`](crate::Messenger::request): to a slot.
+    Request,
+    /// [`Messenger::request_master`](crate::Messenger::request_master).
+    RequestMaster,
+    /// The master's requests to one worker by id (heartbeats, drain orders, metrics).
+    RequestWorker,
+    /// [`Messenger::map`](crate::Messenger::map) and `map_each`.
+    Map,
+}
+
+impl CallKind {
+    /// Every kind, in order.
+    pub const ALL: [CallKind; 7] = [
+        CallKind::Broadcast,
+        CallKind::Consume,
+        CallKind::ConsumeOnce,
+        CallKind::Request,
+        CallKind::RequestMaster,
+        CallKind::RequestWorker,
+        CallKind::Map,
+    ];
+
+    /// Its name, as a metric label: `broadcast`, `consume`, `consume_once`, `request`,
+    /// `request_master`, `request_worker`, `map`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::Broadcast => "broadcast",
+            CallKind::Consume => "consume",
+            CallKind::ConsumeOnce => "consume_once",
+            CallKind::Request => "request",
+            CallKind::RequestMaster => "request_master",
+            CallKind::RequestWorker => "request_worker",
+            CallKind::Map => "map",
+        }
+    }
+}
+
+/// The upper bounds of the call latency buckets, in seconds; one more bucket takes the rest
+/// (`+Inf`).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0,
+];
+
+/// What the calls of one kind took, since the Messenger started.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CallStats {
+    /// The kind of call.
+    pub kind: CallKind,
+    /// How many were made (the failed ones too).
+    pub count: u64,
+    /// Their durations added up, in seconds.
+    pub seconds: f64,
+    /// How many took at most each of [`LATENCY_BUCKETS`] and more than the one before it, then
+    /// how many took longer than the last (`LATENCY_BUCKETS.len() + 1` numbers, not
+    /// cumulative).
+    pub buckets: Vec<u64>,
+    /// How many failed, by [`Error::code`] (only the codes seen).
+    pub errors: Vec<(&'static str, u64)>,
+}
+
+
+const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
+
+/// The counts of one kind of call.
+#[derive(Default)]
+struct Cells {
+    buckets: [AtomicU64; BUCKETS],
+    nanos: AtomicU64,
+    errors: [AtomicU64; Error::CODES.len()],
+}
+
+/// A Messenger's counts, shared by its clones.
+#[derive(Default)]
+pub(crate) struct Calls {
+    kinds: [Cells; CallKind::ALL.len()],
+}
+
+impl Calls {
+    /// Counts one call of `kind` that took `took` and ended in `error`, if it failed.
+    pub fn record(&self, kind: CallKind, took: Duration, error: Option<&Error>) {
+        let cells = &self.kinds[kind as usize];
+        let seconds = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&upper| seconds <= upper)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        cells.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        cells.nanos.fetch_add(nanos, Ordering::Relaxed);
+        if let Some(error) = error {
+            let code = error.code();
+            if let Some(i) = Error::CODES.iter().position(|&c| c == code) {
+                cells.errors[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A snapshot of every kind, in [`CallKind::ALL`] order.
+    pub fn snapshot(&self) -> Vec<CallStats> {
+        CallKind::ALL
+            .iter()
+            .map(|&kind| {
+                let cells = &self.kinds[kind as usize];
+                let buckets: Vec<u64> = cells
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect();
+                let errors = Error::CODES
+                    .iter()
+                    .zip(&cells.errors)
+                    .map(|(&code, n)| (code, n.load(Ordering::Relaxed)))
+                    .filter(|&(_, n)| n > 0)
+                    .collect();
+                CallStats {
+                    kind,
+                    count: buckets.iter().sum(),
+                    seconds: cells.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+                    buckets,
+                    errors,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the Hub routed and holds, from [`Hub::stats`](crate::Hub::stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// The frames the Hub routed since it started, by what they were (see [`ROUTED`]), in
+    /// that order.
+    pub routed: Vec<(&'static str, u64)>,
+    /// Every connected worker, in slot then generation order.
+    pub peers: Vec<PeerStats>,
+}
+
+/// One connected worker in a [`HubStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The worker.
+    pub id: WorkerId,
+    /// Where it is in its life, as far as routing goes.
+    pub state: PeerState,
+    /// The frames the Hub holds for it (its queue and the broadcasts waiting for room).
+    pub queued_frames: usize,
+    /// Their bytes.
+    pub queued_bytes: usize,
+    /// The calls and broadcasts the Hub has given it (see [`Hub::delivered`](crate::Hub::delivered)).
+    pub delivered: u64,
+}
+
+/// What the frames the Hub routes are counted as: the frame's kind, and for a request, the
+/// call it is.
+pub const ROUTED: [&str; 13] = [
+    "announce",
+    "ready",
+    "broadcast",
+    "consume",
+    "consume_once",
+    "request",
+    "request_master",
+    "request_worker",
+    "map",
+    "reply",
+    "failure",
+    "cancel",
+    "credit",
+];
+
+/// The Hub's count of the frames it routed (kept under its lock: plain numbers).
+#[derive(Default)]
+pub(crate) struct Routed {
+    counts: [u64; ROUTED.len()],
+}
+
+impl Routed {
+    /// Counts `env`, about to be routed.
+    pub fn count(&mut self, env: &Envelope) {
+        let at = match env.kind {
+            Kind::Announce => 0,
+            Kind::Ready => 1,
+            Kind::Broadcast => 2,
+            Kind::Request => match env.to {
+                Target::Any => 3,
+                Target::Once => 4,
+                Target::Slot(_) => 5,
+                Target::Master => 6,
+                Target::Worker(_) | Target::Hub => 7,
+                Target::All { .. } => 8,
+            },
+            Kind::Reply => 9,
+            Kind::Failure => 10,
+            Kind::Cancel => 11,
+            Kind::Credit => 12,
+            // Refused: never routed.
+            Kind::Hello | Kind::Members | Kind::RunHere => return,
+        };
+        self.counts[at] += 1;
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        ROUTED.iter().copied().zip(self.counts).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_land_in_their_bucket_and_errors_by_code() {
+        let calls = Calls::default();
+        calls.record(CallKind::Consume, Duration::from_micros(30), None);
+        calls.record(CallKind::Consume, Duration::from_micros(100), None);
+        calls.record(CallKind::Consume, Duration::from_secs(60), Some(&Error::Closed));
+        let consume = &calls.snapshot()[CallKind::Consume as usize];
+        assert_eq!(consume.kind, CallKind::Consume);
+        assert_eq!(consume.count, 3);
+        assert_eq!(consume.buckets[0], 1, "30 µs is at most 50 µs");
+        assert_eq!(consume.buckets[1], 1, "100 µs is in the bucket up to 100 µs");
+        assert_eq!(consume.buckets[BUCKETS - 1], 1, "a minute is past every bound");
+        assert_eq!(consume.errors, vec![("closed", 1)]);
+        assert!((consume.seconds - 60.000_13).abs() < 1e-9);
+    }
+}
