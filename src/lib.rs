@@ -129,7 +129,7 @@ pub use messenger::Error as CallError;
 
 pub use cluster::{
     serve, serve_with, Accept, BoxError, Builder, Cluster, Error, ListenAddr, LocalAddr, Master,
-    Options, Phase, ServeOptions, SlotStatus, Status, Worker, WorkerState, WorkerStatus,
+    Options, Phase, ServeOptions, SlotStatus, Status, Totals, Worker, WorkerState, WorkerStatus,
     WORKER_ENV,
 };
 

@@ -66,5 +66,5 @@ pub use listen::{ListenAddr, LocalAddr};
 pub use master::Master;
 pub use options::Options;
 pub use serve::{serve, serve_with, Accept, ServeOptions};
-pub use status::{Phase, SlotStatus, Status, WorkerState, WorkerStatus};
+pub use status::{Phase, SlotStatus, Status, Totals, WorkerState, WorkerStatus};
 pub use worker::Worker;

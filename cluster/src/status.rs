@@ -71,6 +71,26 @@ pub struct Status {
     pub phase: Phase,
     /// Every slot, in slot order.
     pub slots: Vec<SlotStatus>,
+    /// What the supervisor did since the master started.
+    pub totals: Totals,
+}
+
+/// Restarts by cause and reloads by outcome, since the master started, in a [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Workers started in place of one that exited, or lost its connection, unasked (a crash,
+    /// or one that never got Ready).
+    pub restarts_exited: u64,
+    /// Workers started in place of one that reported itself unhealthy or missed its
+    /// heartbeats (new first).
+    pub restarts_unhealthy: u64,
+    /// Workers started in place of one past the recycling policy (new first).
+    pub restarts_recycled: u64,
+    /// Rolling reloads that replaced every slot.
+    pub reloads_succeeded: u64,
+    /// Rolling reloads that stopped where a new worker failed.
+    pub reloads_failed: u64,
 }
 
 impl Status {

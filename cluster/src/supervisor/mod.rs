@@ -327,7 +327,7 @@ impl Supervisor {
                 tracing::debug!(
                     slot = id.slot,
                     generation = id.generation,
-                    cause,
+                    %cause,
                     "starting worker"
                 );
                 let kill = Arc::new(Notify::new());

@@ -302,3 +302,65 @@ fn recycling_is_new_first_one_slot_at_a_time_and_never_loops_on_a_failing_binary
     );
     assert!(spawned(&fleet.handle(now, recycle(WorkerId::new(0, 2)))).is_empty());
 }
+
+/// The totals count each restart by its cause, and each rollout by how it ended.
+#[test]
+fn totals_count_restarts_by_cause_and_reloads_by_outcome() {
+    let now = Instant::now();
+    let mut fleet = Fleet::new(options(1));
+    let mut worker = spawned(&fleet.handle(now, Event::Boot))[0];
+    let ready = |fleet: &mut Fleet, id| {
+        fleet.handle(now, Event::Spawned { id, pid: 100 });
+        fleet.handle(now, Event::ReadyAsked { id })
+    };
+    ready(&mut fleet, worker);
+    // A crash, after a stable run: restarted at once.
+    let later = now + Duration::from_secs(60);
+    let actions = fleet.handle(
+        later,
+        Event::Exited {
+            id: worker,
+            status: "killed by SIGSEGV".into(),
+        },
+    );
+    worker = spawned(&actions)[0];
+    ready(&mut fleet, worker);
+    let unhealthy = Event::Unhealthy {
+        id: worker,
+        reason: "answered no heartbeat".into(),
+    };
+    worker = spawned(&fleet.handle(later, unhealthy))[0];
+    ready(&mut fleet, worker);
+    let recycle = Event::Recycle {
+        id: worker,
+        reason: "older than 1h".into(),
+    };
+    worker = spawned(&fleet.handle(later, recycle))[0];
+    ready(&mut fleet, worker);
+    let reload = Event::Reload {
+        ticket: 1,
+        asker: None,
+    };
+    worker = spawned(&fleet.handle(later, reload))[0];
+    assert!(ready(&mut fleet, worker)
+        .iter()
+        .any(|a| matches!(a, Action::ReloadDone { result: Ok(()), .. })));
+    // A reload whose new worker never gets Ready fails.
+    let reload = Event::Reload {
+        ticket: 2,
+        asker: None,
+    };
+    let failing = spawned(&fleet.handle(later, reload))[0];
+    fleet.handle(later, Event::Timer(Timer::Ready(failing)));
+    let totals = fleet.status(later).totals;
+    assert_eq!(
+        (
+            totals.restarts_exited,
+            totals.restarts_unhealthy,
+            totals.restarts_recycled
+        ),
+        (1, 1, 1),
+        "{totals:?}"
+    );
+    assert_eq!((totals.reloads_succeeded, totals.reloads_failed), (1, 1));
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Action, Fleet, Leaving, Proc, Replace, SlotState, Stop, Timer, LOST_CONNECTION_GRACE};
+use super::{Start, Action, Fleet, Leaving, Proc, Replace, SlotState, Stop, Timer, LOST_CONNECTION_GRACE};
 use crate::options::Options;
 use crate::supervisor::rollout::Step;
 use messenger::WorkerId;
@@ -144,7 +144,7 @@ impl Fleet {
             tracing::warn!(slot, generation, pid, %cause, ?lived, restart_in = ?delay, %ready, "worker lost; restarting its slot");
         }
         if delay.is_zero() {
-            let new = self.start(now, slot, "restart after an exit");
+            let new = self.start(now, slot, Start::AfterExit);
             self.slots[slot as usize].state = SlotState::Starting { new };
         } else {
             let s = &mut self.slots[slot as usize];
@@ -172,7 +172,7 @@ impl Fleet {
                 else {
                     unreachable!("matched above")
                 };
-                let new = self.start(now, id.slot, "replacing an unhealthy worker");
+                let new = self.start(now, id.slot, Start::Unhealthy);
                 let why = Replace {
                     reload: false,
                     unhealthy: true,
@@ -228,7 +228,7 @@ impl Fleet {
             unreachable!("matched above")
         };
         tracing::info!(slot = id.slot, generation = id.generation, pid = current.pid, %reason, "recycling worker; starting its replacement");
-        let new = self.start(now, id.slot, "recycling");
+        let new = self.start(now, id.slot, Start::Recycle);
         let why = Replace {
             reload: false,
             unhealthy: false,
@@ -283,7 +283,7 @@ impl Fleet {
                     && matches!(s.state, SlotState::Empty { .. })
                     && self.stop == Stop::Running
                 {
-                    let new = self.start(now, slot, "restart");
+                    let new = self.start(now, slot, Start::AfterExit);
                     self.slots[slot as usize].state = SlotState::Starting { new };
                 }
             }

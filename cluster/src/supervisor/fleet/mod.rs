@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::rollout::Rollout;
 use crate::options::Options;
-use crate::status::Phase;
+use crate::status::{Phase, Totals};
 
 mod exit;
 mod orders;
@@ -143,11 +143,41 @@ pub(crate) enum Timer {
     Restart { slot: u32, retry: u64 },
 }
 
+/// Why a worker is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// The cluster's first workers.
+    Boot,
+    /// In place of one that exited, or lost its connection, unasked.
+    AfterExit,
+    /// In place of one that reported itself unhealthy or missed its heartbeats.
+    Unhealthy,
+    /// In place of one past the recycling policy.
+    Recycle,
+    /// A rolling reload.
+    Reload,
+    /// A slot added by scaling.
+    ScaleUp,
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Start::Boot => "boot",
+            Start::AfterExit => "restart after an exit",
+            Start::Unhealthy => "replacing an unhealthy worker",
+            Start::Recycle => "recycling",
+            Start::Reload => "reload",
+            Start::ScaleUp => "scale up",
+        })
+    }
+}
+
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
     /// Start the process of worker `id`.
-    Spawn { id: WorkerId, cause: &'static str },
+    Spawn { id: WorkerId, cause: Start },
     /// Make worker `id` its slot's Ready worker in the Hub, answering its request.
     Admit(WorkerId),
     /// Answer worker `id`'s request to be Ready with a refusal.
@@ -215,6 +245,8 @@ pub(crate) struct Fleet {
     /// The last generation and restart counter of each slot that scaling took away (by slot),
     /// so that one added again never reuses an id or takes an old restart for its own.
     removed: Vec<(u64, u64)>,
+    /// Restarts by cause and reloads by outcome, since the start.
+    totals: Totals,
     actions: Vec<Action>,
 }
 
@@ -240,6 +272,7 @@ impl Fleet {
             next_reload: Vec::new(),
             next_askers: Vec::new(),
             removed: Vec::new(),
+            totals: Totals::default(),
             actions: Vec::new(),
         }
     }

@@ -2,7 +2,7 @@
 
 use tokio::time::Instant;
 
-use super::{Action, Fleet, Proc, ReloadError, Replace, SlotState, Stop};
+use super::{Start, Action, Fleet, Proc, ReloadError, Replace, SlotState, Stop};
 use crate::supervisor::rollout::{Next, Rollout, Step};
 use messenger::WorkerId;
 
@@ -59,8 +59,14 @@ impl Fleet {
             Next::Done(tickets, result) => {
                 self.rollout = None;
                 match &result {
-                    Ok(()) => tracing::info!("reload complete: every slot runs a new worker"),
-                    Err(e) => tracing::error!("reload failed: {e}"),
+                    Ok(()) => {
+                        self.totals.reloads_succeeded += 1;
+                        tracing::info!("reload complete: every slot runs a new worker")
+                    }
+                    Err(e) => {
+                        self.totals.reloads_failed += 1;
+                        tracing::error!("reload failed: {e}")
+                    }
                 }
                 let result = result.map_err(ReloadError::Failed);
                 self.actions.push(Action::ReloadDone { tickets, result });
@@ -90,7 +96,7 @@ impl Fleet {
         );
         let state = match state {
             SlotState::Serving { current } => {
-                let new = self.start(now, slot, "reload");
+                let new = self.start(now, slot, Start::Reload);
                 let why = Replace {
                     reload: true,
                     unhealthy: false,
@@ -109,7 +115,7 @@ impl Fleet {
             SlotState::Starting { new } => SlotState::Starting { new },
             // Backing off: start it now.
             SlotState::Empty { .. } => SlotState::Starting {
-                new: self.start(now, slot, "reload"),
+                new: self.start(now, slot, Start::Reload),
             },
         };
         let waited = match &state {

@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::{Fleet, Slot, SlotState, Stop};
+use super::{Start, Fleet, Slot, SlotState, Stop};
 
 /// Why the number of slots cannot change now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl Fleet {
                 last_failure: None,
             });
             if self.booted {
-                let new = self.start(now, slot as u32, "scale up");
+                let new = self.start(now, slot as u32, Start::ScaleUp);
                 self.slots[slot].state = SlotState::Starting { new };
             }
         }

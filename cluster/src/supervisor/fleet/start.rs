@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{Action, Fleet, Leaving, Proc, SlotState, Stop, Timer};
+use super::{Start, Action, Fleet, Leaving, Proc, SlotState, Stop, Timer};
 use crate::supervisor::rollout::Step;
 use messenger::WorkerId;
 
@@ -15,13 +15,19 @@ impl Fleet {
         }
         self.booted = true;
         for slot in 0..self.slots.len() as u32 {
-            let new = self.start(now, slot, "boot");
+            let new = self.start(now, slot, Start::Boot);
             self.slots[slot as usize].state = SlotState::Starting { new };
         }
     }
 
     /// A new worker process for `slot`: the next generation, with its deadline to get Ready.
-    pub(super) fn start(&mut self, now: Instant, slot: u32, cause: &'static str) -> Proc {
+    pub(super) fn start(&mut self, now: Instant, slot: u32, cause: Start) -> Proc {
+        match cause {
+            Start::AfterExit => self.totals.restarts_exited += 1,
+            Start::Unhealthy => self.totals.restarts_unhealthy += 1,
+            Start::Recycle => self.totals.restarts_recycled += 1,
+            Start::Boot | Start::Reload | Start::ScaleUp => {}
+        }
         let s = &mut self.slots[slot as usize];
         s.generation += 1;
         // A restart that was scheduled is superseded.

@@ -57,6 +57,7 @@ impl Fleet {
         Status {
             phase: self.phase(),
             slots,
+            totals: self.totals.clone(),
         }
     }
 
