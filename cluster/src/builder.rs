@@ -225,6 +225,29 @@ impl Builder {
         self
     }
 
+    /// The master serves Prometheus metrics at `http://addr/metrics`: the cluster's own
+    /// (workers by state, restarts by cause, reload outcomes, messages routed by kind, each
+    /// worker's queue, memory and CPU, call latencies and errors by kind) and what every
+    /// process records with the [`metrics`](crate::metrics) facade, merged at each scrape:
+    /// counters added up, gauges one per worker (labels `slot`, `generation`), histograms
+    /// bucket by bucket. The crate docs ("Metrics") list every metric. Port 0 picks a free
+    /// port (the master logs it). A bind that fails stops the start with
+    /// [`Error::Listen`](crate::Error::Listen).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, addr: std::net::SocketAddr) -> Self {
+        self.opts.metrics = Some(addr);
+        self
+    }
+
+    /// The upper bounds of the buckets every process's facade histograms count into (the same
+    /// everywhere, so that the master's merge is exact): 1 to 64 finite bounds, ascending.
+    /// By default Prometheus's: 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_buckets(mut self, buckets: impl Into<Vec<f64>>) -> Self {
+        self.opts.metrics_buckets = buckets.into();
+        self
+    }
+
     /// The master listens for the `multiprocess` CLI (status, reload, scale, stop) on a Unix
     /// socket at `path`: mode 0600, in a directory that must not be open to other users (made,
     /// mode 0700, if missing, and removed with the socket when the master exits). See

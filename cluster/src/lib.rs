@@ -51,6 +51,7 @@ mod master;
 mod memory;
 mod options;
 mod procfs;
+mod prometheus;
 mod runtime;
 mod serve;
 mod spawn;
@@ -68,3 +69,7 @@ pub use options::Options;
 pub use serve::{serve, serve_with, Accept, ServeOptions};
 pub use status::{Phase, SlotStatus, Status, Totals, WorkerState, WorkerStatus};
 pub use worker::Worker;
+/// The [`metrics`](https://docs.rs/metrics) facade, as the cluster's recorder takes it: record
+/// with this one (a facade of another version records nowhere the cluster sees).
+#[cfg(feature = "metrics")]
+pub use ::metrics;

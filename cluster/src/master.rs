@@ -132,7 +132,12 @@ impl Master {
     /// The requests and broadcasts the Hub has delivered to the worker of `slot` and
     /// `generation`, if it is connected.
     pub(crate) fn messages_to(&self, slot: u32, generation: u64) -> Option<u64> {
-        self.inner.hub.delivered(WorkerId::new(slot, generation))
+        self.hub().delivered(WorkerId::new(slot, generation))
+    }
+
+    /// The Hub, for what the control socket and the metrics endpoint read of it.
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.inner.hub
     }
 
     /// The number of worker slots (as the last [`scale`](Master::scale) left it).
@@ -255,6 +260,10 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
             let socket = ControlSocket::bind(&path)?;
             tracing::info!(path = %socket.path().display(), "control socket");
             tokio::spawn(socket.serve(master.clone()));
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(addr) = opts.metrics {
+            crate::prometheus::start(&master, addr, &opts.metrics_buckets).await?;
         }
         if let Some(notifier) = systemd::Notifier::from_env() {
             tokio::spawn(systemd::run(

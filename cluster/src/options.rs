@@ -61,6 +61,11 @@ pub struct Options {
     pub(crate) recycle: Recycle,
     /// The master relays the workers' stdout and stderr, each line prefixed with who wrote it.
     pub(crate) prefix_output: bool,
+    /// Where the metrics endpoint listens, if the cluster serves one.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// The buckets of the `metrics` facade's histograms, in every process.
+    pub(crate) metrics_buckets: Vec<f64>,
 }
 
 /// The recycling policy: a Ready worker past any of these is replaced, new first, and drained.
@@ -155,6 +160,8 @@ impl Default for Options {
             control_socket: None,
             recycle: Recycle::default(),
             prefix_output: false,
+            metrics: None,
+            metrics_buckets: crate::prometheus::DEFAULT_BUCKETS.to_vec(),
         }
     }
 }
@@ -224,6 +231,7 @@ impl Options {
         self.messenger
             .validate()
             .map_err(|e| Error::Config(format!("messenger: {e}")))?;
+        crate::prometheus::validate_buckets(&self.metrics_buckets)?;
         // A `map` tells its caller who answers: a list of up to `max_workers` ids (at most 15
         // bytes each) that must fit one frame.
         let list = self.max_workers.saturating_mul(15).saturating_add(128);

@@ -216,6 +216,10 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
             on_drain.cancel();
             async {}
         });
+        #[cfg(feature = "metrics")]
+        if opts.metrics.is_some() {
+            crate::prometheus::serve_worker(&messenger, &opts.metrics_buckets);
+        }
         watch_master(&messenger, &drain, &opts);
         watch_signals(&drain)?;
         if opts.unhealthy_on_panic {
