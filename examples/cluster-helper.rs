@@ -7,7 +7,8 @@
 //! `HELPER_CRASH_FILE` (a worker that starts while it exists exits at once with status 3) and
 //! `HELPER_HOLD_FILE` (a worker that starts while it exists never gets Ready). With
 //! `HELPER_MASTER_READY` set, the master waits for every worker to be Ready and prints
-//! `MASTER READY <status as JSON>` (or `MASTER READY FAILED: <why>`).
+//! `MASTER READY <status as JSON>` (or `MASTER READY FAILED: <why>`). `METRICS_ADDR`: see
+//! `helper/metrics.rs`.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,8 @@ use serde_json::{json, Value};
 
 #[path = "helper/flood.rs"]
 mod flood;
+#[path = "helper/metrics.rs"]
+mod metrics;
 
 #[derive(Serialize, Deserialize, Event)]
 #[event(name = "pid", reply = u32)]
@@ -111,7 +114,7 @@ fn main() -> Result<(), multiprocess::Error> {
     if std::env::var_os("HELPER_RECYCLE_AGE_MS").is_some() {
         builder = builder.recycle_after(ms("HELPER_RECYCLE_AGE_MS", 0));
     }
-    builder
+    metrics::configure(builder)
         .worker_threads(1)
         .ready_timeout(ms("HELPER_READY_TIMEOUT_MS", 20_000))
         .kill_timeout(ms("HELPER_KILL_TIMEOUT_MS", 10_000))
@@ -234,7 +237,8 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/panic", post(panic))
         .route("/reload", post(reload))
         .route("/reload-in-background", post(reload_in_background))
-        .route("/crash", post(crash))
+        .route("/crash", post(crash));
+    let router = metrics::measured(router)
         .merge(flood::routes(app.msg.clone()))
         .with_state(app);
     let listener = w.tcp_listener(0)?;

@@ -5,7 +5,10 @@
 //! 10000: a draining worker still alive this long is killed). `POST /unhealthy` has the worker
 //! that answers report itself unhealthy (it is replaced, new first). With `CONTROL_SOCKET` set
 //! to a path, the master listens there for the `multiprocess` CLI
-//! (`cargo run --bin multiprocess -- --socket PATH status`).
+//! (`cargo run --bin multiprocess -- --socket PATH status`). With `METRICS_ADDR` set to an
+//! address (`127.0.0.1:9100`), the master serves Prometheus metrics at `/metrics` there: the
+//! cluster's own, and what the workers record (`demo_http_requests_total{route}`,
+//! `demo_http_request_duration_seconds`, `demo_ticks`).
 //!
 //! ```sh
 //! cargo run --release --example demo-cluster
@@ -20,7 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use multiprocess::{BoxError, Cluster, Event, Messenger, Worker};
+use multiprocess::{metrics, BoxError, Cluster, Event, Messenger, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -58,6 +61,13 @@ fn main() -> Result<(), multiprocess::Error> {
     if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
         builder = builder.control_socket(path);
     }
+    // Prometheus metrics at http://$METRICS_ADDR/metrics.
+    if let Ok(addr) = std::env::var("METRICS_ADDR") {
+        let addr = addr.parse().map_err(|_| {
+            multiprocess::Error::Config(format!("METRICS_ADDR={addr:?} is not an address"))
+        })?;
+        builder = builder.metrics(addr);
+    }
     if std::env::var_os("HEARTBEAT_TIMEOUT_MS").is_some() {
         builder =
             builder.heartbeat_timeout(Duration::from_millis(env_or("HEARTBEAT_TIMEOUT_MS", 0)?));
@@ -92,15 +102,44 @@ struct App {
     seq: Arc<AtomicU64>,
 }
 
+/// Counts and times every request by its route (the route's pattern, not the path asked:
+/// a label with few values).
+async fn measure(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics::counter!("demo_http_requests_total", "route" => route).increment(1);
+    metrics::histogram!("demo_http_request_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn describe_metrics() {
+    metrics::describe_counter!("demo_http_requests_total", "HTTP requests, by route.");
+    metrics::describe_histogram!(
+        "demo_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "How long HTTP requests took."
+    );
+    metrics::describe_gauge!("demo_ticks", "Ticks this worker counted.");
+}
+
 async fn worker(w: Worker) -> Result<(), BoxError> {
+    describe_metrics();
     let msg = w.messenger().clone();
     let ticks = Arc::new(AtomicU64::new(0));
     // Read once: a process's pid does not change, and asking the kernel costs a system call.
     let pid = std::process::id();
     msg.on(move |_: Pid| async move { pid });
     let counter = ticks.clone();
+    let ticks_gauge = metrics::gauge!("demo_ticks");
     msg.on(move |Tick(_)| {
-        counter.fetch_add(1, Ordering::Relaxed);
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        ticks_gauge.set(n as f64);
         async {}
     });
     let counter = ticks.clone();
@@ -131,6 +170,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/reload", post(reload))
         .route("/crash", post(crash))
         .route("/unhealthy", post(unhealthy))
+        .route_layer(axum::middleware::from_fn(measure))
         .with_state(app);
     let listener = w.tcp_listener(0)?;
     w.ready().await?;

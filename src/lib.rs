@@ -121,7 +121,8 @@
 extern crate self as multiprocess;
 
 pub use messenger::{
-    async_trait, testing, BoxFuture, Config, Dispatch, Event, Messenger, Peer, WorkerId,
+    async_trait, testing, BoxFuture, CallKind, CallStats, Config, Dispatch, Event, Messenger, Peer,
+    WorkerId,
 };
 
 /// What a [`Messenger`] call fails with: the messenger's error (see [Errors](crate#errors)).
@@ -132,6 +133,13 @@ pub use cluster::{
     Options, Phase, ServeOptions, SlotStatus, Status, Totals, Worker, WorkerState, WorkerStatus,
     WORKER_ENV,
 };
+
+/// The [`metrics`](https://docs.rs/metrics) facade the cluster's recorder takes: what a
+/// worker (or the master) records with it is on the master's endpoint
+/// ([`Builder::metrics`]). Record with this one: a facade of another version records nowhere
+/// the cluster sees.
+#[cfg(feature = "metrics")]
+pub use cluster::metrics;
 
 /// A `Result` whose error is the cluster's [`Error`] (into which a [`CallError`] converts).
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -60,6 +60,10 @@ mod supervisor;
 mod systemd;
 mod worker;
 
+/// The [`metrics`](https://docs.rs/metrics) facade, as the cluster's recorder takes it: record
+/// with this one (a facade of another version records nowhere the cluster sees).
+#[cfg(feature = "metrics")]
+pub use ::metrics;
 pub use builder::{Builder, Cluster};
 pub use env::WORKER_ENV;
 pub use error::{BoxError, Error};
@@ -69,7 +73,3 @@ pub use options::Options;
 pub use serve::{serve, serve_with, Accept, ServeOptions};
 pub use status::{Phase, SlotStatus, Status, Totals, WorkerState, WorkerStatus};
 pub use worker::Worker;
-/// The [`metrics`](https://docs.rs/metrics) facade, as the cluster's recorder takes it: record
-/// with this one (a facade of another version records nowhere the cluster sees).
-#[cfg(feature = "metrics")]
-pub use ::metrics;

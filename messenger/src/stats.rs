@@ -63,8 +63,8 @@ impl CallKind {
 /// The upper bounds of the call latency buckets, in seconds; one more bucket takes the rest
 /// (`+Inf`).
 pub const LATENCY_BUCKETS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 
 /// What the calls of one kind took, since the Messenger started.
@@ -84,7 +84,6 @@ pub struct CallStats {
     /// How many failed, by [`Error::code`] (only the codes seen).
     pub errors: Vec<(&'static str, u64)>,
 }
-
 
 const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
 
@@ -241,13 +240,24 @@ mod tests {
         let calls = Calls::default();
         calls.record(CallKind::Consume, Duration::from_micros(30), None);
         calls.record(CallKind::Consume, Duration::from_micros(100), None);
-        calls.record(CallKind::Consume, Duration::from_secs(60), Some(&Error::Closed));
+        calls.record(
+            CallKind::Consume,
+            Duration::from_secs(60),
+            Some(&Error::Closed),
+        );
         let consume = &calls.snapshot()[CallKind::Consume as usize];
         assert_eq!(consume.kind, CallKind::Consume);
         assert_eq!(consume.count, 3);
         assert_eq!(consume.buckets[0], 1, "30 µs is at most 50 µs");
-        assert_eq!(consume.buckets[1], 1, "100 µs is in the bucket up to 100 µs");
-        assert_eq!(consume.buckets[BUCKETS - 1], 1, "a minute is past every bound");
+        assert_eq!(
+            consume.buckets[1], 1,
+            "100 µs is in the bucket up to 100 µs"
+        );
+        assert_eq!(
+            consume.buckets[BUCKETS - 1],
+            1,
+            "a minute is past every bound"
+        );
         assert_eq!(consume.errors, vec![("closed", 1)]);
         assert!((consume.seconds - 60.000_13).abs() < 1e-9);
     }

@@ -82,13 +82,17 @@ async fn answer(req: Request<Incoming>, scraper: &Mutex<Scraper>) -> Response<St
         response
     };
     if req.uri().path() != "/metrics" {
-        return reply(StatusCode::NOT_FOUND, "not found: the metrics are at /metrics\n");
+        return reply(
+            StatusCode::NOT_FOUND,
+            "not found: the metrics are at /metrics\n",
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n");
-        response
-            .headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
+        );
         return response;
     }
     let body = scraper.lock().await.scrape().await;

@@ -61,10 +61,14 @@ impl Families {
                 continue;
             };
             if let Value::Gauge(_) = series.value {
-                series.labels.retain(|(k, _)| !worker.iter().any(|(w, _)| w == k));
                 series
                     .labels
-                    .extend(worker.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+                    .retain(|(k, _)| !worker.iter().any(|(w, _)| w == k));
+                series.labels.extend(
+                    worker
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                );
             }
             let help = sample
                 .help
@@ -211,7 +215,10 @@ mod tests {
         }
         let jobs = &families.map["jobs_total"];
         assert_eq!(jobs.help.as_deref(), Some("Jobs."));
-        assert_eq!(jobs.series.values().collect::<Vec<_>>(), [&Value::Counter(7.0)]);
+        assert_eq!(
+            jobs.series.values().collect::<Vec<_>>(),
+            [&Value::Counter(7.0)]
+        );
         let gauges: Vec<_> = families.map["queue_len"].series.iter().collect();
         assert_eq!(gauges.len(), 2, "{gauges:?}");
         assert_eq!(gauges[0].0, &vec![("slot".to_owned(), "0".to_owned())]);
@@ -242,7 +249,10 @@ mod tests {
     #[test]
     fn histograms_with_other_buckets_are_not_merged() {
         let mut families = Families::default();
-        families.sample(&sample(vec![Series::new("h", &[], histogram(vec![1, 1, 1], 1.0))]), &[]);
+        families.sample(
+            &sample(vec![Series::new("h", &[], histogram(vec![1, 1, 1], 1.0))]),
+            &[],
+        );
         let other = Value::Histogram(Histogram {
             bounds: vec![0.5],
             counts: vec![1, 1],
@@ -250,6 +260,9 @@ mod tests {
         });
         families.sample(&sample(vec![Series::new("h", &[], other)]), &[]);
         assert_eq!(families.dropped, 1);
-        assert_eq!(families.map["h"].series.values().next(), Some(&histogram(vec![1, 1, 1], 1.0)));
+        assert_eq!(
+            families.map["h"].series.values().next(),
+            Some(&histogram(vec![1, 1, 1], 1.0))
+        );
     }
 }

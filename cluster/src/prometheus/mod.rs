@@ -36,8 +36,9 @@ pub(crate) use endpoint::start;
 
 /// The buckets of the facade's histograms unless the builder says otherwise: Prometheus's
 /// defaults, in seconds.
-pub(crate) const DEFAULT_BUCKETS: [f64; 11] =
-    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub(crate) const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The most buckets a histogram may have.
 const MAX_BUCKETS: usize = 64;

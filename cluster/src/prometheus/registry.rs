@@ -118,7 +118,9 @@ impl Registry {
                     .collect(),
                 value: match handle {
                     Handle::Counter(n) => Value::Counter(n.load(Ordering::Relaxed) as f64),
-                    Handle::Gauge(bits) => Value::Gauge(f64::from_bits(bits.load(Ordering::Relaxed))),
+                    Handle::Gauge(bits) => {
+                        Value::Gauge(f64::from_bits(bits.load(Ordering::Relaxed)))
+                    }
                     Handle::Histogram(h) => Value::Histogram(sample::Histogram {
                         bounds: h.bounds.to_vec(),
                         counts: h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
@@ -248,8 +250,16 @@ mod tests {
         // 0.05 and 0.1 are at most 0.1 (le is inclusive); NaN is not recorded.
         assert_eq!(h.counts, vec![2, 1, 1]);
         assert!((h.sum - 7.65).abs() < 1e-9);
-        assert_eq!(sample.help, vec![("jobs_total".into(), "Jobs done.".into())]);
-        let labels = &sample.series.iter().find(|s| s.name == "jobs_total").unwrap().labels;
+        assert_eq!(
+            sample.help,
+            vec![("jobs_total".into(), "Jobs done.".into())]
+        );
+        let labels = &sample
+            .series
+            .iter()
+            .find(|s| s.name == "jobs_total")
+            .unwrap()
+            .labels;
         assert_eq!(labels, &vec![("queue".into(), "a".into())]);
     }
 

@@ -49,7 +49,11 @@ impl Calls {
                     counts: c.buckets,
                     sum: c.seconds,
                 },
-                errors: c.errors.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+                errors: c
+                    .errors
+                    .iter()
+                    .map(|(k, n)| ((*k).to_owned(), *n))
+                    .collect(),
             })
             .collect()
     }

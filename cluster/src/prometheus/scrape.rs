@@ -104,8 +104,16 @@ impl Scraper {
             );
         }
         let master = Sample {
-            series: self.registry.as_ref().map(|r| r.sample().series).unwrap_or_default(),
-            help: self.registry.as_ref().map(|r| r.sample().help).unwrap_or_default(),
+            series: self
+                .registry
+                .as_ref()
+                .map(|r| r.sample().series)
+                .unwrap_or_default(),
+            help: self
+                .registry
+                .as_ref()
+                .map(|r| r.sample().help)
+                .unwrap_or_default(),
             calls: Calls::of(self.master.messenger()),
         };
         add_sample(&mut out, &master, &[("slot", "master")]);
@@ -166,7 +174,10 @@ impl Scraper {
             let n = Value::Counter(n as f64);
             out.own("multiprocess_restarts_total", restarts, &labels, n);
         }
-        for (outcome, n) in [("succeeded", t.reloads_succeeded), ("failed", t.reloads_failed)] {
+        for (outcome, n) in [
+            ("succeeded", t.reloads_succeeded),
+            ("failed", t.reloads_failed),
+        ] {
             out.own(
                 "multiprocess_reloads_total",
                 "Rolling reloads, by outcome.",

@@ -69,7 +69,14 @@ pub(crate) fn render(families: &Families) -> String {
                     for (bound, count) in h.bounds.iter().zip(&h.counts) {
                         below = below.saturating_add(*count);
                         let le = number(*bound);
-                        line(&mut out, name, "_bucket", labels, Some(&le), &below.to_string());
+                        line(
+                            &mut out,
+                            name,
+                            "_bucket",
+                            labels,
+                            Some(&le),
+                            &below.to_string(),
+                        );
                     }
                     let count = h.count().to_string();
                     line(&mut out, name, "_bucket", labels, Some("+Inf"), &count);

@@ -13,9 +13,9 @@ use super::pending::{Answers, Waiter};
 use super::run::Started;
 use super::{Messenger, Shared};
 use crate::payload::{decode_answer, encode};
+use crate::stats::CallKind;
 use crate::transport;
 use crate::wire::{Envelope, Kind, Target};
-use crate::stats::CallKind;
 use crate::{Error, Event, Peer, Result, WorkerId};
 
 /// Runs `future` unless `deadline` passes first.
@@ -180,9 +180,8 @@ impl Messenger {
     pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
         let started = Instant::now();
         let gathered = self.gather(event).await;
-        let entries = gathered.map(|(workers, results)| {
-            self.per_worker::<E>(&workers, results).collect::<Vec<_>>()
-        });
+        let entries = gathered
+            .map(|(workers, results)| self.per_worker::<E>(&workers, results).collect::<Vec<_>>());
         // A worker's failed entry is not the call's: the call failed only if none came back.
         self.counted(CallKind::Map, started, entries)
     }

@@ -185,5 +185,8 @@ fn codes_list_every_kind_once() {
     listed.sort();
     listed.dedup();
     assert_eq!(listed.len(), Error::CODES.len(), "a code listed twice");
-    assert_eq!(codes, listed, "two variants share a code, or one is not listed");
+    assert_eq!(
+        codes, listed,
+        "two variants share a code, or one is not listed"
+    );
 }

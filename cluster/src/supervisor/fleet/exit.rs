@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Start, Action, Fleet, Leaving, Proc, Replace, SlotState, Stop, Timer, LOST_CONNECTION_GRACE};
+use super::{
+    Action, Fleet, Leaving, Proc, Replace, SlotState, Start, Stop, Timer, LOST_CONNECTION_GRACE,
+};
 use crate::options::Options;
 use crate::supervisor::rollout::Step;
 use messenger::WorkerId;

@@ -2,7 +2,7 @@
 
 use tokio::time::Instant;
 
-use super::{Start, Action, Fleet, Proc, ReloadError, Replace, SlotState, Stop};
+use super::{Action, Fleet, Proc, ReloadError, Replace, SlotState, Start, Stop};
 use crate::supervisor::rollout::{Next, Rollout, Step};
 use messenger::WorkerId;
 

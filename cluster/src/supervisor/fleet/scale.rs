@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::{Start, Fleet, Slot, SlotState, Stop};
+use super::{Fleet, Slot, SlotState, Start, Stop};
 
 /// Why the number of slots cannot change now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{Start, Action, Fleet, Leaving, Proc, SlotState, Stop, Timer};
+use super::{Action, Fleet, Leaving, Proc, SlotState, Start, Stop, Timer};
 use crate::supervisor::rollout::Step;
 use messenger::WorkerId;
 
