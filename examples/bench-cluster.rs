@@ -143,7 +143,7 @@ fn main() -> Result<(), BoxError> {
         .workers(args.workers)
         .kill_timeout(Duration::from_secs(5))
         .master(move |m| master(m, master_args, started))
-        .worker(move |w| worker(w, worker_args))
+        .worker(move |w| worker(w, worker_args.clone()))
         .run()?;
     Ok(())
 }

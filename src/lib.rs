@@ -131,7 +131,7 @@ pub use messenger::Error as CallError;
 pub use cluster::{
     serve, serve_with, Accept, BoxError, Builder, Cluster, Error, ListenAddr, LocalAddr, Master,
     Options, Phase, ServeOptions, SlotStatus, Status, Totals, Worker, WorkerState, WorkerStatus,
-    WORKER_ENV,
+    SINGLE_PROCESS_ENV, WORKER_ENV,
 };
 
 /// The [`metrics`](https://docs.rs/metrics) facade the cluster's recorder takes: what a

@@ -225,6 +225,24 @@ impl Builder {
         self
     }
 
+    /// Single-process mode: the workers run as tasks in the master's process, each with its
+    /// own messenger connected to the Hub in memory, instead of as processes of their own. For
+    /// a container whose orchestrator already runs replicas, and for debugging (one process to
+    /// attach a debugger or profiler to). `MULTIPROCESS_SINGLE_PROCESS=1` (or `0`) in the
+    /// environment overrides this setting. The worker count defaults to 1 in this mode.
+    ///
+    /// The same API works, with these differences (the README's "Single-process mode" has
+    /// them all): a reload or a recycling restarts the worker bootstrap (new first, drained)
+    /// but runs the same code, since no binary is re-executed; a crash (a panic outside a
+    /// handler, an abort, out of memory) takes every worker and the master with it; a kill
+    /// (past the kill timeout) aborts the bootstrap's task, not the tasks it spawned;
+    /// `recycle_above_memory` is ignored, and the status shows the master's pid (and its
+    /// memory and CPU) for every worker.
+    pub fn single_process(mut self, yes: bool) -> Self {
+        self.opts.single_process = yes;
+        self
+    }
+
     /// The master serves Prometheus metrics at `http://addr/metrics`: the cluster's own
     /// (workers by state, restarts by cause, reload outcomes, messages routed by kind, each
     /// worker's queue, memory and CPU, call latencies and errors by kind) and what every
@@ -283,15 +301,17 @@ impl Builder {
         self
     }
 
-    /// The worker's bootstrap: runs in every worker process. Register handlers, call
-    /// [`Worker::ready`], serve until [`Worker::draining`] resolves, return. Returning ends
-    /// the worker process (an `Err` is logged and exits with status 1).
+    /// The worker's bootstrap: runs in every worker process (in
+    /// [single-process mode](Builder::single_process), once for each worker task, and again
+    /// for each replacement). Register handlers, call [`Worker::ready`], serve until
+    /// [`Worker::draining`] resolves, return. Returning ends the worker process (an `Err` is
+    /// logged and exits with status 1).
     pub fn worker<F, Fut>(mut self, f: F) -> Self
     where
-        F: FnOnce(Worker) -> Fut + Send + 'static,
+        F: Fn(Worker) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        self.worker = Some(Box::new(move |w| Box::pin(f(w))));
+        self.worker = Some(std::sync::Arc::new(move |w| Box::pin(f(w))));
         self
     }
 
@@ -312,8 +332,15 @@ impl Builder {
     /// is an [`Error::WorkerEnv`].
     pub fn run(mut self) -> Result<(), Error> {
         let env = crate::env::take_worker_env()?;
+        if let Some(single) = crate::env::single_process()? {
+            self.opts.single_process = single;
+        }
         if self.opts.workers == 0 {
-            self.opts.workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.opts.workers = if self.opts.single_process {
+                1
+            } else {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            };
         }
         self.opts.validate()?;
         let worker = self.worker.ok_or_else(|| {
@@ -321,7 +348,7 @@ impl Builder {
         })?;
         match env {
             Some(env) => worker::run(env, self.opts, worker),
-            None => master::run(self.opts, self.master),
+            None => master::run(self.opts, self.master, worker),
         }
     }
 }

@@ -13,6 +13,23 @@ use crate::error::Error;
 /// The environment variable that makes a process a worker.
 pub const WORKER_ENV: &str = "MULTIPROCESS_WORKER";
 
+/// The environment variable that turns single-process mode on (`1`) or off (`0`), whatever
+/// the builder says (see [`Builder::single_process`](crate::Builder::single_process)).
+pub const SINGLE_PROCESS_ENV: &str = "MULTIPROCESS_SINGLE_PROCESS";
+
+/// What [`SINGLE_PROCESS_ENV`] asks for, if it is set.
+pub(crate) fn single_process() -> Result<Option<bool>, Error> {
+    match std::env::var(SINGLE_PROCESS_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) if matches!(v.as_str(), "1" | "true" | "yes") => Ok(Some(true)),
+        Ok(v) if matches!(v.as_str(), "0" | "false" | "no" | "") => Ok(Some(false)),
+        Ok(v) => Err(Error::Config(format!(
+            "{SINGLE_PROCESS_ENV}={v:?}: 1 (or true, yes) or 0 (false, no)"
+        ))),
+        Err(_) => Err(Error::Config(format!("{SINGLE_PROCESS_ENV} is not UTF-8"))),
+    }
+}
+
 /// The first descriptor number the master places inherited sockets at: the IPC socket, then the
 /// listeners in the order they were added to the builder.
 pub(crate) const FIRST_FD: RawFd = 3;

@@ -65,7 +65,7 @@ mod worker;
 #[cfg(feature = "metrics")]
 pub use ::metrics;
 pub use builder::{Builder, Cluster};
-pub use env::WORKER_ENV;
+pub use env::{SINGLE_PROCESS_ENV, WORKER_ENV};
 pub use error::{BoxError, Error};
 pub use listen::{ListenAddr, LocalAddr};
 pub use master::Master;

@@ -61,6 +61,8 @@ pub struct Options {
     pub(crate) recycle: Recycle,
     /// The master relays the workers' stdout and stderr, each line prefixed with who wrote it.
     pub(crate) prefix_output: bool,
+    /// The workers run as tasks in the master's process.
+    pub(crate) single_process: bool,
     /// Where the metrics endpoint listens, if the cluster serves one.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) metrics: Option<std::net::SocketAddr>,
@@ -160,6 +162,7 @@ impl Default for Options {
             control_socket: None,
             recycle: Recycle::default(),
             prefix_output: false,
+            single_process: false,
             metrics: None,
             metrics_buckets: crate::prometheus::DEFAULT_BUCKETS.to_vec(),
         }

@@ -15,9 +15,22 @@ use crate::ipc::IpcStream;
 use crate::options::Options;
 use crate::runtime::{self, Signal};
 
-/// The worker's bootstrap, as the builder keeps it.
+/// The worker's bootstrap, as the builder keeps it: run once per worker process, or once per
+/// worker in single-process mode.
 pub(crate) type WorkerBoot =
-    Box<dyn FnOnce(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+    Arc<dyn Fn(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+
+/// Where a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// A process of its own, which the master started.
+    Process,
+    /// A task in the master's process (single-process mode).
+    Master,
+}
+
+/// The listeners a worker may take, by index.
+pub(crate) type Listeners = Vec<Option<(ListenerKind, OwnedFd)>>;
 
 /// What a worker's bootstrap gets: its identity, listeners and messenger, and the calls that
 /// steer its life cycle. Cheap to clone.
@@ -207,53 +220,71 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
     let result = runtime.block_on(async move {
         let ipc = IpcStream::new(ipc)?;
         let messenger = Messenger::connect(ipc, opts.messenger.clone()).await?;
-        let drain = CancellationToken::new();
-        let on_drain = drain.clone();
-        messenger.on(move |_: Drain| {
-            if !on_drain.is_cancelled() {
-                tracing::info!("told to drain");
-            }
-            on_drain.cancel();
-            async {}
-        });
-        #[cfg(feature = "metrics")]
-        if opts.metrics.is_some() {
-            crate::prometheus::serve_worker(&messenger, &opts.metrics_buckets);
-        }
-        watch_master(&messenger, &drain, &opts);
-        watch_signals(&drain)?;
-        if opts.unhealthy_on_panic {
-            report_panics(&messenger);
-        }
-        let worker = Worker {
-            inner: Arc::new(Inner {
-                id,
-                messenger,
-                listeners: Mutex::new(listeners),
-                drain,
-                reload_timeout: opts
-                    .ready_timeout
-                    .saturating_mul(u32::try_from(opts.workers + 1).unwrap_or(u32::MAX)),
-                reloads: watch::Sender::new(0),
-            }),
-        };
-        let mut reloads = worker.inner.reloads.subscribe();
-        tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
-        let result = boot(worker).await.map_err(Error::Bootstrap);
-        // A reload this worker asked for ends as it drains, or soon after: its outcome is not
-        // lost to the exit (the master kills a worker still here after kill_timeout anyway).
-        if *reloads.borrow_and_update() > 0 {
-            tracing::info!("waiting for the outcome of the reload this worker asked for");
-            let outcome = reloads.wait_for(|n| *n == 0);
-            let _ = tokio::time::timeout(opts.kill_timeout, outcome).await;
-        }
-        result
+        live(id, &opts, &boot, messenger, listeners, Host::Process).await
     });
     match &result {
         Ok(()) => tracing::info!("worker exits"),
         Err(e) => tracing::error!("worker fails: {e}"),
     }
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// A worker's life once connected to the Hub: its bootstrap's run, and the wait for the reloads
+/// it asked for. A worker process also watches its master, its signals and its panics; one in
+/// the master's process leaves those to the master.
+pub(crate) async fn live(
+    id: WorkerId,
+    opts: &Options,
+    boot: &WorkerBoot,
+    messenger: Messenger,
+    listeners: Listeners,
+    host: Host,
+) -> Result<(), Error> {
+    let drain = CancellationToken::new();
+    let on_drain = drain.clone();
+    messenger.on(move |_: Drain| {
+        if !on_drain.is_cancelled() {
+            tracing::info!("told to drain");
+        }
+        on_drain.cancel();
+        async {}
+    });
+    #[cfg(feature = "metrics")]
+    if opts.metrics.is_some() {
+        // In the master's process, the facade's registry is the master's: sent once, by it.
+        let registry = host == Host::Process;
+        crate::prometheus::serve_worker(&messenger, &opts.metrics_buckets, registry);
+    }
+    if host == Host::Process {
+        watch_master(&messenger, &drain, opts);
+        watch_signals(&drain)?;
+        if opts.unhealthy_on_panic {
+            report_panics(&messenger);
+        }
+    }
+    let worker = Worker {
+        inner: Arc::new(Inner {
+            id,
+            messenger,
+            listeners: Mutex::new(listeners),
+            drain,
+            reload_timeout: opts
+                .ready_timeout
+                .saturating_mul(u32::try_from(opts.workers + 1).unwrap_or(u32::MAX)),
+            reloads: watch::Sender::new(0),
+        }),
+    };
+    let mut reloads = worker.inner.reloads.subscribe();
+    tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
+    let result = boot(worker).await.map_err(Error::Bootstrap);
+    // A reload this worker asked for ends as it drains, or soon after: its outcome is not
+    // lost to the exit (the master kills a worker still here after kill_timeout anyway).
+    if *reloads.borrow_and_update() > 0 {
+        tracing::info!("waiting for the outcome of the reload this worker asked for");
+        let outcome = reloads.wait_for(|n| *n == 0);
+        let _ = tokio::time::timeout(opts.kill_timeout, outcome).await;
+    }
     result
 }
 

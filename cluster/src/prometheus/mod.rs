@@ -57,10 +57,15 @@ pub(crate) fn validate_buckets(b: &[f64]) -> Result<(), Error> {
     Ok(())
 }
 
-/// In a worker: installs the recorder and answers the master's scrapes.
+/// In a worker: installs the recorder (with `registry`: not in the master's own process,
+/// whose registry the master sends) and answers the master's scrapes.
 #[cfg(feature = "metrics")]
-pub(crate) fn serve_worker(messenger: &messenger::Messenger, buckets: &[f64]) {
-    let registry = registry::install(buckets);
+pub(crate) fn serve_worker(messenger: &messenger::Messenger, buckets: &[f64], registry: bool) {
+    let registry = if registry {
+        registry::install(buckets)
+    } else {
+        None
+    };
     // The handler keeps the worker's messenger, which lives as long as the process anyway.
     let own = messenger.clone();
     messenger.on(move |_: sample::Collect| {

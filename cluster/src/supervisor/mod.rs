@@ -8,12 +8,12 @@
 //! process is started and waited for by a task of its own (`process.rs`), a drain order is sent
 //! by a task of its own, heartbeats run in a task of their own (`heartbeat.rs`).
 //!
-//! The files: `fleet.rs` the state machine, `rollout.rs` a rolling reload, `process.rs` a
+//! The files: `fleet.rs` the state machine, `rollout.rs` a rolling reload, `recycle.rs` the
+//! recycling policy, `in_process.rs` a worker task (single-process mode), `process.rs` a
 //! worker's process, `heartbeat.rs` the heartbeats.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use messenger::{Hub, HubEvent, WorkerId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -22,19 +22,21 @@ use tokio::time::Instant;
 use crate::control::Drain;
 use crate::error::Error;
 use crate::options::Options;
-use crate::procfs::ProcStat;
 use crate::spawn::Spawner;
 use crate::status::{Phase, Status};
 
 mod fleet;
 mod heartbeat;
+mod in_process;
 mod process;
+mod recycle;
 mod rollout;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use fleet::Readiness;
 use fleet::{Action, Event, Fleet, ReloadError, ScaleError};
+pub(crate) use in_process::InProcess;
 
 /// What the master asks of its Supervisor.
 pub(crate) enum Cmd {
@@ -111,6 +113,14 @@ impl Handle {
     }
 }
 
+/// How workers are started.
+pub(crate) enum Launcher {
+    /// Each a process: the binary re-executed.
+    Process(Spawner),
+    /// Each a task in the master's process (single-process mode).
+    InProcess(Arc<InProcess>),
+}
+
 /// Starts the Supervisor of the workers of `hub` (a supervised Hub, whose events are
 /// `hub_events`). It waits for [`Cmd::Boot`] to start them; the task ends once every worker
 /// has exited after a stop, with whether the stop was graceful.
@@ -118,7 +128,7 @@ pub(crate) fn start(
     opts: Arc<Options>,
     hub: Hub,
     hub_events: mpsc::UnboundedReceiver<HubEvent>,
-    spawner: Spawner,
+    launcher: Launcher,
 ) -> (Handle, tokio::task::JoinHandle<bool>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (phase, phase_rx) = watch::channel(Phase::Starting);
@@ -132,31 +142,16 @@ pub(crate) fn start(
         move |event| report.send(Input::Event(event)).is_ok(),
     );
     if opts.recycle.any() {
-        // About once a second, or more often for a short maximum age.
-        let period = opts
-            .recycle
-            .max_age
-            .map_or(Duration::from_secs(1), |age| {
-                (age / 4).min(Duration::from_secs(1))
-            })
-            .max(Duration::from_millis(10));
         let tick = tx.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(period);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                if tick.send(Input::RecycleCheck).is_err() {
-                    return;
-                }
-            }
+        recycle::start_checks(&opts.recycle, move || {
+            tick.send(Input::RecycleCheck).is_ok()
         });
     }
     let supervisor = Supervisor {
         opts: opts.clone(),
         fleet: Fleet::new(Options::clone(&opts)),
         hub,
-        spawner,
+        launcher,
         tx: tx.clone(),
         kills: HashMap::new(),
         reloads: HashMap::new(),
@@ -182,7 +177,7 @@ struct Supervisor {
     opts: Arc<Options>,
     fleet: Fleet,
     hub: Hub,
-    spawner: Spawner,
+    launcher: Launcher,
     /// For the tasks it starts to report back.
     tx: mpsc::UnboundedSender<Input>,
     /// Kills each worker's process.
@@ -233,42 +228,6 @@ impl Supervisor {
         self.phase.send_replace(Phase::Stopped);
         self.readiness.send_replace(Readiness::Stopped);
         self.fleet.stopped_gracefully()
-    }
-
-    /// The Ready workers past the recycling policy are offered to the fleet, which recycles
-    /// one slot at a time.
-    fn recycle_check(&mut self) {
-        let policy = &self.opts.recycle;
-        let now = Instant::now();
-        let past = self
-            .fleet
-            .serving_workers()
-            .into_iter()
-            .filter_map(|(id, pid, started)| {
-                let age = now.saturating_duration_since(started);
-                if let Some(max) = policy.max_age.filter(|max| age >= *max) {
-                    return Some((id, format!("ran {age:.0?}, the most is {max:?}")));
-                }
-                if let Some(max) = policy.max_memory {
-                    let rss = pid.and_then(ProcStat::read).map(|p| p.rss_bytes);
-                    if let Some(rss) = rss.filter(|rss| rss > &max) {
-                        return Some((id, format!("{rss} bytes resident, the most is {max}")));
-                    }
-                }
-                if let Some(max) = policy.max_messages {
-                    let given = self.hub.delivered(id).unwrap_or(0);
-                    if given >= max {
-                        return Some((id, format!("given {given} messages, the most is {max}")));
-                    }
-                }
-                None
-            })
-            .collect::<Vec<_>>();
-        // The fleet takes the first it may recycle now (one slot at a time) and leaves the
-        // rest for later checks.
-        for (id, reason) in past {
-            self.handle(Event::Recycle { id, reason });
-        }
     }
 
     fn command(&mut self, cmd: Cmd) {
@@ -336,7 +295,12 @@ impl Supervisor {
                 let report = move |event| {
                     let _ = tx.send(Input::Event(event));
                 };
-                process::start(self.spawner.clone(), self.hub.clone(), id, kill, report);
+                match &self.launcher {
+                    Launcher::Process(spawner) => {
+                        process::start(spawner.clone(), self.hub.clone(), id, kill, report)
+                    }
+                    Launcher::InProcess(tasks) => tasks.start(self.hub.clone(), id, kill, report),
+                }
             }
             Action::Admit(id) => {
                 if let Err(why) = self.hub.admit(id) {
@@ -387,7 +351,10 @@ impl Supervisor {
                     }
                 }
             }
-            Action::CloseListeners => self.spawner.close_listeners(),
+            Action::CloseListeners => match &self.launcher {
+                Launcher::Process(spawner) => spawner.close_listeners(),
+                Launcher::InProcess(tasks) => tasks.close_listeners(),
+            },
             Action::ScaleDone { ticket, result } => {
                 // Published before the answer: whoever awaited the scaling reads the new count.
                 self.workers.send_replace(self.fleet.workers());

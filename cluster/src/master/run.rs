@@ -1,179 +1,41 @@
-//! The master process: its handle and its life from start to exit.
+//! The master process's life: the listeners bound (or taken from systemd), the Hub, the
+//! workers' launcher and the supervisor started, the control socket, metrics and systemd
+//! served, the bootstrap run, then supervision until every worker has exited.
 
 use std::sync::Arc;
 
-use messenger::{BoxFuture, Hub, Messenger, Peer, WorkerId};
-use tokio::sync::{oneshot, watch};
+use messenger::{Hub, Peer};
+use tokio::sync::watch;
 
+use super::{Inner, Master, MasterBoot};
 use crate::control::{Reload, Unhealthy};
 use crate::control_socket::{self, ControlSocket};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::listen::{self, LocalAddr};
 use crate::options::{ControlPath, Options};
 use crate::runtime::{self, Signal};
 use crate::spawn::{SpawnConfig, Spawner};
-use crate::status::{Phase, Status};
-use crate::supervisor::{self, Cmd, Readiness, ScaleTo};
+use crate::supervisor::{self, Cmd, InProcess, Launcher, ScaleTo};
 use crate::systemd;
-
-/// The master's bootstrap, as the builder keeps it.
-pub(crate) type MasterBoot =
-    Box<dyn FnOnce(Master) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
-
-/// What the master's bootstrap gets: the master's messenger and the calls that steer the
-/// cluster. Cheap to clone.
-#[derive(Clone)]
-pub struct Master {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    messenger: Messenger,
-    /// For what the control socket reads of each worker (the messages delivered to it).
-    hub: Hub,
-    supervisor: supervisor::Handle,
-    local_addrs: Vec<LocalAddr>,
-    /// Reloads asked and over, for systemd.
-    reloads: watch::Sender<systemd::Reloads>,
-}
-
-impl Master {
-    /// The master's own messenger: register master handlers, or broadcast / consume / map to
-    /// the workers.
-    pub fn messenger(&self) -> &Messenger {
-        &self.inner.messenger
-    }
-
-    /// Rolls every worker, a batch of slots at a time, new first. Resolves when the rollout is
-    /// over; `Err` says where and why it stopped (the old workers of the remaining slots keep
-    /// serving). Calls made while a rollout runs are coalesced into one more rollout. Asked
-    /// before the workers start (in the master's bootstrap), it is done at once: they start
-    /// from the binary as it is.
-    ///
-    /// The new workers run the file at the binary's path as it is now (a new binary renamed
-    /// over it, after a deploy); the master does not: it keeps its own code, bootstrap and
-    /// handlers until it is restarted. The [`Builder`](crate::Builder) docs ("Self-update")
-    /// say exactly which file runs.
-    pub async fn reload(&self) -> Result<(), Error> {
-        self.reload_asked_by(None).await
-    }
-
-    /// [`reload`](Master::reload), asked by worker `asker`: its slot is replaced last.
-    async fn reload_asked_by(&self, asker: Option<WorkerId>) -> Result<(), Error> {
-        /// Counts the reload over however its caller ends (even one that stops waiting).
-        struct Over<'a>(&'a watch::Sender<systemd::Reloads>);
-        impl Drop for Over<'_> {
-            fn drop(&mut self) {
-                self.0.send_modify(|r| r.over += 1);
-            }
-        }
-        self.inner.reloads.send_modify(|r| r.asked += 1);
-        let _over = Over(&self.inner.reloads);
-        let (reply, rx) = oneshot::channel();
-        if !self.inner.supervisor.send(Cmd::Reload { reply, asker }) {
-            return Err(Error::Stopping);
-        }
-        rx.await.map_err(|_| Error::Stopping)?
-    }
-
-    /// Resolves once every slot has a Ready worker and no rolling reload runs: at once if that
-    /// is so already; after the start, once the last slot's worker is Ready; during a reload,
-    /// once the rollout has ended (every slot runs its new worker, or the rollout stopped and
-    /// the old workers of the slots left serve). A [`status`](Master::status) asked after it
-    /// resolves shows every slot's worker Ready, with its pid.
-    ///
-    /// `Err(`[`Error::Stopping`]`)` if the cluster stops first (or is stopping). The workers
-    /// start once the master's bootstrap has returned: awaited in the bootstrap itself it would
-    /// wait forever, so spawn a task there to wait on it.
-    pub async fn ready(&self) -> Result<(), Error> {
-        let mut readiness = self.inner.supervisor.readiness();
-        let readiness = match readiness.wait_for(|r| *r != Readiness::Waiting).await {
-            Ok(r) => *r,
-            Err(_) => Readiness::Stopped,
-        };
-        match readiness {
-            Readiness::Ready => Ok(()),
-            _ => Err(Error::Stopping),
-        }
-    }
-
-    /// Drains every worker, then the master's `run` returns `Ok`. A second call (like a second
-    /// SIGTERM) kills every worker at once.
-    pub fn stop(&self) {
-        self.inner.supervisor.send(Cmd::Stop { graceful: true });
-    }
-
-    /// Drains every worker and stops, unless a stop was asked already: the shell's `stop`,
-    /// which asked twice is still one drain.
-    pub(crate) fn stop_once(&self) {
-        self.inner.supervisor.send(Cmd::StopOnce);
-    }
-
-    /// A snapshot of every slot: state, pid, generation, restarts, uptime. In the master's
-    /// bootstrap, before the workers start, every slot is empty.
-    pub async fn status(&self) -> Result<Status, Error> {
-        let (reply, rx) = oneshot::channel();
-        if !self.inner.supervisor.send(Cmd::Status(reply)) {
-            return Err(Error::Stopping);
-        }
-        rx.await.map_err(|_| Error::Stopping)
-    }
-
-    /// The master's phase, to read or to wait on (`changed()`).
-    pub fn phase(&self) -> watch::Receiver<Phase> {
-        self.inner.supervisor.phase()
-    }
-
-    /// Where the listeners listen, in the order they were added (ports chosen for port 0).
-    pub fn local_addrs(&self) -> &[LocalAddr] {
-        &self.inner.local_addrs
-    }
-
-    /// The requests and broadcasts the Hub has delivered to the worker of `slot` and
-    /// `generation`, if it is connected.
-    pub(crate) fn messages_to(&self, slot: u32, generation: u64) -> Option<u64> {
-        self.hub().delivered(WorkerId::new(slot, generation))
-    }
-
-    /// The Hub, for what the control socket and the metrics endpoint read of it.
-    pub(crate) fn hub(&self) -> &Hub {
-        &self.inner.hub
-    }
-
-    /// The number of worker slots (as the last [`scale`](Master::scale) left it).
-    pub fn workers(&self) -> usize {
-        self.inner.supervisor.workers()
-    }
-
-    /// Makes the cluster `workers` slots, at runtime. New slots start a worker at once, which
-    /// joins the Ready set (and `map`, `consume`) once Ready; the last slots over the count
-    /// are taken away, their workers drained: they get no new messages or connections, finish
-    /// what they have in flight, and exit (killed only past the kill timeout, as in a reload).
-    /// Resolves once the change is made, not once new workers are Ready ([`ready`](Master::ready)
-    /// waits for that). SIGTTIN and SIGTTOU to the master add and remove one slot.
-    ///
-    /// `Err(`[`Error::Scale`]`)` for 0 or more than [`Builder::max_workers`](crate::Builder::max_workers),
-    /// or while a rolling reload runs; [`Error::Stopping`] if the cluster stops.
-    pub async fn scale(&self, workers: usize) -> Result<(), Error> {
-        self.scale_to(ScaleTo::Exactly(workers)).await.map(drop)
-    }
-
-    /// Scales, and returns the number of slots it made.
-    async fn scale_to(&self, to: ScaleTo) -> Result<usize, Error> {
-        let (reply, rx) = oneshot::channel();
-        if !self.inner.supervisor.send(Cmd::Scale { to, reply }) {
-            return Err(Error::Stopping);
-        }
-        rx.await.map_err(|_| Error::Stopping)?
-    }
-}
+use crate::worker::WorkerBoot;
 
 /// The life of the master process.
-pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> {
+pub(crate) fn run(
+    mut opts: Options,
+    boot: Option<MasterBoot>,
+    worker_boot: WorkerBoot,
+) -> Result<(), Error> {
     // Resolved once: after a deploy renames a new binary over this path, it names the new one
     // (while /proc/self/exe keeps naming the old, deleted file).
     let exe = std::env::current_exe()?;
-    if looks_like_test_harness(&exe) {
+    let single = opts.single_process;
+    if single && opts.recycle.max_memory.take().is_some() {
+        tracing::warn!(
+            "single-process mode: recycle_above_memory is ignored (every worker is this one \
+             process, whose memory it would measure)"
+        );
+    }
+    if !single && looks_like_test_harness(&exe) {
         return Err(Error::Config(format!(
             "refusing to start workers by re-executing {}: it looks like a cargo test harness, \
              which would run the tests again in every worker; start the cluster from a \
@@ -222,25 +84,38 @@ pub(crate) fn run(opts: Options, boot: Option<MasterBoot>) -> Result<(), Error> 
     }
     let span = tracing::info_span!("master", pid = std::process::id());
     // One thread: the master only routes and supervises, and on one thread the Hub's tasks wake
-    // each other without crossing threads (broadcast throughput doubled when measured).
-    let runtime = runtime::build(1, &span)?;
+    // each other without crossing threads (broadcast throughput doubled when measured). In
+    // single-process mode the workers run here too: as many threads as one worker would get.
+    let threads = if single {
+        opts.worker_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    } else {
+        1
+    };
+    let runtime = runtime::build(threads, &span)?;
     let _entered = span.entered();
     let opts = Arc::new(opts);
     let result = runtime.block_on(async move {
         let (hub, hub_events) = Hub::supervised(opts.messenger.clone())?;
-        let spawner = Spawner::start(
-            SpawnConfig {
-                exe,
-                args,
-                listeners,
-                piped_output: opts.prefix_output,
-            },
-            tokio::runtime::Handle::current(),
-        )?;
+        let launcher = if single {
+            tracing::info!("single-process mode: the workers run in this process");
+            Launcher::InProcess(InProcess::new(opts.clone(), worker_boot, listeners))
+        } else {
+            Launcher::Process(Spawner::start(
+                SpawnConfig {
+                    exe,
+                    args,
+                    listeners,
+                    piped_output: opts.prefix_output,
+                },
+                tokio::runtime::Handle::current(),
+            )?)
+        };
         // Running before the master's bootstrap, which may ask it for a status or a reload;
         // it starts the workers once the bootstrap is done.
         let (supervisor, supervised) =
-            supervisor::start(opts.clone(), hub.clone(), hub_events, spawner);
+            supervisor::start(opts.clone(), hub.clone(), hub_events, launcher);
         let master = Master {
             inner: Arc::new(Inner {
                 messenger: hub.messenger(),

@@ -1,0 +1,124 @@
+//! A worker in single-process mode: a task in the master's process, connected to the Hub over
+//! an in-memory pipe, that runs the worker bootstrap as a worker process would. The supervisor
+//! treats it as a process: it is started, gets Ready, is drained, replaced and killed the same
+//! way (a kill aborts its task).
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use messenger::{Hub, Messenger, WorkerId};
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use super::fleet::Event;
+use crate::env::ListenerKind;
+use crate::options::Options;
+use crate::worker::{self, Host, Listeners, WorkerBoot};
+
+/// How many bytes the pipe between a worker task and the Hub buffers each way.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// What every worker task is started with.
+pub(crate) struct InProcess {
+    opts: Arc<Options>,
+    boot: WorkerBoot,
+    /// The master's listeners (each worker takes duplicates); dropped once the cluster stops.
+    listeners: Mutex<Option<Vec<(ListenerKind, OwnedFd)>>>,
+}
+
+impl InProcess {
+    pub fn new(
+        opts: Arc<Options>,
+        boot: WorkerBoot,
+        listeners: Vec<(ListenerKind, OwnedFd)>,
+    ) -> Arc<InProcess> {
+        Arc::new(InProcess {
+            opts,
+            boot,
+            listeners: Mutex::new(Some(listeners)),
+        })
+    }
+
+    /// Drops the master's listeners: workers started later get none.
+    pub fn close_listeners(&self) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Duplicates of the listeners for one worker.
+    fn listeners(&self) -> io::Result<Listeners> {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(listeners) = listeners.as_ref() else {
+            return Ok(Vec::new());
+        };
+        listeners
+            .iter()
+            .map(|(kind, fd)| Ok(Some((*kind, fd.try_clone()?))))
+            .collect()
+    }
+
+    /// Starts worker `id`'s task and connects it to the Hub; reports [`Event::Spawned`] (the
+    /// master's pid) or [`Event::SpawnFailed`], then [`Event::Exited`] once its bootstrap has
+    /// returned (or failed, or panicked), or `kill` aborted it.
+    pub fn start(
+        self: &Arc<Self>,
+        hub: Hub,
+        id: WorkerId,
+        kill: Arc<Notify>,
+        report: impl Fn(Event) + Send + 'static,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let listeners = match this.listeners() {
+                Ok(listeners) => listeners,
+                Err(e) => {
+                    let error = format!("cannot duplicate the listeners: {e}");
+                    return report(Event::SpawnFailed { id, error });
+                }
+            };
+            let (hub_end, worker_end) = tokio::io::duplex(PIPE_BYTES);
+            let pid = std::process::id();
+            report(Event::Spawned { id, pid });
+            hub.attach(id, hub_end);
+            let span =
+                tracing::info_span!("worker", slot = id.slot, generation = id.generation, pid);
+            let life = async move {
+                let messenger = Messenger::connect(worker_end, this.opts.messenger.clone()).await?;
+                let closing = messenger.clone();
+                let result = worker::live(
+                    id,
+                    &this.opts,
+                    &this.boot,
+                    messenger,
+                    listeners,
+                    Host::Master,
+                )
+                .await;
+                // What a process's exit does: the connection ends.
+                closing.close();
+                result
+            };
+            let mut task = tokio::spawn(life.instrument(span));
+            let ended = tokio::select! {
+                ended = &mut task => ended,
+                () = kill.notified() => {
+                    task.abort();
+                    task.await
+                }
+            };
+            // A task aborted or panicked mid-call leaves its Messenger's tasks behind: the
+            // Hub's end closes them.
+            hub.detach(id);
+            let status = match ended {
+                Ok(Ok(())) => "returned".to_owned(),
+                Ok(Err(e)) => format!("failed: {e}"),
+                Err(e) if e.is_cancelled() => "killed (its task was aborted)".to_owned(),
+                Err(_) => "panicked".to_owned(),
+            };
+            report(Event::Exited { id, status });
+        });
+    }
+}
