@@ -93,6 +93,17 @@ fn status_scale_reload_and_stop_from_the_shell() {
         common::workers(&status).iter().all(|w| w.1 == 2),
         "{status}"
     );
+    let out = cli(&socket, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["totals"]["reloads_succeeded"], 1, "{status}");
+    assert_eq!(status["totals"]["restarts_exited"], 0, "{status}");
+    let table = stdout(&cli(&socket, &["status"]));
+    assert!(
+        table.ends_with(
+            "restarts: 0 exited, 0 unhealthy, 0 recycled; reloads: 1 succeeded, 0 failed\n"
+        ),
+        "{table}"
+    );
 
     let out = cli(&socket, &["stop"]);
     assert!(out.status.success(), "{}", stderr(&out));

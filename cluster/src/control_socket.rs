@@ -7,7 +7,9 @@
 //! → {"cmd":"status"}
 //! ← {"ok":true,"status":{"phase":"Running","slots":[{"slot":0,"restarts":0,"backoff_ms":null,
 //!    "workers":[{"generation":1,"pid":4242,"state":"Ready","uptime_ms":5120,
-//!                "rss_bytes":5242880,"cpu_seconds":0.31,"cpu_percent":2.5,"messages":1200}]}]}}
+//!                "rss_bytes":5242880,"cpu_seconds":0.31,"cpu_percent":2.5,"messages":1200}]}],
+//!    "totals":{"restarts_exited":0,"restarts_unhealthy":0,"restarts_recycled":0,
+//!              "reloads_succeeded":1,"reloads_failed":0}}}
 //! → {"cmd":"reload"}            ← {"ok":true} once the rollout is over, or {"ok":false,"error":"..."}
 //! → {"cmd":"scale","workers":4} ← {"ok":true,"workers":4}
 //! → {"cmd":"stop"}              ← {"ok":true}, then the master drains and exits
@@ -257,7 +259,22 @@ async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
     let failed = |e: Error| json!({"ok": false, "error": e.to_string()});
     match request {
         Request::Status => match master.status().await {
-            Ok(status) => json!({"ok": true, "status": status_json(&status, master, cpu)}),
+            Ok(status) => {
+                // Read off the master's thread: it routes every worker's messages.
+                let pids: Vec<u32> = status
+                    .slots
+                    .iter()
+                    .flat_map(|s| s.workers.iter().map(|w| w.pid))
+                    .collect();
+                let procs = tokio::task::spawn_blocking(move || {
+                    pids.into_iter()
+                        .filter_map(|pid| Some((pid, ProcStat::read(pid)?)))
+                        .collect::<HashMap<u32, ProcStat>>()
+                })
+                .await
+                .unwrap_or_default();
+                json!({"ok": true, "status": status_json(&status, master, cpu, &procs)})
+            }
             Err(e) => failed(e),
         },
         Request::Reload => match master.reload().await {
@@ -279,7 +296,12 @@ async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
 
 /// The status, with what the master reads of each worker process (`/proc`) and the messages
 /// its Hub delivered to it.
-fn status_json(status: &Status, master: &Master, cpu: &CpuSamples) -> Value {
+fn status_json(
+    status: &Status,
+    master: &Master,
+    cpu: &CpuSamples,
+    procs: &HashMap<u32, ProcStat>,
+) -> Value {
     let slots: Vec<Value> = status
         .slots
         .iter()
@@ -288,7 +310,7 @@ fn status_json(status: &Status, master: &Master, cpu: &CpuSamples) -> Value {
                 .workers
                 .iter()
                 .map(|w| {
-                    let proc = ProcStat::read(w.pid);
+                    let proc = procs.get(&w.pid);
                     let cpu_seconds = proc.as_ref().map(|p| p.cpu_seconds);
                     json!({
                         "generation": w.generation,
@@ -310,7 +332,12 @@ fn status_json(status: &Status, master: &Master, cpu: &CpuSamples) -> Value {
             })
         })
         .collect();
-    json!({"phase": status.phase, "ready": status.ready(), "slots": slots})
+    json!({
+        "phase": status.phase,
+        "ready": status.ready(),
+        "slots": slots,
+        "totals": status.totals,
+    })
 }
 
 /// The last CPU reading of each worker, so that a status says its CPU use since the previous

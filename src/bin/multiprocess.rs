@@ -261,6 +261,17 @@ fn table(status: &Value) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
+    let t = &status["totals"];
+    if t.is_object() {
+        out.push_str(&format!(
+            "restarts: {} exited, {} unhealthy, {} recycled; reloads: {} succeeded, {} failed\n",
+            t["restarts_exited"],
+            t["restarts_unhealthy"],
+            t["restarts_recycled"],
+            t["reloads_succeeded"],
+            t["reloads_failed"]
+        ));
+    }
     out
 }
 
