@@ -342,6 +342,10 @@ impl Builder {
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             };
         }
+        if self.opts.metrics.is_some() {
+            // Call latencies are on the endpoint: every messenger times its calls.
+            self.opts.messenger.time_calls = true;
+        }
         self.opts.validate()?;
         let worker = self.worker.ok_or_else(|| {
             Error::Config("no worker bootstrap: call `.worker(|w| async move { .. })`".into())

@@ -73,6 +73,13 @@ pub struct Config {
     /// no call is pending, and after this long without an answer; a busy process does not poll
     /// (it has work to run).
     pub busy_poll: Duration,
+    /// Whether each call's duration is measured, for [`Messenger::call_stats`] (calls are
+    /// counted either way). Default off: a clock read and a few atomic additions per call
+    /// (measured: about 5% of the pipelined `consume` rate). A cluster with a metrics endpoint
+    /// turns it on.
+    ///
+    /// [`Messenger::call_stats`]: crate::Messenger::call_stats
+    pub time_calls: bool,
 }
 
 impl Default for Config {
@@ -91,6 +98,7 @@ impl Default for Config {
             once_bytes: 2 * DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
             busy_poll: Duration::from_micros(100),
+            time_calls: false,
         }
     }
 }
@@ -172,6 +180,12 @@ impl Config {
     /// Sets [`Config::busy_poll`] (zero: never).
     pub fn busy_poll(mut self, budget: Duration) -> Self {
         self.busy_poll = budget;
+        self
+    }
+
+    /// Sets [`Config::time_calls`].
+    pub fn time_calls(mut self, yes: bool) -> Self {
+        self.time_calls = yes;
         self
     }
 

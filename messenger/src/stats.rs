@@ -1,11 +1,11 @@
 //! What a Messenger's calls took, and what the Hub routed: counts an operator reads (the
 //! cluster's metrics endpoint renders them in the Prometheus format).
 //!
-//! A Messenger counts every call it makes, by [`CallKind`]: how many, how long each took (in
-//! fixed buckets, the same in every process, so that the counts of many processes add up to
-//! exactly what one histogram of all of them would hold), and how many failed, by the
-//! [`Error::code`] of their error. Counting costs a call a clock read and three relaxed atomic
-//! additions.
+//! A Messenger counts every call it makes, by [`CallKind`]: how many, how many failed, by the
+//! [`Error::code`] of their error, and, with [`Config::time_calls`](crate::Config::time_calls),
+//! how long each took (in fixed buckets, the same in every process, so that the counts of many
+//! processes add up to exactly what one histogram of all of them would hold). Counting costs a
+//! call one relaxed atomic addition; timing, a clock read and two more.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,7 +17,8 @@ use crate::{Error, PeerState, WorkerId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum CallKind {
-    /// [`Messenger::broadcast`](crate::Messenger::broadcast): until it was queued.
+    /// [`Messenger::broadcast`](crate::Messenger::broadcast): counted, not timed (it is over
+    /// once queued, and a clock read would cost the messenger's fastest path).
     Broadcast,
     /// [`Messenger::consume`](crate::Messenger::consume).
     Consume,
@@ -75,11 +76,12 @@ pub struct CallStats {
     pub kind: CallKind,
     /// How many were made (the failed ones too).
     pub count: u64,
-    /// Their durations added up, in seconds.
+    /// The durations of the timed ones added up, in seconds.
     pub seconds: f64,
-    /// How many took at most each of [`LATENCY_BUCKETS`] and more than the one before it, then
-    /// how many took longer than the last (`LATENCY_BUCKETS.len() + 1` numbers, not
-    /// cumulative).
+    /// How many timed ones took at most each of [`LATENCY_BUCKETS`] and more than the one
+    /// before it, then how many took longer than the last (`LATENCY_BUCKETS.len() + 1`
+    /// numbers, not cumulative). All zero for broadcasts, which are never timed, and for every
+    /// kind unless [`Config::time_calls`](crate::Config::time_calls).
     pub buckets: Vec<u64>,
     /// How many failed, by [`Error::code`] (only the codes seen).
     pub errors: Vec<(&'static str, u64)>,
@@ -87,11 +89,33 @@ pub struct CallStats {
 
 const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
 
+/// [`LATENCY_BUCKETS`] in nanoseconds, to place a call without a float conversion.
+const BOUNDS_NANOS: [u64; LATENCY_BUCKETS.len()] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+];
+
 /// The counts of one kind of call.
 #[derive(Default)]
 struct Cells {
     buckets: [AtomicU64; BUCKETS],
     nanos: AtomicU64,
+    /// Calls counted, not timed.
+    untimed: AtomicU64,
     errors: [AtomicU64; Error::CODES.len()],
 }
 
@@ -105,19 +129,33 @@ impl Calls {
     /// Counts one call of `kind` that took `took` and ended in `error`, if it failed.
     pub fn record(&self, kind: CallKind, took: Duration, error: Option<&Error>) {
         let cells = &self.kinds[kind as usize];
-        let seconds = took.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&upper| seconds <= upper)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        cells.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BOUNDS_NANOS
+            .iter()
+            .position(|&upper| nanos <= upper)
+            .unwrap_or(BOUNDS_NANOS.len());
+        cells.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         cells.nanos.fetch_add(nanos, Ordering::Relaxed);
         if let Some(error) = error {
-            let code = error.code();
-            if let Some(i) = Error::CODES.iter().position(|&c| c == code) {
-                cells.errors[i].fetch_add(1, Ordering::Relaxed);
-            }
+            self.failed(cells, error);
+        }
+    }
+
+    /// Counts one call of `kind` that is not timed (a broadcast, or any call unless
+    /// [`Config::time_calls`](crate::Config::time_calls)).
+    pub fn count(&self, kind: CallKind, error: Option<&Error>) {
+        let cells = &self.kinds[kind as usize];
+        cells.untimed.fetch_add(1, Ordering::Relaxed);
+        if let Some(error) = error {
+            self.failed(cells, error);
+        }
+    }
+
+    #[cold]
+    fn failed(&self, cells: &Cells, error: &Error) {
+        let code = error.code();
+        if let Some(i) = Error::CODES.iter().position(|&c| c == code) {
+            cells.errors[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -140,7 +178,7 @@ impl Calls {
                     .collect();
                 CallStats {
                     kind,
-                    count: buckets.iter().sum(),
+                    count: buckets.iter().sum::<u64>() + cells.untimed.load(Ordering::Relaxed),
                     seconds: cells.nanos.load(Ordering::Relaxed) as f64 / 1e9,
                     buckets,
                     errors,
@@ -236,6 +274,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bounds_in_nanoseconds_are_the_buckets() {
+        for (nanos, seconds) in BOUNDS_NANOS.iter().zip(LATENCY_BUCKETS) {
+            assert_eq!(
+                Duration::from_nanos(*nanos),
+                Duration::from_secs_f64(seconds)
+            );
+        }
+    }
+
+    #[test]
     fn calls_land_in_their_bucket_and_errors_by_code() {
         let calls = Calls::default();
         calls.record(CallKind::Consume, Duration::from_micros(30), None);
@@ -260,5 +308,16 @@ mod tests {
         );
         assert_eq!(consume.errors, vec![("closed", 1)]);
         assert!((consume.seconds - 60.000_13).abs() < 1e-9);
+    }
+
+    #[test]
+    fn broadcasts_are_counted_not_timed() {
+        let calls = Calls::default();
+        calls.count(CallKind::Broadcast, None);
+        calls.count(CallKind::Broadcast, Some(&Error::Closed));
+        let broadcast = &calls.snapshot()[CallKind::Broadcast as usize];
+        assert_eq!(broadcast.count, 2);
+        assert!(broadcast.buckets.iter().all(|&n| n == 0));
+        assert_eq!(broadcast.errors, vec![("closed", 1)]);
     }
 }

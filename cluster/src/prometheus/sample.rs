@@ -31,6 +31,9 @@ pub(crate) struct Sample {
 pub(crate) struct Calls {
     /// A [`messenger::CallKind::name`].
     pub kind: String,
+    /// How many were made (timed or not).
+    pub count: u64,
+    /// The timed ones' durations (broadcasts are not timed).
     pub latency: Histogram,
     /// Failures, by [`messenger::Error::code`].
     pub errors: Vec<(String, u64)>,
@@ -44,6 +47,7 @@ impl Calls {
             .into_iter()
             .map(|c| Calls {
                 kind: c.kind.name().to_owned(),
+                count: c.count,
                 latency: Histogram {
                     bounds: messenger::LATENCY_BUCKETS.to_vec(),
                     counts: c.buckets,

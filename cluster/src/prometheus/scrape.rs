@@ -253,11 +253,20 @@ fn add_sample(out: &mut Families, sample: &Sample, worker: &[(&str, &str)]) {
             continue;
         };
         out.own(
-            "multiprocess_call_duration_seconds",
-            "How long Messenger calls took, by kind, in every process (failed calls too).",
+            "multiprocess_calls_total",
+            "Messenger calls made, by kind, in every process (failed ones too).",
             &[("kind", kind.name())],
-            Value::Histogram(calls.latency.clone()),
+            Value::Counter(calls.count as f64),
         );
+        if *kind != CallKind::Broadcast {
+            out.own(
+                "multiprocess_call_duration_seconds",
+                "How long Messenger calls took, by kind, in every process (failed ones too; \
+                 broadcasts are not timed).",
+                &[("kind", kind.name())],
+                Value::Histogram(calls.latency.clone()),
+            );
+        }
         for (code, n) in &calls.errors {
             let Some(code) = CallError::CODES.iter().find(|c| *c == code) else {
                 out.dropped += 1;

@@ -93,7 +93,6 @@ impl Messenger {
     /// receiver (one that takes nothing is closed as stuck after
     /// [`Config::stall_timeout`](crate::Config::stall_timeout)).
     pub async fn broadcast<E: Event>(&self, event: E) -> Result<()> {
-        let started = Instant::now();
         let sent = async {
             let env = self.envelope::<E>(Kind::Broadcast, Target::Hub, Bytes::new(), &event)?;
             drop(event);
@@ -101,7 +100,12 @@ impl Messenger {
             self.shared.link.send(env).await
         }
         .await;
-        self.counted(CallKind::Broadcast, started, sent)
+        // Counted, not timed: a broadcast is over once queued, and timing it would cost a
+        // clock read on the messenger's fastest path.
+        self.shared
+            .stats
+            .count(CallKind::Broadcast, sent.as_ref().err());
+        sent
     }
 
     /// Runs `event` on exactly one Ready worker that handles it, spreading calls evenly, and
@@ -186,10 +190,15 @@ impl Messenger {
         self.counted(CallKind::Map, started, entries)
     }
 
-    /// Counts a call of `kind` begun at `started` that ended in `result`.
+    /// Counts a call of `kind` begun at `started` that ended in `result`, and times it if
+    /// [`Config::time_calls`](crate::Config::time_calls) says so.
     fn counted<T>(&self, kind: CallKind, started: Instant, result: Result<T>) -> Result<T> {
-        let took = started.elapsed();
-        self.shared.stats.record(kind, took, result.as_ref().err());
+        let stats = &self.shared.stats;
+        if self.shared.config.time_calls {
+            stats.record(kind, started.elapsed(), result.as_ref().err());
+        } else {
+            stats.count(kind, result.as_ref().err());
+        }
         result
     }
 
@@ -292,37 +301,35 @@ impl Messenger {
         let body = env.body.clone();
         let asked = self.ask(E::NAME, env);
         Either::Right(async move {
-            let answer = self.answer_of::<E>(to, started, body, asked).await;
-            self.counted(kind, started, answer)
+            // A labelled block, not a function: the call's future awaits `asked` in place
+            // (moved into a function's future, it would be held twice, and copied).
+            let reply = 'reply: {
+                let answer = match asked.await {
+                    Ok(answer) => answer,
+                    Err(err) => break 'reply Err(err),
+                };
+                if answer.kind != Kind::RunHere {
+                    break 'reply decode_answer::<E::Reply>(E::NAME, &answer);
+                }
+                drop(answer);
+                // The Hub picked this very worker: run the handler here, as a request frame
+                // would be, within what is left of the deadline.
+                let answer = match self.shared.start(&self.request_here::<E>(to, body)) {
+                    Started::Now(answer) => answer,
+                    // Boxed: rare, and it would make every call's future larger.
+                    Started::Later(answer) => {
+                        match Box::pin(tokio::time::timeout_at(started + self.timeout, answer))
+                            .await
+                        {
+                            Ok(answer) => answer,
+                            Err(_) => break 'reply Err(self.timed_out(E::NAME, None)),
+                        }
+                    }
+                };
+                decode_answer::<E::Reply>(E::NAME, &answer)
+            };
+            self.counted(kind, started, reply)
         })
-    }
-
-    /// The reply to a call: the answer that came, or the handler run here when the Hub picked
-    /// this very worker.
-    async fn answer_of<E: Event>(
-        &self,
-        to: Target,
-        started: Instant,
-        body: Bytes,
-        asked: impl Future<Output = Result<Envelope>>,
-    ) -> Result<E::Reply> {
-        let answer = asked.await?;
-        if answer.kind != Kind::RunHere {
-            return decode_answer::<E::Reply>(E::NAME, &answer);
-        }
-        drop(answer);
-        // The Hub picked this very worker: run the handler here, as a request frame would
-        // be, within what is left of the deadline.
-        let answer = match self.shared.start(&self.request_here::<E>(to, body)) {
-            Started::Now(answer) => answer,
-            // Boxed: rare, and it would make every call's future larger.
-            Started::Later(answer) => {
-                Box::pin(tokio::time::timeout_at(started + self.timeout, answer))
-                    .await
-                    .map_err(|_| self.timed_out(E::NAME, None))?
-            }
-        };
-        decode_answer::<E::Reply>(E::NAME, &answer)
     }
 
     /// Sends a request now (waiting for room if there is none) and waits for its one answer,

@@ -194,6 +194,16 @@ fn malformed(detail: String) -> Error {
 }
 
 /// Reads an envelope; `event`, `key` and `body` are slices of `frame`.
+/// The next binary field of an envelope read from `rd`, as a slice of `frame` (which `rd`
+/// reads): every frame decoded goes through here, so it is kept inline.
+#[inline(always)]
+fn bin(frame: &Bytes, rd: &mut &[u8], field: &str) -> Result<Bytes, Error> {
+    let bin = read_bin(rd).map_err(|detail| malformed(format!("envelope {field}: {detail}")))?;
+    // `bin` lies within `frame`: its offset there, without `slice_ref`'s checks.
+    let start = bin.as_ptr() as usize - frame.as_ptr() as usize;
+    Ok(frame.slice(start..start + bin.len()))
+}
+
 pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let mut rd: &[u8] = frame;
     let fields =
@@ -219,14 +229,9 @@ pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
         read_int(&mut rd, "to")?,
         read_int(&mut rd, "to")?,
     );
-    let mut bin = |field: &str| {
-        read_bin(&mut rd)
-            .map(|bin| frame.slice_ref(bin))
-            .map_err(|detail| malformed(format!("envelope {field}: {detail}")))
-    };
-    let event = bin("event")?;
-    let key = bin("key")?;
-    let body = bin("body")?;
+    let event = bin(frame, &mut rd, "event")?;
+    let key = bin(frame, &mut rd, "key")?;
+    let body = bin(frame, &mut rd, "body")?;
     if !rd.is_empty() {
         return Err(malformed(format!("{} bytes after the envelope", rd.len())));
     }
