@@ -175,6 +175,42 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
         stderr(&out)
     );
 
+    // Something that listens and takes no connection, its backlog full: the wait is bounded.
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let stuck = dir.path().join("stuck.sock");
+    let addr = SockAddr::unix(&stuck).unwrap();
+    let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    listener.bind(&addr).unwrap();
+    listener.listen(0).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let conn = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        conn.set_nonblocking(true).unwrap();
+        match conn.connect(&addr) {
+            Ok(()) => queued.push(conn),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(queued.len() < 1000, "the backlog never filled");
+    }
+    let out = cli(&stuck, &["--timeout", "0.5", "status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no master answers at"),
+        "{}",
+        stderr(&out)
+    );
+    // One that takes the connection and never answers.
+    let silent = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    let silent_path = dir.path().join("silent.sock");
+    silent.bind(&SockAddr::unix(&silent_path).unwrap()).unwrap();
+    silent.listen(8).unwrap();
+    let out = cli(&silent_path, &["--timeout", "0.5", "status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = cli(&silent_path, &["--timeout", "forever", "status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    drop((listener, queued, silent));
+
     // The protocol itself: garbage is answered and the connection goes on; a line over the
     // limit is answered and closes it.
     let conn = UnixStream::connect(&socket).unwrap();

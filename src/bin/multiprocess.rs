@@ -9,8 +9,10 @@
 //! multiprocess --socket PATH stop              drain every worker, then the master exits
 //! ```
 //!
-//! `--socket` defaults to `$MULTIPROCESS_SOCKET`. Exit status: 0 done, 1 the master refused or
-//! failed (its reason is printed), 2 a usage error, 3 no master answered.
+//! `--socket` defaults to `$MULTIPROCESS_SOCKET`. `--timeout SECONDS` (default 30) bounds the
+//! wait for a connection and for an answer (not a `reload`'s, which lasts its rollout). Exit
+//! status: 0 done, 1 the master refused or failed (its reason is printed), 2 a usage error, 3 no
+//! master answered.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-const USAGE: &str = "usage: multiprocess [--socket PATH] <command>
+const USAGE: &str = "usage: multiprocess [--socket PATH] [--timeout SECONDS] <command>
 
 commands:
   status [--json]   every slot: pid, generation, state, uptime, restarts, memory, CPU, messages
@@ -29,7 +31,21 @@ commands:
   scale N           make the cluster N worker slots
   stop              drain every worker; the master exits once they have
 
---socket defaults to $MULTIPROCESS_SOCKET (the path given to Builder::control_socket).";
+--socket defaults to $MULTIPROCESS_SOCKET (the path given to Builder::control_socket).
+--timeout (default 30) bounds the wait for the master to connect and to answer (a reload
+waits for its rollout however long).";
+
+/// The master's control socket, and how long to wait for it.
+struct Socket {
+    path: PathBuf,
+    timeout: Duration,
+}
+
+impl Socket {
+    fn display(&self) -> std::path::Display<'_> {
+        self.path.display()
+    }
+}
 
 /// How a run ends.
 enum Failure {
@@ -60,6 +76,7 @@ fn main() -> ExitCode {
 
 fn run(args: Vec<String>) -> Result<(), Failure> {
     let mut socket = std::env::var_os("MULTIPROCESS_SOCKET").map(PathBuf::from);
+    let mut timeout = Duration::from_secs(30);
     let mut rest = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -70,6 +87,14 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
                     .ok_or_else(|| Failure::Usage("--socket needs a path".into()))?;
                 socket = Some(PathBuf::from(path));
             }
+            "--timeout" => {
+                timeout = args
+                    .next()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s >= 0.001 && *s <= 86400.0)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| Failure::Usage("--timeout needs a number of seconds".into()))?;
+            }
             "--help" | "-h" | "help" => {
                 let _ = out(&format!("{USAGE}\n"));
                 return Ok(());
@@ -78,9 +103,10 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         }
     }
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let socket = socket.ok_or_else(|| {
+    let path = socket.ok_or_else(|| {
         Failure::Usage("which master? give --socket PATH (or MULTIPROCESS_SOCKET)".into())
     })?;
+    let socket = Socket { path, timeout };
     match rest.as_slice() {
         ["status"] => {
             let _ = out(&table(&status(&socket)?));
@@ -123,16 +149,28 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Connects to the control socket, giving up after its timeout (a listener that accepts
+/// nothing, its backlog full, would otherwise hold a blocking connect for ever).
+fn connect(to: &Socket) -> std::io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Type};
+    let socket = socket2::Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    // A Unix socket's blocking connect waits at most its send timeout.
+    socket.set_write_timeout(Some(to.timeout))?;
+    socket.connect(&SockAddr::unix(&to.path)?)?;
+    socket.set_write_timeout(None)?;
+    Ok(socket.into())
+}
+
 /// Sends one request and reads its answer: the answer's fields if it says ok.
-fn call(socket: &std::path::Path, request: &Value) -> Result<Value, Failure> {
+fn call(socket: &Socket, request: &Value) -> Result<Value, Failure> {
     let unreachable = |e: std::io::Error| {
         Failure::Unreachable(format!("no master answers at {}: {e}", socket.display()))
     };
-    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    let mut stream = connect(socket).map_err(unreachable)?;
     // A reload may take as long as its rollout; anything else is answered at once.
     if request["cmd"] != "reload" {
         stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
+            .set_read_timeout(Some(socket.timeout))
             .map_err(unreachable)?;
     }
     stream
@@ -167,13 +205,13 @@ fn call(socket: &std::path::Path, request: &Value) -> Result<Value, Failure> {
     }
 }
 
-fn status(socket: &std::path::Path) -> Result<Value, Failure> {
+fn status(socket: &Socket) -> Result<Value, Failure> {
     let mut answer = call(socket, &json!({"cmd": "status"}))?;
     Ok(answer["status"].take())
 }
 
 /// The status, refreshed in place until interrupted (or the master goes away).
-fn monit(socket: &std::path::Path, every: Duration) -> Result<(), Failure> {
+fn monit(socket: &Socket, every: Duration) -> Result<(), Failure> {
     // A clear screen to start with.
     let _ = out("\x1b[2J");
     loop {
