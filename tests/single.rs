@@ -150,3 +150,27 @@ fn an_unhealthy_worker_is_replaced_and_metrics_are_not_counted_twice() {
         live.len() == 2 && live.iter().all(|w| w.3 == "Ready") && live != workers(&status)
     });
 }
+
+#[test]
+fn a_worker_that_does_not_drain_in_time_is_killed_and_replaced() {
+    let helper = single(1, &[("HELPER_KILL_TIMEOUT_MS", "300".into())]);
+    let port = helper.port;
+    // A request that keeps the old worker draining past its kill timeout.
+    let slow = std::thread::spawn(move || request(port, "GET", "/slow?ms=3000"));
+    helper
+        .out
+        .wait_line("the slow request", |l| l.contains("slow request started"));
+    let answer = Conn::connect(port)
+        .unwrap()
+        .request("POST", "/reload")
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    helper.out.wait_line("the old worker killed", |l| {
+        l.contains("killed (its task was aborted)")
+    });
+    let status = helper.wait_ready(1);
+    assert_eq!(workers(&status)[0].1, 2, "{status}");
+    let _ = slow.join();
+    // The replacement serves.
+    assert_eq!(helper.get("/hello"), "hello world");
+}

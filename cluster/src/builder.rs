@@ -233,11 +233,13 @@ impl Builder {
     ///
     /// The same API works, with these differences (the README's "Single-process mode" has
     /// them all): a reload or a recycling restarts the worker bootstrap (new first, drained)
-    /// but runs the same code, since no binary is re-executed; a crash (a panic outside a
-    /// handler, an abort, out of memory) takes every worker and the master with it; a kill
-    /// (past the kill timeout) aborts the bootstrap's task, not the tasks it spawned;
-    /// `recycle_above_memory` is ignored, and the status shows the master's pid (and its
-    /// memory and CPU) for every worker.
+    /// but runs the same code, since no binary is re-executed; a panic in a worker's
+    /// bootstrap ends that worker alone (it is restarted), but an abort, a stack overflow or
+    /// running out of memory ends every worker and the master; a kill (past the kill timeout)
+    /// aborts the bootstrap's task, closes its connection and has it drain, but does not stop
+    /// the tasks it spawned; `recycle_above_memory`, `unhealthy_on_panic` and
+    /// `prefix_worker_output` do nothing (logged for the first); the status shows the master's
+    /// pid (and its memory and CPU) for every worker.
     pub fn single_process(mut self, yes: bool) -> Self {
         self.opts.single_process = yes;
         self

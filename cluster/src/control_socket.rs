@@ -302,6 +302,7 @@ fn status_json(
     cpu: &CpuSamples,
     procs: &HashMap<u32, ProcStat>,
 ) -> Value {
+    let percents = std::cell::RefCell::new(HashMap::new());
     let slots: Vec<Value> = status
         .slots
         .iter()
@@ -319,7 +320,13 @@ fn status_json(
                         "uptime_ms": w.uptime.as_millis() as u64,
                         "rss_bytes": proc.as_ref().map(|p| p.rss_bytes),
                         "cpu_seconds": cpu_seconds,
-                        "cpu_percent": cpu_seconds.map(|s| cpu.percent(w.pid, s, w.uptime)),
+                        "cpu_percent": cpu_seconds.map(|s| {
+                            // Once per process: in single-process mode every worker is one.
+                            *percents
+                                .borrow_mut()
+                                .entry(w.pid)
+                                .or_insert_with(|| cpu.percent(w.pid, s, w.uptime))
+                        }),
                         "messages": master.messages_to(slot.slot, w.generation),
                     })
                 })

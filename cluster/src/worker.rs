@@ -24,9 +24,9 @@ pub(crate) type WorkerBoot =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Host {
     /// A process of its own, which the master started.
-    Process,
+    OwnProcess,
     /// A task in the master's process (single-process mode).
-    Master,
+    MasterTask,
 }
 
 /// The listeners a worker may take, by index.
@@ -220,7 +220,17 @@ pub(crate) fn run(env: WorkerEnv, opts: Options, boot: WorkerBoot) -> Result<(),
     let result = runtime.block_on(async move {
         let ipc = IpcStream::new(ipc)?;
         let messenger = Messenger::connect(ipc, opts.messenger.clone()).await?;
-        live(id, &opts, &boot, messenger, listeners, Host::Process).await
+        let drain = CancellationToken::new();
+        live(
+            id,
+            &opts,
+            &boot,
+            messenger,
+            listeners,
+            Host::OwnProcess,
+            drain,
+        )
+        .await
     });
     match &result {
         Ok(()) => tracing::info!("worker exits"),
@@ -240,8 +250,8 @@ pub(crate) async fn live(
     messenger: Messenger,
     listeners: Listeners,
     host: Host,
+    drain: CancellationToken,
 ) -> Result<(), Error> {
-    let drain = CancellationToken::new();
     let on_drain = drain.clone();
     messenger.on(move |_: Drain| {
         if !on_drain.is_cancelled() {
@@ -253,10 +263,10 @@ pub(crate) async fn live(
     #[cfg(feature = "metrics")]
     if opts.metrics.is_some() {
         // In the master's process, the facade's registry is the master's: sent once, by it.
-        let registry = host == Host::Process;
-        crate::prometheus::serve_worker(&messenger, &opts.metrics_buckets, registry);
+        let with_registry = host == Host::OwnProcess;
+        crate::prometheus::serve_worker(&messenger, &opts.metrics_buckets, with_registry);
     }
-    if host == Host::Process {
+    if host == Host::OwnProcess {
         watch_master(&messenger, &drain, opts);
         watch_signals(&drain)?;
         if opts.unhealthy_on_panic {

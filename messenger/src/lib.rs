@@ -46,4 +46,4 @@ pub use event::{BoxFuture, Dispatch, Event};
 pub use hub::{Hub, HubEvent, PeerState};
 pub use messenger_derive::Event;
 pub use peer::{Peer, WorkerId};
-pub use stats::{CallKind, CallStats, HubStats, PeerStats, LATENCY_BUCKETS, ROUTED};
+pub use stats::{CallKind, CallStats, HubStats, PeerStats, LATENCY_BUCKETS};

@@ -46,6 +46,19 @@ impl CallKind {
         CallKind::Map,
     ];
 
+    /// The kind of call a request to `to` is; `None` for a target no call names.
+    pub(crate) fn of(to: Target) -> Option<CallKind> {
+        Some(match to {
+            Target::Any => CallKind::Consume,
+            Target::Once => CallKind::ConsumeOnce,
+            Target::Slot(_) => CallKind::Request,
+            Target::Master => CallKind::RequestMaster,
+            Target::All { .. } => CallKind::Map,
+            Target::Worker(_) => CallKind::RequestWorker,
+            Target::Hub => return None,
+        })
+    }
+
     /// Its name, as a metric label: `broadcast`, `consume`, `consume_once`, `request`,
     /// `request_master`, `request_worker`, `map`.
     pub fn name(self) -> &'static str {
@@ -192,8 +205,9 @@ impl Calls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubStats {
-    /// The frames the Hub routed since it started, by what they were (see [`ROUTED`]), in
-    /// that order.
+    /// The frames the Hub routed since it started, by what they were: `announce`, `ready`,
+    /// `broadcast`, `reply`, `failure`, `cancel`, then each request by its [`CallKind::name`],
+    /// then `credit`.
     pub routed: Vec<(&'static str, u64)>,
     /// Every connected worker, in slot then generation order.
     pub peers: Vec<PeerStats>,
@@ -215,57 +229,52 @@ pub struct PeerStats {
     pub delivered: u64,
 }
 
-/// What the frames the Hub routes are counted as: the frame's kind, and for a request, the
-/// call it is.
-pub const ROUTED: [&str; 13] = [
-    "announce",
-    "ready",
-    "broadcast",
-    "consume",
-    "consume_once",
-    "request",
-    "request_master",
-    "request_worker",
-    "map",
-    "reply",
-    "failure",
-    "cancel",
-    "credit",
+/// The frames the Hub routes that are not requests, by kind, as [`HubStats::routed`] names
+/// them (requests are named by their [`CallKind`]).
+const FRAMES: [(Kind, &str); 6] = [
+    (Kind::Announce, "announce"),
+    (Kind::Ready, "ready"),
+    (Kind::Broadcast, "broadcast"),
+    (Kind::Reply, "reply"),
+    (Kind::Failure, "failure"),
+    (Kind::Cancel, "cancel"),
 ];
 
-/// The Hub's count of the frames it routed (kept under its lock: plain numbers).
+/// The Hub's count of the frames it routed (kept under its lock: plain numbers). Credits are
+/// counted as `credit`.
 #[derive(Default)]
 pub(crate) struct Routed {
-    counts: [u64; ROUTED.len()],
+    frames: [u64; FRAMES.len()],
+    calls: [u64; CallKind::ALL.len()],
+    credits: u64,
 }
 
 impl Routed {
     /// Counts `env`, about to be routed.
     pub fn count(&mut self, env: &Envelope) {
-        let at = match env.kind {
-            Kind::Announce => 0,
-            Kind::Ready => 1,
-            Kind::Broadcast => 2,
-            Kind::Request => match env.to {
-                Target::Any => 3,
-                Target::Once => 4,
-                Target::Slot(_) => 5,
-                Target::Master => 6,
-                Target::Worker(_) | Target::Hub => 7,
-                Target::All { .. } => 8,
-            },
-            Kind::Reply => 9,
-            Kind::Failure => 10,
-            Kind::Cancel => 11,
-            Kind::Credit => 12,
-            // Refused: never routed.
-            Kind::Hello | Kind::Members | Kind::RunHere => return,
-        };
-        self.counts[at] += 1;
+        match env.kind {
+            Kind::Request => {
+                if let Some(kind) = CallKind::of(env.to) {
+                    self.calls[kind as usize] += 1;
+                }
+            }
+            Kind::Credit => self.credits += 1,
+            kind => {
+                if let Some(at) = FRAMES.iter().position(|(k, _)| *k == kind) {
+                    self.frames[at] += 1;
+                }
+            }
+        }
     }
 
+    /// Every count, with its name: the frames by kind, the requests by the call they are.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        ROUTED.iter().copied().zip(self.counts).collect()
+        let frames = FRAMES.iter().map(|(_, name)| *name).zip(self.frames);
+        let calls = CallKind::ALL.iter().map(|k| k.name()).zip(self.calls);
+        frames
+            .chain(calls)
+            .chain([("credit", self.credits)])
+            .collect()
     }
 }
 

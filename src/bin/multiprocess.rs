@@ -302,7 +302,8 @@ fn table(status: &Value) -> String {
     let t = &status["totals"];
     if t.is_object() {
         out.push_str(&format!(
-            "restarts: {} exited, {} unhealthy, {} recycled; reloads: {} succeeded, {} failed\n",
+            "replacements: {} after an exit, {} unhealthy, {} recycled; reloads: {} succeeded, {} \
+             failed\n",
             t["restarts_exited"],
             t["restarts_unhealthy"],
             t["restarts_recycled"],

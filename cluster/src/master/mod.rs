@@ -111,11 +111,7 @@ impl Master {
     /// A snapshot of every slot: state, pid, generation, restarts, uptime. In the master's
     /// bootstrap, before the workers start, every slot is empty.
     pub async fn status(&self) -> Result<Status, Error> {
-        let (reply, rx) = oneshot::channel();
-        if !self.inner.supervisor.send(Cmd::Status(reply)) {
-            return Err(Error::Stopping);
-        }
-        rx.await.map_err(|_| Error::Stopping)
+        self.inner.supervisor.status().await
     }
 
     /// The master's phase, to read or to wait on (`changed()`).
@@ -131,12 +127,7 @@ impl Master {
     /// The requests and broadcasts the Hub has delivered to the worker of `slot` and
     /// `generation`, if it is connected.
     pub(crate) fn messages_to(&self, slot: u32, generation: u64) -> Option<u64> {
-        self.hub().delivered(WorkerId::new(slot, generation))
-    }
-
-    /// The Hub, for what the control socket and the metrics endpoint read of it.
-    pub(crate) fn hub(&self) -> &Hub {
-        &self.inner.hub
+        self.inner.hub.delivered(WorkerId::new(slot, generation))
     }
 
     /// The number of worker slots (as the last [`scale`](Master::scale) left it).

@@ -138,7 +138,8 @@ pub(crate) fn run(
         }
         #[cfg(feature = "metrics")]
         if let Some(addr) = opts.metrics {
-            crate::prometheus::start(&master, addr, &opts.metrics_buckets).await?;
+            let buckets = opts.metrics_buckets.clone();
+            crate::prometheus::start(hub.clone(), supervisor.clone(), addr, buckets).await?;
         }
         if let Some(notifier) = systemd::Notifier::from_env() {
             tokio::spawn(systemd::run(

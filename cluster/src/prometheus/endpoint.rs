@@ -1,7 +1,10 @@
 //! The HTTP server of the metrics endpoint: `GET /metrics` (or `HEAD`) answers the metrics;
-//! anything else gets 404 or 405. One scrape runs at a time (others wait for it), at most
-//! [`MAX_CONNECTIONS`] connections are served at once (more are closed at once), and a
-//! connection that sends no request head within 10 s, or lasts a minute, is closed.
+//! anything else gets 404 or 405. It has no authentication: bind it where only the scraper
+//! reaches (loopback, a private network).
+//!
+//! One scrape runs at a time (others wait for it). At most [`MAX_CONNECTIONS`] connections are
+//! served at once (more are closed at once); a connection that sends no request head within
+//! 30 s is closed, and one open for a minute is closed once its request under way is answered.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,18 +14,26 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use messenger::Hub;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 
 use super::scrape::Scraper;
 use super::{registry, text};
 use crate::error::Error;
-use crate::Master;
+use crate::supervisor;
 
+/// A scraper holds one connection, an operator with `curl` another: many more is a client
+/// gone wrong, and each one costs the master a task.
 const MAX_CONNECTIONS: usize = 64;
 
 /// Binds the endpoint and serves it from a task of the master's runtime.
-pub(crate) async fn start(master: &Master, addr: SocketAddr, buckets: &[f64]) -> Result<(), Error> {
+pub(crate) async fn start(
+    hub: Hub,
+    supervisor: supervisor::Handle,
+    addr: SocketAddr,
+    buckets: Vec<f64>,
+) -> Result<(), Error> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen {
@@ -31,16 +42,12 @@ pub(crate) async fn start(master: &Master, addr: SocketAddr, buckets: &[f64]) ->
         })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "metrics endpoint: http://{local}/metrics");
-    let registry = registry::install(buckets);
+    let registry = registry::install(&buckets);
     // A worker has the messenger's request timeout to answer, at most 5 s (Prometheus's
     // default scrape timeout is 10 s).
-    let deadline = master
-        .messenger()
-        .config()
-        .request_timeout
-        .min(Duration::from_secs(5));
-    let scraper = Arc::new(Mutex::new(Scraper::new(master.clone(), registry, deadline)));
-    tokio::spawn(serve(listener, scraper));
+    let deadline = hub.config().request_timeout.min(Duration::from_secs(5));
+    let scraper = Scraper::new(hub, supervisor, registry, &buckets, deadline);
+    tokio::spawn(serve(listener, Arc::new(Mutex::new(scraper))));
     Ok(())
 }
 
@@ -67,9 +74,17 @@ async fn serve(listener: TcpListener, scraper: Arc<Mutex<Scraper>>) {
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = tokio::time::sleep(Duration::from_secs(60)) => {
+                    // Closed between requests, never in the middle of an answer.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+                }
+            }
             drop(permit);
         });
     }

@@ -2,25 +2,32 @@
 //! same name and labels from many processes added up (counters and histograms) or kept apart
 //! by a worker's labels (gauges).
 //!
-//! What a worker sends is checked here, not trusted: names and label names are made valid
-//! (every other character becomes `_`), the `multiprocess_` prefix is the cluster's own, a
-//! series whose type differs from its family's or whose histogram buckets differ from the ones
-//! already merged is dropped, and no more than [`MAX_FAMILY_SERIES`] series are kept in all.
-//! What is dropped is counted (`multiprocess_metrics_dropped_series`).
+//! What a worker sends is checked once, as it arrives ([`check`]), not trusted: names and
+//! label names are made valid (every other character becomes `_`), the `multiprocess_` prefix
+//! is the cluster's own, a series has at most [`MAX_LABEL_BYTES`] of labels, a histogram has
+//! the builder's buckets, a counter is finite and not negative. Merging, a series is dropped
+//! if its type differs from its family's, if its name clashes with a histogram's lines (`x`
+//! beside `x_count`, `x_sum` or `x_bucket`), or past [`MAX_FAMILY_SERIES`] series or
+//! [`MAX_OUTPUT_BYTES`] of text in all. What is dropped is counted
+//! (`multiprocess_metrics_dropped_series`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use super::sample::{Sample, Series, Value};
+use super::sample::{Calls, Sample, Series, Value};
 use super::text;
 
-/// The most series one scrape renders.
+/// The most series one scrape renders, and about the most bytes of text.
 pub(crate) const MAX_FAMILY_SERIES: usize = 100_000;
-/// The most labels a series keeps, and the longest name or label value.
-const MAX_LABELS: usize = 32;
+pub(crate) const MAX_OUTPUT_BYTES: usize = 32 << 20;
+/// The longest name, label name or label value, and the most bytes of labels in a series.
 const MAX_TEXT: usize = 1024;
+pub(crate) const MAX_LABEL_BYTES: usize = 4096;
 
 /// The prefix of the cluster's own metrics.
 pub(crate) const PREFIX: &str = "multiprocess_";
+
+/// A histogram's lines: `x_bucket`, `x_sum`, `x_count`.
+const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Type {
@@ -43,23 +50,26 @@ pub(crate) struct Family {
 pub(crate) struct Families {
     pub map: BTreeMap<String, Family>,
     series: usize,
+    bytes: usize,
     pub dropped: u64,
 }
 
 impl Families {
-    /// Adds the cluster's own series (trusted: its names are valid and its own).
-    pub fn own(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: Value) {
+    /// Adds one of the cluster's own series (its names are valid and its own).
+    pub fn cluster(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: Value) {
         self.put(Series::new(name, labels, value), Some(help));
     }
 
-    /// Adds a process's sample: its gauges get `worker` labels (which replace any of the same
-    /// names), counters and histograms are added up with the other processes'.
+    /// Adds a process's [`check`]ed sample: its gauges get `worker` labels (which replace any
+    /// of the same names), counters and histograms are added up with the other processes'.
     pub fn sample(&mut self, sample: &Sample, worker: &[(&str, &str)]) {
+        let help: HashMap<&str, &str> = sample
+            .help
+            .iter()
+            .map(|(name, help)| (name.as_str(), help.as_str()))
+            .collect();
         for series in &sample.series {
-            let Some(mut series) = checked(series) else {
-                self.dropped += 1;
-                continue;
-            };
+            let mut series = series.clone();
             if let Value::Gauge(_) = series.value {
                 series
                     .labels
@@ -70,16 +80,44 @@ impl Families {
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
                 );
             }
-            let help = sample
-                .help
-                .iter()
-                .find(|(name, _)| *name == series.name)
-                .map(|(_, help)| cut(help));
-            self.put(series, help.as_deref());
+            let help = help.get(series.name.as_str()).copied();
+            self.put(series, help);
+        }
+        for calls in &sample.calls {
+            self.calls(calls);
         }
     }
 
-    /// Adds `other`'s counters and histograms (what departed workers counted).
+    /// A process's calls, as the cluster's own families.
+    fn calls(&mut self, calls: &Calls) {
+        let kind = calls.kind.as_str();
+        self.cluster(
+            "multiprocess_calls_total",
+            "Messenger calls made, by kind, in every process (failed ones too).",
+            &[("kind", kind)],
+            Value::Counter(calls.count as f64),
+        );
+        if kind != messenger::CallKind::Broadcast.name() {
+            self.cluster(
+                "multiprocess_call_duration_seconds",
+                "How long Messenger calls took, by kind, in every process (failed ones too; \
+                 broadcasts are not timed).",
+                &[("kind", kind)],
+                Value::Histogram(calls.latency.clone()),
+            );
+        }
+        for (code, n) in &calls.errors {
+            self.cluster(
+                "multiprocess_call_errors_total",
+                "Messenger calls that failed, by kind and error code.",
+                &[("kind", kind), ("code", code)],
+                Value::Counter(*n as f64),
+            );
+        }
+    }
+
+    /// Adds `other`'s counters and histograms (what departed workers counted), where they fit
+    /// the families already here.
     pub fn add_totals(&mut self, other: &Families) {
         for (name, family) in &other.map {
             if family.kind == Type::Gauge {
@@ -94,6 +132,7 @@ impl Families {
                 self.put(series, family.help.as_deref());
             }
         }
+        self.dropped += other.dropped;
     }
 
     fn put(&mut self, mut series: Series, help: Option<&str>) {
@@ -101,17 +140,17 @@ impl Families {
             Value::Counter(_) => Type::Counter,
             Value::Gauge(_) => Type::Gauge,
             Value::Histogram(ref h) if h.is_valid() => Type::Histogram,
-            Value::Histogram(_) => {
-                self.dropped += 1;
-                return;
-            }
+            Value::Histogram(_) => return self.dropped += 1,
         };
         series.labels.sort();
         series.labels.dedup_by(|a, b| a.0 == b.0);
-        let full = self.series >= MAX_FAMILY_SERIES;
+        if !self.map.contains_key(&series.name) && self.clashes(&series.name, kind) {
+            return self.dropped += 1;
+        }
+        let size = text_bytes(&series);
+        let full = self.series >= MAX_FAMILY_SERIES || self.bytes + size > MAX_OUTPUT_BYTES;
         if full && !self.map.contains_key(&series.name) {
-            self.dropped += 1;
-            return;
+            return self.dropped += 1;
         }
         let family = self.map.entry(series.name).or_insert_with(|| Family {
             kind,
@@ -119,8 +158,7 @@ impl Families {
             series: BTreeMap::new(),
         });
         if family.kind != kind {
-            self.dropped += 1;
-            return;
+            return self.dropped += 1;
         }
         if family.help.is_none() {
             family.help = help.map(str::to_owned);
@@ -130,6 +168,7 @@ impl Families {
             None => {
                 family.series.insert(series.labels, series.value);
                 self.series += 1;
+                self.bytes += size;
             }
             Some(value) => match (value, series.value) {
                 (Value::Counter(n), Value::Counter(m)) => *n += m,
@@ -143,28 +182,106 @@ impl Families {
             },
         }
     }
+
+    /// Whether a new family `name` of type `kind` would render a line another family renders:
+    /// a histogram `x` has the lines `x_bucket`, `x_sum` and `x_count`.
+    fn clashes(&self, name: &str, kind: Type) -> bool {
+        let histogram_named = |n: &str| {
+            self.map
+                .get(n)
+                .is_some_and(|family| family.kind == Type::Histogram)
+        };
+        let is_a_line_of_a_histogram = HISTOGRAM_SUFFIXES
+            .iter()
+            .any(|suffix| name.strip_suffix(suffix).is_some_and(histogram_named));
+        let has_a_line_taken = kind == Type::Histogram
+            && HISTOGRAM_SUFFIXES
+                .iter()
+                .any(|suffix| self.map.contains_key(&format!("{name}{suffix}")));
+        is_a_line_of_a_histogram || has_a_line_taken
+    }
 }
 
-/// `series` with a valid name and labels, or `None` if it cannot be one of a worker's: a name
-/// of the cluster's own, or one a histogram's rendering would clash with.
-fn checked(series: &Series) -> Option<Series> {
+/// About how many bytes of text `series` renders to.
+fn text_bytes(series: &Series) -> usize {
+    let labels: usize = series
+        .labels
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum();
+    let line = series.name.len() + labels + 40;
+    match &series.value {
+        Value::Histogram(h) => line * (h.bounds.len() + 3),
+        _ => line,
+    }
+}
+
+/// A sample from a worker as the merge takes it, and how many of its series were left out:
+/// every series valid and within bounds (see the module docs), its user histograms in
+/// `buckets`, its calls of known kinds and codes, with the messenger's latency buckets.
+pub(crate) fn check(sample: Sample, buckets: &[f64]) -> (Sample, u64) {
+    let mut dropped = 0;
+    let series: Vec<Series> = sample
+        .series
+        .iter()
+        .filter_map(|s| {
+            let checked = checked(s, buckets);
+            dropped += u64::from(checked.is_none());
+            checked
+        })
+        .collect();
+    let help = sample
+        .help
+        .iter()
+        .filter_map(|(name, help)| Some((text::metric_name(&cut(name))?, cut(help))))
+        .collect();
+    let calls = sample
+        .calls
+        .into_iter()
+        .filter(|c| {
+            let known = messenger::CallKind::ALL.iter().any(|k| k.name() == c.kind)
+                && c.latency.bounds == messenger::LATENCY_BUCKETS
+                && c.latency.is_valid()
+                && c.errors
+                    .iter()
+                    .all(|(code, _)| messenger::Error::CODES.contains(&code.as_str()));
+            dropped += u64::from(!known);
+            known
+        })
+        .collect();
+    (
+        Sample {
+            series,
+            help,
+            calls,
+        },
+        dropped,
+    )
+}
+
+/// `series` with a valid name and labels, or `None` if it cannot be one of a worker's.
+fn checked(series: &Series, buckets: &[f64]) -> Option<Series> {
     let name = text::metric_name(&cut(&series.name))?;
-    if name.starts_with(PREFIX) || series.labels.len() > MAX_LABELS {
+    if name.starts_with(PREFIX) {
         return None;
     }
-    if let Value::Counter(n) = series.value {
+    match &series.value {
         // A counter counts up from zero.
-        if !(n.is_finite() && n >= 0.0) {
-            return None;
-        }
+        Value::Counter(n) if !(n.is_finite() && *n >= 0.0) => return None,
+        Value::Histogram(h) if h.bounds != buckets || !h.is_valid() => return None,
+        _ => {}
     }
     let histogram = matches!(series.value, Value::Histogram(_));
-    let labels = series
+    let labels: Labels = series
         .labels
         .iter()
         .filter_map(|(k, v)| Some((text::label_name(&cut(k))?, cut(v))))
         .filter(|(k, _)| !(histogram && k == "le"))
         .collect();
+    let bytes: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_LABEL_BYTES {
+        return None;
+    }
     Some(Series {
         name,
         labels,
@@ -182,87 +299,4 @@ fn cut(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::sample::Histogram;
-    use super::*;
-
-    fn sample(series: Vec<Series>) -> Sample {
-        Sample {
-            series,
-            help: vec![("jobs_total".into(), "Jobs.".into())],
-            calls: vec![],
-        }
-    }
-
-    fn histogram(counts: Vec<u64>, sum: f64) -> Value {
-        Value::Histogram(Histogram {
-            bounds: vec![0.1, 1.0],
-            counts,
-            sum,
-        })
-    }
-
-    #[test]
-    fn counters_add_up_gauges_stay_per_worker_histograms_merge() {
-        let mut families = Families::default();
-        for (slot, n) in [("0", 3), ("1", 4)] {
-            let s = sample(vec![
-                Series::new("jobs_total", &[("q", "a")], Value::Counter(n as f64)),
-                Series::new("queue_len", &[("slot", "forged")], Value::Gauge(n as f64)),
-                Series::new("took", &[], histogram(vec![1, n, 0], 1.5)),
-            ]);
-            families.sample(&s, &[("slot", slot)]);
-        }
-        let jobs = &families.map["jobs_total"];
-        assert_eq!(jobs.help.as_deref(), Some("Jobs."));
-        assert_eq!(
-            jobs.series.values().collect::<Vec<_>>(),
-            [&Value::Counter(7.0)]
-        );
-        let gauges: Vec<_> = families.map["queue_len"].series.iter().collect();
-        assert_eq!(gauges.len(), 2, "{gauges:?}");
-        assert_eq!(gauges[0].0, &vec![("slot".to_owned(), "0".to_owned())]);
-        let took = families.map["took"].series.values().next().unwrap();
-        assert_eq!(took, &histogram(vec![2, 7, 0], 3.0));
-        assert_eq!(families.dropped, 0);
-    }
-
-    #[test]
-    fn what_a_worker_may_not_send_is_dropped_and_counted() {
-        let mut families = Families::default();
-        let s = sample(vec![
-            Series::new("multiprocess_workers", &[], Value::Gauge(1e9)),
-            Series::new("x", &[], Value::Counter(1.0)),
-            Series::new("x", &[], Value::Gauge(1.0)),
-            Series::new("h", &[], histogram(vec![1], 0.0)),
-            Series::new("", &[], Value::Counter(1.0)),
-            Series::new("bad name-é", &[("bad-label", "v")], Value::Counter(1.0)),
-        ]);
-        families.sample(&s, &[]);
-        assert_eq!(families.dropped, 4);
-        let names: Vec<_> = families.map.keys().cloned().collect();
-        assert_eq!(names, ["bad_name__", "x"]);
-        let labels = families.map["bad_name__"].series.keys().next().unwrap();
-        assert_eq!(labels, &vec![("bad_label".to_owned(), "v".to_owned())]);
-    }
-
-    #[test]
-    fn histograms_with_other_buckets_are_not_merged() {
-        let mut families = Families::default();
-        families.sample(
-            &sample(vec![Series::new("h", &[], histogram(vec![1, 1, 1], 1.0))]),
-            &[],
-        );
-        let other = Value::Histogram(Histogram {
-            bounds: vec![0.5],
-            counts: vec![1, 1],
-            sum: 1.0,
-        });
-        families.sample(&sample(vec![Series::new("h", &[], other)]), &[]);
-        assert_eq!(families.dropped, 1);
-        assert_eq!(
-            families.map["h"].series.values().next(),
-            Some(&histogram(vec![1, 1, 1], 1.0))
-        );
-    }
-}
+mod tests;

@@ -12,9 +12,9 @@
 //! - **histograms** are merged bucket by bucket: every process counts into the same buckets
 //!   ([`Builder::metrics_buckets`](crate::Builder::metrics_buckets)), so the merge is exact.
 //!
-//! Files: `sample.rs` what a process sends, `registry.rs` the recorder, `families.rs` the
-//! merge and what it checks, `text.rs` the format, `scrape.rs` a scrape, `endpoint.rs` the
-//! HTTP server.
+//! Files: `sample.rs` what a process sends, `registry.rs` the recorder, `families.rs` what
+//! is checked and the merge, `text.rs` the format, `scrape.rs` a scrape, `endpoint.rs` the
+//! HTTP server. They use the Hub and the supervisor's handle, not the [`Master`](crate::Master).
 
 use crate::error::Error;
 
@@ -57,16 +57,18 @@ pub(crate) fn validate_buckets(b: &[f64]) -> Result<(), Error> {
     Ok(())
 }
 
-/// In a worker: installs the recorder (with `registry`: not in the master's own process,
-/// whose registry the master sends) and answers the master's scrapes.
+/// In a worker: answers the master's scrapes with its messenger's calls and, with
+/// `with_registry` (not in the master's own process, whose registry the master sends itself),
+/// what it records with the facade, through the recorder installed here.
 #[cfg(feature = "metrics")]
-pub(crate) fn serve_worker(messenger: &messenger::Messenger, buckets: &[f64], registry: bool) {
-    let registry = if registry {
+pub(crate) fn serve_worker(messenger: &messenger::Messenger, buckets: &[f64], with_registry: bool) {
+    let registry = if with_registry {
         registry::install(buckets)
     } else {
         None
     };
-    // The handler keeps the worker's messenger, which lives as long as the process anyway.
+    // The handler keeps the worker's messenger: a closed messenger forgets its handlers, so
+    // this is freed with it.
     let own = messenger.clone();
     messenger.on(move |_: sample::Collect| {
         let sample = registry.as_ref().map(|r| r.sample()).unwrap_or_default();

@@ -1,8 +1,23 @@
 //! One process's metrics as it sends them to the master: series of counters, gauges and
-//! histograms, and the help texts they were described with.
+//! histograms, the help texts they were described with, and its calls.
+//!
+//! What comes from a worker is bounded as it is decoded: a list longer than a well-behaved
+//! process ever sends (its registry holds at most [`MAX_SERIES`] series) fails the whole
+//! sample, which the scrape counts as unanswered.
+
+use std::fmt;
+use std::marker::PhantomData;
 
 use messenger::Event;
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use super::registry::MAX_SERIES;
+
+/// The most labels a series has, and the most buckets a histogram has (the builder allows 64;
+/// the calls' latency histogram has 16).
+pub(crate) const MAX_LABELS: usize = 32;
+pub(crate) const MAX_BUCKETS: usize = 64;
 
 /// Master -> worker: your metrics, now.
 #[derive(Debug, Serialize, Deserialize)]
@@ -17,12 +32,14 @@ impl Event for Collect {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Sample {
     /// What the process recorded with the `metrics` facade.
+    #[serde(deserialize_with = "at_most::<_, _, MAX_SERIES>")]
     pub series: Vec<Series>,
     /// Help texts, by metric name.
+    #[serde(deserialize_with = "at_most::<_, _, MAX_SERIES>")]
     pub help: Vec<(String, String)>,
     /// What its Messenger's calls took, by kind (the cluster's own metrics, kept apart from
     /// the user's, whose names may not take the cluster's prefix).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<_, _, 16>")]
     pub calls: Vec<Calls>,
 }
 
@@ -36,6 +53,7 @@ pub(crate) struct Calls {
     /// The timed ones' durations (broadcasts are not timed).
     pub latency: Histogram,
     /// Failures, by [`messenger::Error::code`].
+    #[serde(deserialize_with = "at_most::<_, _, 32>")]
     pub errors: Vec<(String, u64)>,
 }
 
@@ -67,6 +85,7 @@ impl Calls {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Series {
     pub name: String,
+    #[serde(deserialize_with = "at_most::<_, _, MAX_LABELS>")]
     pub labels: Vec<(String, String)>,
     pub value: Value,
 }
@@ -83,7 +102,9 @@ pub(crate) enum Value {
 /// (not cumulative), then how many over the last bound; and their sum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Histogram {
+    #[serde(deserialize_with = "at_most::<_, _, MAX_BUCKETS>")]
     pub bounds: Vec<f64>,
+    #[serde(deserialize_with = "at_most::<_, _, { MAX_BUCKETS + 1 }>")]
     pub counts: Vec<u64>,
     pub sum: f64,
 }
@@ -123,5 +144,68 @@ impl Series {
                 .collect(),
             value,
         }
+    }
+}
+
+/// A list of at most `N` elements: a longer one is an error as soon as its `N + 1`th element
+/// comes, before it is decoded.
+fn at_most<'de, D, T, const N: usize>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct AtMost<T, const N: usize>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for AtMost<T, N> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {N} elements")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N).min(1024));
+            while let Some(element) = seq.next_element()? {
+                if out.len() == N {
+                    return Err(serde::de::Error::custom(format!("more than {N} elements")));
+                }
+                out.push(element);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_seq(AtMost::<T, N>(PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_over_its_bound_fails_the_sample() {
+        let labels: Vec<(String, String)> = (0..MAX_LABELS + 1)
+            .map(|i| (format!("l{i}"), String::new()))
+            .collect();
+        let series = Series {
+            name: "x".into(),
+            labels,
+            value: Value::Counter(1.0),
+        };
+        let sample = Sample {
+            series: vec![series.clone()],
+            ..Sample::default()
+        };
+        let bytes = rmp_serde::to_vec_named(&sample).unwrap();
+        let err = rmp_serde::from_slice::<Sample>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("more than 32"), "{err}");
+        let mut fits = series;
+        fits.labels.pop();
+        let sample = Sample {
+            series: vec![fits],
+            ..Sample::default()
+        };
+        let bytes = rmp_serde::to_vec_named(&sample).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Sample>(&bytes).unwrap(), sample);
     }
 }

@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn renders_each_type_with_escapes() {
         let mut families = Families::default();
-        families.own(
+        families.cluster(
             "multiprocess_workers",
             "Worker processes,\nby state.",
             &[("state", "ready")],
@@ -167,6 +167,8 @@ mod tests {
             help: vec![],
             calls: vec![],
         };
+        let (sample, dropped) = super::super::families::check(sample, &[0.00005, 1.0]);
+        assert_eq!(dropped, 0);
         families.sample(&sample, &[]);
         let text = render(&families);
         let expected = "\

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use messenger::{Hub, Messenger, WorkerId};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::fleet::Event;
@@ -16,7 +17,8 @@ use crate::env::ListenerKind;
 use crate::options::Options;
 use crate::worker::{self, Host, Listeners, WorkerBoot};
 
-/// How many bytes the pipe between a worker task and the Hub buffers each way.
+/// How many bytes the pipe between a worker task and the Hub buffers each way: about what a
+/// Unix socket buffers, so that a worker task is held up by a slow Hub as a process would be.
 const PIPE_BYTES: usize = 256 * 1024;
 
 /// What every worker task is started with.
@@ -85,6 +87,8 @@ impl InProcess {
             hub.attach(id, hub_end);
             let span =
                 tracing::info_span!("worker", slot = id.slot, generation = id.generation, pid);
+            let drain = CancellationToken::new();
+            let draining = drain.clone();
             let life = async move {
                 let messenger = Messenger::connect(worker_end, this.opts.messenger.clone()).await?;
                 let closing = messenger.clone();
@@ -94,7 +98,8 @@ impl InProcess {
                     &this.boot,
                     messenger,
                     listeners,
-                    Host::Master,
+                    Host::MasterTask,
+                    draining,
                 )
                 .await;
                 // What a process's exit does: the connection ends.
@@ -109,9 +114,11 @@ impl InProcess {
                     task.await
                 }
             };
-            // A task aborted or panicked mid-call leaves its Messenger's tasks behind: the
-            // Hub's end closes them.
+            // What a process's exit ends, a task's end must end too: the Hub's end of the
+            // connection (a task aborted or panicked leaves its Messenger's tasks behind), and
+            // whatever the bootstrap spawned to serve until it drains (it stops accepting).
             hub.detach(id);
+            drain.cancel();
             let status = match ended {
                 Ok(Ok(())) => "returned".to_owned(),
                 Ok(Err(e)) => format!("failed: {e}"),

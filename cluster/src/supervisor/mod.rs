@@ -93,6 +93,15 @@ impl Handle {
         self.tx.send(Input::Cmd(cmd)).is_ok()
     }
 
+    /// A snapshot of every slot; [`Error::Stopping`] once the Supervisor is gone.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Cmd::Status(reply)) {
+            return Err(Error::Stopping);
+        }
+        rx.await.map_err(|_| Error::Stopping)
+    }
+
     /// Worker `id` says it is not well.
     pub fn unhealthy(&self, id: WorkerId, reason: String) {
         let _ = self.tx.send(Input::Event(Event::Unhealthy { id, reason }));

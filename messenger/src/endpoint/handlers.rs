@@ -52,6 +52,15 @@ impl Handlers {
         (first, by_name.len())
     }
 
+    /// Forgets every handler: a closed Messenger runs none, and what its handlers keep (a clone
+    /// of the Messenger itself, say) is freed.
+    pub fn clear(&self) {
+        self.by_name
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     pub fn handles(&self, event: &[u8]) -> bool {
         let by_name = self.by_name.read().unwrap_or_else(|e| e.into_inner());
         by_name.get(event).is_some_and(|list| !list.is_empty())

@@ -22,6 +22,7 @@ use crate::wire::{Envelope, Hello, Kind, ENVELOPE_OVERHEAD};
 use crate::{Config, Dispatch, Error, Event, Peer, Result};
 
 mod calls;
+mod gather;
 mod handlers;
 mod link;
 mod map;
@@ -380,5 +381,6 @@ impl Shared {
         self.window.close();
         // Dropping the waiters fails every pending call with `Closed`.
         self.calls.clear();
+        self.handlers.clear();
     }
 }

@@ -193,7 +193,6 @@ fn malformed(detail: String) -> Error {
     Error::Malformed { detail }
 }
 
-/// Reads an envelope; `event`, `key` and `body` are slices of `frame`.
 /// The next binary field of an envelope read from `rd`, as a slice of `frame` (which `rd`
 /// reads): every frame decoded goes through here, so it is kept inline.
 #[inline(always)]
@@ -204,6 +203,7 @@ fn bin(frame: &Bytes, rd: &mut &[u8], field: &str) -> Result<Bytes, Error> {
     Ok(frame.slice(start..start + bin.len()))
 }
 
+/// Reads an envelope; `event`, `key` and `body` are slices of `frame`.
 pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let mut rd: &[u8] = frame;
     let fields =

@@ -34,6 +34,7 @@ mod start;
 mod status;
 
 pub(crate) use scale::ScaleError;
+pub(crate) use start::Start;
 
 /// How long a worker whose connection ended may take to exit by itself before it is killed.
 pub(crate) const LOST_CONNECTION_GRACE: Duration = Duration::from_millis(500);
@@ -141,36 +142,6 @@ pub(crate) enum Timer {
     Lost(WorkerId),
     /// Slot `slot` may restart (if `retry` is still its latest).
     Restart { slot: u32, retry: u64 },
-}
-
-/// Why a worker is started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// The cluster's first workers.
-    Boot,
-    /// In place of one that exited, or lost its connection, unasked.
-    AfterExit,
-    /// In place of one that reported itself unhealthy or missed its heartbeats.
-    Unhealthy,
-    /// In place of one past the recycling policy.
-    Recycle,
-    /// A rolling reload.
-    Reload,
-    /// A slot added by scaling.
-    ScaleUp,
-}
-
-impl std::fmt::Display for Start {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Start::Boot => "boot",
-            Start::AfterExit => "restart after an exit",
-            Start::Unhealthy => "replacing an unhealthy worker",
-            Start::Recycle => "recycling",
-            Start::Reload => "reload",
-            Start::ScaleUp => "scale up",
-        })
-    }
 }
 
 /// What to do.

@@ -3,9 +3,39 @@
 
 use tokio::time::Instant;
 
-use super::{Action, Fleet, Leaving, Proc, SlotState, Start, Stop, Timer};
+use super::{Action, Fleet, Leaving, Proc, SlotState, Stop, Timer};
 use crate::supervisor::rollout::Step;
 use messenger::WorkerId;
+
+/// Why a worker is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// The cluster's first workers.
+    Boot,
+    /// In place of one that exited, or lost its connection, unasked.
+    AfterExit,
+    /// In place of one that reported itself unhealthy or missed its heartbeats.
+    Unhealthy,
+    /// In place of one past the recycling policy.
+    Recycle,
+    /// A rolling reload.
+    Reload,
+    /// A slot added by scaling.
+    ScaleUp,
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Start::Boot => "boot",
+            Start::AfterExit => "restart after an exit",
+            Start::Unhealthy => "replacing an unhealthy worker",
+            Start::Recycle => "recycling",
+            Start::Reload => "reload",
+            Start::ScaleUp => "scale up",
+        })
+    }
+}
 
 impl Fleet {
     pub(super) fn boot(&mut self, now: Instant) {
