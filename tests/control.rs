@@ -100,7 +100,8 @@ fn status_scale_reload_and_stop_from_the_shell() {
     let table = stdout(&cli(&socket, &["status"]));
     assert!(
         table.ends_with(
-            "restarts: 0 exited, 0 unhealthy, 0 recycled; reloads: 1 succeeded, 0 failed\n"
+            "replacements: 0 after an exit, 0 unhealthy, 0 recycled; reloads: 1 succeeded, 0 \
+             failed\n"
         ),
         "{table}"
     );
