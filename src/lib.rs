@@ -86,6 +86,20 @@
 //! the master's standard output and error, so their lines and the master's end up in the same
 //! place.
 //!
+//! # Operating it
+//!
+//! - [`Builder::control_socket`]: the `multiprocess` CLI (`status`, `monit`, `reload`,
+//!   `scale N`, `stop`) talks to the master over a Unix socket only its user can open.
+//! - [`Builder::metrics`] (feature `metrics`, on by default): Prometheus text at
+//!   `http://addr/metrics`, the cluster's own metrics and what every process records with the
+//!   [`metrics`](crate::metrics) facade, merged at each scrape.
+//! - [`Master::scale`], SIGTTIN / SIGTTOU; [`Builder::recycle_after`] and its siblings;
+//!   systemd's notify protocol and socket activation, found in the environment.
+//! - [`Builder::single_process`]: the workers as tasks of the master's process, for a container
+//!   whose orchestrator runs the replicas, or for a debugger.
+//!
+//! The README's "Operating it" has the details of each.
+//!
 //! # Tests without processes
 //!
 //! [`testing::MockCluster`] connects N worker Messengers and the master's to the real Hub over
