@@ -92,7 +92,7 @@
 //!   `scale N`, `stop`) talks to the master over a Unix socket only its user can open.
 //! - [`Builder::metrics`] (feature `metrics`, on by default): Prometheus text at
 //!   `http://addr/metrics`, the cluster's own metrics and what every process records with the
-//!   [`metrics`](crate::metrics) facade, merged at each scrape.
+//!   [`metrics`] facade, merged at each scrape.
 //! - [`Master::scale`], SIGTTIN / SIGTTOU; [`Builder::recycle_after`] and its siblings;
 //!   systemd's notify protocol and socket activation, found in the environment.
 //! - [`Builder::single_process`]: the workers as tasks of the master's process, for a container
