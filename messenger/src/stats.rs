@@ -229,8 +229,8 @@ pub struct PeerStats {
     pub delivered: u64,
 }
 
-/// The frames the Hub routes that are not requests, by kind, as [`HubStats::routed`] names
-/// them (requests are named by their [`CallKind`]).
+/// The frames the Hub routes that are neither requests nor credits, by kind, as
+/// [`HubStats::routed`] names them (requests are named by their [`CallKind`]).
 const FRAMES: [(Kind, &str); 6] = [
     (Kind::Announce, "announce"),
     (Kind::Ready, "ready"),
@@ -240,13 +240,12 @@ const FRAMES: [(Kind, &str); 6] = [
     (Kind::Cancel, "cancel"),
 ];
 
-/// The Hub's count of the frames it routed (kept under its lock: plain numbers). Credits are
-/// counted as `credit`.
+/// The Hub's count of the frames it routed (kept under its lock: plain numbers): each frame
+/// by its kind, found by the kind's number, and requests apart, by their call.
 #[derive(Default)]
 pub(crate) struct Routed {
-    frames: [u64; FRAMES.len()],
+    by_kind: [u64; Kind::Credit as usize + 1],
     calls: [u64; CallKind::ALL.len()],
-    credits: u64,
 }
 
 impl Routed {
@@ -258,23 +257,19 @@ impl Routed {
                     self.calls[kind as usize] += 1;
                 }
             }
-            Kind::Credit => self.credits += 1,
-            kind => {
-                if let Some(at) = FRAMES.iter().position(|(k, _)| *k == kind) {
-                    self.frames[at] += 1;
-                }
-            }
+            kind => self.by_kind[kind as usize] += 1,
         }
     }
 
-    /// Every count, with its name: the frames by kind, the requests by the call they are.
+    /// Every count, with its name: the frames by kind, the requests by the call they are,
+    /// then the credits.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let frames = FRAMES.iter().map(|(_, name)| *name).zip(self.frames);
+        let frames = FRAMES
+            .iter()
+            .map(|(k, name)| (*name, self.by_kind[*k as usize]));
         let calls = CallKind::ALL.iter().map(|k| k.name()).zip(self.calls);
-        frames
-            .chain(calls)
-            .chain([("credit", self.credits)])
-            .collect()
+        let credits = ("credit", self.by_kind[Kind::Credit as usize]);
+        frames.chain(calls).chain([credits]).collect()
     }
 }
 
@@ -328,5 +323,29 @@ mod tests {
         assert_eq!(broadcast.count, 2);
         assert!(broadcast.buckets.iter().all(|&n| n == 0));
         assert_eq!(broadcast.errors, vec![("closed", 1)]);
+    }
+
+    #[test]
+    fn the_hub_counts_frames_by_kind_and_requests_by_call() {
+        let mut routed = Routed::default();
+        let frame = |kind, to| Envelope {
+            to,
+            ..Envelope::new(kind, "e", bytes::Bytes::new())
+        };
+        routed.count(&frame(Kind::Reply, Target::Hub));
+        routed.count(&frame(Kind::Request, Target::Any));
+        routed.count(&frame(Kind::Request, Target::Any));
+        routed.count(&frame(Kind::Request, Target::Hub));
+        routed.count(&frame(Kind::Credit, Target::Hub));
+        let counts: Vec<_> = routed
+            .snapshot()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(counts, [("reply", 1), ("consume", 2), ("credit", 1)]);
+        assert_eq!(
+            routed.snapshot().len(),
+            FRAMES.len() + CallKind::ALL.len() + 1
+        );
     }
 }
