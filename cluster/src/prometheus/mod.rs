@@ -40,16 +40,17 @@ pub(crate) const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The most buckets a histogram may have.
-const MAX_BUCKETS: usize = 64;
+/// The most buckets a histogram may have (the builder's, and any a worker sends).
+pub(crate) const MAX_BUCKETS: usize = 64;
+
+/// Whether histogram bounds can be bounds: finite, and strictly ascending.
+pub(crate) fn finite_ascending(bounds: &[f64]) -> bool {
+    bounds.iter().all(|b| b.is_finite()) && bounds.windows(2).all(|w| w[0] < w[1])
+}
 
 /// Checks the facade's histogram buckets (see [`Builder::metrics_buckets`](crate::Builder)).
 pub(crate) fn validate_buckets(b: &[f64]) -> Result<(), Error> {
-    if b.is_empty()
-        || b.len() > MAX_BUCKETS
-        || !b.iter().all(|x| x.is_finite())
-        || !b.windows(2).all(|w| w[0] < w[1])
-    {
+    if b.is_empty() || b.len() > MAX_BUCKETS || !finite_ascending(b) {
         return Err(Error::Config(format!(
             "metrics buckets {b:?}: between 1 and {MAX_BUCKETS} finite bounds, ascending"
         )));

@@ -13,11 +13,10 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::registry::MAX_SERIES;
+use super::{finite_ascending, MAX_BUCKETS};
 
-/// The most labels a series has, and the most buckets a histogram has (the builder allows 64;
-/// the calls' latency histogram has 16).
+/// The most labels a series has.
 pub(crate) const MAX_LABELS: usize = 32;
-pub(crate) const MAX_BUCKETS: usize = 64;
 
 /// Master -> worker: your metrics, now.
 #[derive(Debug, Serialize, Deserialize)]
@@ -112,9 +111,7 @@ pub(crate) struct Histogram {
 impl Histogram {
     /// Whether it holds together: finite bounds, strictly ascending, and one count more.
     pub fn is_valid(&self) -> bool {
-        self.counts.len() == self.bounds.len() + 1
-            && self.bounds.iter().all(|b| b.is_finite())
-            && self.bounds.windows(2).all(|w| w[0] < w[1])
+        self.counts.len() == self.bounds.len() + 1 && finite_ascending(&self.bounds)
     }
 
     /// Adds `other`'s counts to these: `false` (and nothing added) if its bounds differ.
