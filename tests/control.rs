@@ -26,6 +26,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The CLI found no master to answer (exit status 3), and said `why`.
+fn assert_unreachable(out: &Output, why: &str) {
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(out));
+    assert!(stderr(out).contains(why), "{}", stderr(out));
+}
+
 /// A cluster with a control socket in a directory of its own (made by the master).
 fn start(workers: usize, env: &[(&str, String)]) -> (Helper, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -151,12 +157,7 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
 
     // Nothing there.
     let out = cli(&dir.path().join("nobody.sock"), &["status"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("no master answers at"),
-        "{}",
-        stderr(&out)
-    );
+    assert_unreachable(&out, "no master answers at");
 
     // Something there, but not a master.
     let other = dir.path().join("other.sock");
@@ -169,12 +170,7 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
     });
     let out = cli(&other, &["status"]);
     impostor.join().unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("is not a multiprocess master's control socket"),
-        "{}",
-        stderr(&out)
-    );
+    assert_unreachable(&out, "is not a multiprocess master's control socket");
 
     // Something that listens and takes no connection, its backlog full: the wait is bounded.
     use socket2::{Domain, SockAddr, Socket, Type};
@@ -195,12 +191,7 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
         assert!(queued.len() < 1000, "the backlog never filled");
     }
     let out = cli(&stuck, &["--timeout", "0.5", "status"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no master answers at"),
-        "{}",
-        stderr(&out)
-    );
+    assert_unreachable(&out, "no master answers at");
     // One that takes the connection and never answers.
     let silent = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
     let silent_path = dir.path().join("silent.sock");
@@ -267,10 +258,5 @@ fn a_master_that_stops_mid_call_is_a_clear_error() {
     });
     helper.signal(Signal::SIGKILL);
     let out = reload.join().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("closed the connection without answering"),
-        "{}",
-        stderr(&out)
-    );
+    assert_unreachable(&out, "closed the connection without answering");
 }
