@@ -8,7 +8,9 @@
 //! (`cargo run --bin multiprocess -- --socket PATH status`). With `METRICS_ADDR` set to an
 //! address (`127.0.0.1:9100`), the master serves Prometheus metrics at `/metrics` there: the
 //! cluster's own, and what the workers record (`demo_http_requests_total{route}`,
-//! `demo_http_request_duration_seconds`, `demo_ticks`).
+//! `demo_http_request_duration_seconds`, `demo_ticks`). `RUST_LOG` filters the logs: a level
+//! (`warn`) or `target=level` pairs (`cluster=debug,info`: the cluster logs under `cluster::`, the
+//! messenger under `messenger::`); default `info`.
 //!
 //! ```sh
 //! cargo run --release --example demo-cluster
@@ -26,6 +28,8 @@ use axum::{Json, Router};
 use multiprocess::{metrics, BoxError, Cluster, Event, Messenger, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 /// `pid`: the worker's pid.
 #[derive(Serialize, Deserialize, Event)]
@@ -48,10 +52,17 @@ struct Ticks;
 struct Echo(String);
 
 fn main() -> Result<(), multiprocess::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    // RUST_LOG as `level` or `target=level,...` (tracing-subscriber's `Targets`: no regex
+    // engine in every process, as `EnvFilter` would bring).
+    let filter: Targets = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => spec.parse().map_err(|e| {
+            multiprocess::Error::Config(format!("RUST_LOG={spec:?} is not a filter: {e}"))
+        })?,
+        _ => Targets::new().with_default(tracing::Level::INFO),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer())
+        .with(filter)
         .init();
     let port: u16 = env_or("PORT", 3000)?;
     let workers: usize = env_or("WORKERS", 0)?;
