@@ -33,6 +33,8 @@ mod peer;
 mod stats;
 pub mod testing;
 mod transport;
+#[cfg(feature = "nats")]
+pub mod uplink;
 // The frames between the processes: public only so that this crate's own fuzz targets,
 // benchmarks and protocol tests can speak them; not part of the API, and no semver promise.
 #[doc(hidden)]
@@ -43,7 +45,7 @@ pub use config::{Config, MAX_DURATION};
 pub use endpoint::Messenger;
 pub use error::{Error, Result};
 pub use event::{BoxFuture, Dispatch, Event};
-pub use hub::{Hub, HubEvent, PeerState};
+pub use hub::{HostId, Hub, HubEvent, PeerState, RemoteHost};
 pub use messenger_derive::Event;
 pub use peer::{Peer, WorkerId};
 pub use stats::{CallKind, CallStats, HubStats, PeerStats, LATENCY_BUCKETS};

@@ -15,7 +15,8 @@
 //!
 //! The files: `serve.rs` runs a connection (handshake, reader, writer, watchdog), `router.rs`
 //! routes each frame, `conn.rs` is a connection's queue and window, `pending.rs` the calls
-//! awaiting answers, `members.rs` the Ready set, `once.rs` the remembered `consume_once` replies.
+//! awaiting answers, `members.rs` the Ready set, `once.rs` the remembered `consume_once` replies,
+//! `hosts.rs` the other hosts of a cluster that spans hosts (fed by `uplink/`).
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -29,6 +30,7 @@ use crate::wire::Envelope;
 use crate::{Config, Event, HubStats, Messenger, Peer, PeerStats, Result, WorkerId};
 
 mod conn;
+mod hosts;
 mod members;
 mod once;
 mod outbound;
@@ -36,6 +38,9 @@ mod pending;
 mod router;
 mod serve;
 
+#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
+pub(crate) use hosts::{Announcement, Heard};
+pub use hosts::{HostId, RemoteHost};
 use members::Admission;
 use router::State;
 
@@ -253,8 +258,67 @@ impl Hub {
         Ok(started.elapsed())
     }
 
+    /// The other hosts of the cluster this Hub joined over NATS (`Hub::join`, feature `nats`),
+    /// by name: each one's Ready workers and the events they handle, as it last announced
+    /// them. Empty for a Hub on one host.
+    pub fn hosts(&self) -> Vec<RemoteHost> {
+        self.lock().hosts.list(tokio::time::Instant::now())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
+    }
+}
+
+/// What the uplink (`uplink/`) asks of the Hub: this host's Ready workers, and the others'.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+impl Hub {
+    /// What this host says of itself: its Ready workers, in slot order, and what each handles.
+    pub(crate) fn announcement(&self, host: HostId, name: &str, seq: u64) -> Announcement {
+        let state = self.lock();
+        let workers = state
+            .members
+            .workers()
+            .map(|id| {
+                let mut handled: Vec<_> = state
+                    .conns
+                    .get(&Peer::Worker(id))
+                    .map(|conn| conn.handlers.iter().cloned().collect())
+                    .unwrap_or_default();
+                handled.sort();
+                (id, handled)
+            })
+            .collect();
+        Announcement {
+            host,
+            name: name.to_owned(),
+            seq,
+            leaving: false,
+            workers,
+        }
+    }
+
+    /// Takes in another host's announcement.
+    pub(crate) fn hear(&self, ann: Announcement) -> Heard {
+        self.lock().hosts.hear(ann, tokio::time::Instant::now())
+    }
+
+    /// Forgets the hosts not heard from for `expiry`.
+    pub(crate) fn expire_hosts(&self, expiry: Duration) -> Vec<(HostId, String)> {
+        self.lock()
+            .hosts
+            .expire(tokio::time::Instant::now(), expiry)
+    }
+
+    /// Forgets every other host (this one left).
+    pub(crate) fn forget_hosts(&self) {
+        let mut state = self.lock();
+        let max = state.hosts.max_hosts();
+        state.hosts = hosts::Hosts::new(max);
+    }
+
+    pub(crate) fn set_max_hosts(&self, max: usize) {
+        self.lock().hosts = hosts::Hosts::new(max);
     }
 }
 

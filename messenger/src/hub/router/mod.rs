@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::conn::{Conn, Stop};
+use super::hosts::Hosts;
 use super::members::{Admission, Members};
 use super::once::OnceResults;
 use super::outbound::{AnswerRoom, Budget, Outbound};
@@ -42,6 +43,8 @@ mod ready;
 pub(super) struct State {
     pub conns: HashMap<Peer, Conn>,
     pub members: Members,
+    /// The other hosts, in a cluster joined over an uplink.
+    pub hosts: Hosts,
     pending: Pending,
     once: OnceResults,
     /// Round-robin position per event, for `consume`; keyed by names that a Ready worker
@@ -78,6 +81,7 @@ impl State {
         State {
             conns: HashMap::default(),
             members: Members::default(),
+            hosts: Hosts::new(64),
             pending: Pending::default(),
             once: OnceResults::new(config.once_keys, config.once_bytes),
             turns: HashMap::default(),

@@ -1,0 +1,225 @@
+//! The uplink's task: one NATS connection, this host's announcements out, the others' in.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::{announcement, Uplink};
+use crate::hub::{Heard, HostId, Hub, HubEvent};
+use crate::{Error, Result};
+
+/// Messages the client buffers per subscription before it drops (a slow consumer).
+const SUBSCRIPTION_CAPACITY: usize = 1024;
+
+/// How long a leaving host tries to say so.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Who this host is, and what it last said.
+struct Me {
+    id: HostId,
+    name: String,
+    seq: u64,
+}
+
+/// Connects, subscribes, announces this host, and runs the rest in a task until `stop`.
+pub(super) async fn start(
+    hub: Hub,
+    uplink: Uplink,
+    id: HostId,
+    name: String,
+    stop: CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let options = uplink
+        .options
+        .unwrap_or_default()
+        .name(format!("multiprocess {name}"))
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .event_callback(move |event| {
+            let events_tx = events_tx.clone();
+            async move {
+                let _ = events_tx.send(event);
+            }
+        });
+    let servers: Vec<String> = uplink
+        .servers
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Error::from(std::io::Error::other(format!(
+            "NATS at {}: {e}",
+            uplink.servers
+        )))
+    };
+    let client = options
+        .connect(servers)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let subject = format!("multiprocess.{}.members", uplink.cluster);
+    let members = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let hub_events = hub.subscribe();
+    let mut me = Me { id, name, seq: 0 };
+    announce(&hub, &client, &subject, &mut me, false).await;
+    tracing::info!(host = %me.name, id = %me.id, cluster = %uplink.cluster, "joined over NATS");
+    let run = Run {
+        hub,
+        client,
+        subject,
+        me,
+        expiry: uplink.expiry,
+    };
+    Ok(tokio::spawn(run.run(members, events, hub_events, stop)))
+}
+
+struct Run {
+    hub: Hub,
+    client: async_nats::Client,
+    subject: String,
+    me: Me,
+    expiry: Duration,
+}
+
+impl Run {
+    async fn run(
+        mut self,
+        mut members: async_nats::Subscriber,
+        mut events: mpsc::UnboundedReceiver<async_nats::Event>,
+        mut hub_events: mpsc::UnboundedReceiver<HubEvent>,
+        stop: CancellationToken,
+    ) {
+        let mut heartbeat = tokio::time::interval(self.expiry / 3);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut refused = Refused::default();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = heartbeat.tick() => {
+                    self.say(false).await;
+                    for (id, name) in self.hub.expire_hosts(self.expiry) {
+                        tracing::warn!(host = %name, %id, "host not heard from for {:?}: forgotten", self.expiry);
+                    }
+                    refused.report();
+                }
+                Some(event) = hub_events.recv() => {
+                    if matches!(event, HubEvent::Ready(_) | HubEvent::Closed { .. }) {
+                        self.say(false).await;
+                    }
+                }
+                Some(event) = events.recv() => match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("NATS connection (re)established: announcing this host");
+                        self.say(false).await;
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS connection lost: reconnecting");
+                    }
+                    other => tracing::debug!("NATS: {other}"),
+                },
+                message = members.next() => match message {
+                    Some(message) => self.heard(&message.payload, &mut refused),
+                    None => {
+                        tracing::error!("the NATS subscription to membership ended: this host no longer hears the others");
+                        break;
+                    }
+                },
+            }
+        }
+        // Leaving: said once, within a bound, then the connection closes with the client.
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
+            self.say(true).await;
+            let _ = self.client.flush().await;
+        })
+        .await;
+        self.hub.forget_hosts();
+    }
+
+    async fn say(&mut self, leaving: bool) {
+        announce(
+            &self.hub,
+            &self.client,
+            &self.subject,
+            &mut self.me,
+            leaving,
+        )
+        .await;
+    }
+
+    fn heard(&self, payload: &[u8], refused: &mut Refused) {
+        let max_events = self.hub.config().max_events;
+        let ann = match announcement::decode(payload, max_events) {
+            Ok(ann) => ann,
+            Err(reason) => return refused.note(reason),
+        };
+        if ann.host == self.me.id {
+            return;
+        }
+        let (host, id) = (ann.name.clone(), ann.host);
+        match self.hub.hear(ann) {
+            Heard::Joined => tracing::info!(%host, %id, "host joined"),
+            Heard::Left => tracing::info!(%host, %id, "host left"),
+            Heard::Changed => tracing::debug!(%host, %id, "host's workers changed"),
+            Heard::Full => refused.note(format!("host {host} ({id}) is one more than max_hosts")),
+            Heard::Same | Heard::Stale => {}
+        }
+    }
+}
+
+async fn announce(
+    hub: &Hub,
+    client: &async_nats::Client,
+    subject: &str,
+    me: &mut Me,
+    leaving: bool,
+) {
+    me.seq += 1;
+    let mut ann = hub.announcement(me.id, &me.name, me.seq);
+    if leaving {
+        ann.leaving = true;
+        ann.workers.clear();
+    }
+    let Some(bytes) = announcement::encode(&ann) else {
+        tracing::error!(
+            "this host's announcement is over {} bytes: the others cannot hear of its workers",
+            announcement::MAX_BYTES
+        );
+        return;
+    };
+    // Published into the client's queue; a lost connection is the client's to retry, and
+    // the next heartbeat says it again.
+    if let Err(e) = client.publish(subject.to_owned(), bytes).await {
+        tracing::debug!("announcement not sent: {e}");
+    }
+}
+
+/// Announcements ignored since the last report: reported at most once per heartbeat.
+#[derive(Default)]
+struct Refused {
+    count: u64,
+    last: Option<String>,
+}
+
+impl Refused {
+    fn note(&mut self, reason: String) {
+        self.count += 1;
+        self.last = Some(reason);
+    }
+
+    fn report(&mut self) {
+        if let Some(reason) = self.last.take() {
+            tracing::warn!(
+                ignored = self.count,
+                "announcements from other hosts ignored; the last one: {reason}"
+            );
+        }
+        *self = Refused::default();
+    }
+}

@@ -1,0 +1,239 @@
+//! Beyond one host: a Hub's uplink to the Hubs of other hosts, over NATS.
+//!
+//! A service that outgrows one machine runs one cluster (a master and its workers) per host.
+//! Each master's Hub keeps routing its own workers, and [`Hub::join`] gives it one NATS
+//! connection to the others: a host with 32 workers holds one connection, not 32, and local
+//! traffic never leaves the host.
+//!
+//! ```no_run
+//! # async fn run(hub: messenger::Hub) -> messenger::Result<()> {
+//! use messenger::uplink::Uplink;
+//!
+//! let joined = hub
+//!     .join(Uplink::new("nats://10.0.0.5:4222").cluster("shop").host("web-1"))
+//!     .await?;
+//! // ... every host's Ready workers show in hub.hosts() ...
+//! joined.leave().await; // or drop it: the others forget this host at once
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **Membership.** Each Hub publishes what it has on `multiprocess.<cluster>.members`: its
+//! Ready workers and the events each handles, at once when its Ready set changes, after a
+//! reconnection, and every third of the expiry ([`Uplink::expiry`], 3 s by default) as a
+//! heartbeat. Every Hub keeps the others' last word ([`Hub::hosts`]); a host not heard from
+//! for the expiry is forgotten (so one SIGKILLed drops out within it), and one that stops
+//! says so and is forgotten at once. Announcements are MessagePack (see `announcement.rs`).
+//!
+//! **What another host may cost.** An announcement over 256 KiB, with more event names than
+//! [`Config::max_events`](crate::Config::max_events) or more than 4096 workers, or that does
+//! not decode, is ignored (and logged, at most once per heartbeat with a count); at most
+//! [`Uplink::max_hosts`] hosts are known at once; the NATS client buffers at most 1024
+//! messages per subscription.
+//!
+//! **Authentication.** Whatever the NATS server asks for is the user's to give, through
+//! [`Uplink::options`]: credentials, a token, TLS. Nothing is built in.
+//!
+//! Files: the settings and the joined handle here, the announcement's bytes in
+//! `announcement.rs`, the connection's task in `link.rs`; the table of other hosts is the
+//! Hub's (`hub/hosts.rs`).
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{HostId, Hub};
+use crate::{Error, Result};
+
+pub(crate) mod announcement;
+mod link;
+
+/// The NATS client this uplink speaks with: its [`ConnectOptions`](async_nats::ConnectOptions)
+/// carry the credentials and TLS settings given to [`Uplink::options`].
+pub use async_nats;
+
+/// How a Hub joins the other hosts of its cluster: the NATS servers, the cluster's name and
+/// this host's. Given to [`Hub::join`].
+pub struct Uplink {
+    pub(crate) servers: String,
+    pub(crate) cluster: String,
+    pub(crate) host: Option<String>,
+    pub(crate) options: Option<async_nats::ConnectOptions>,
+    pub(crate) expiry: Duration,
+    pub(crate) max_hosts: usize,
+}
+
+impl Uplink {
+    /// The NATS servers to connect to: one URL (`nats://host:4222`, `tls://...`) or several,
+    /// separated by commas. The cluster is `default`, the host named after the machine and
+    /// the master's pid.
+    pub fn new(servers: impl Into<String>) -> Uplink {
+        Uplink {
+            servers: servers.into(),
+            cluster: "default".into(),
+            host: None,
+            options: None,
+            expiry: Duration::from_secs(3),
+            max_hosts: 64,
+        }
+    }
+
+    /// The cluster's name: the hosts that give the same one (on the same NATS servers) are one
+    /// cluster. Letters, digits, `-` and `_`, at most 64.
+    pub fn cluster(mut self, name: impl Into<String>) -> Uplink {
+        self.cluster = name.into();
+        self
+    }
+
+    /// This host's name, shown to the others (status, logs, errors): at most 255 bytes.
+    /// Default: the machine's host name and the master's pid, as `name:pid`.
+    pub fn host(mut self, name: impl Into<String>) -> Uplink {
+        self.host = Some(name.into());
+        self
+    }
+
+    /// The NATS client's settings: credentials, TLS, a token, timeouts. The uplink adds its own
+    /// event callback and a subscription capacity of 1024 to them.
+    pub fn options(mut self, options: async_nats::ConnectOptions) -> Uplink {
+        self.options = Some(options);
+        self
+    }
+
+    /// How long a host may go unheard before the others forget it (its workers leave every
+    /// route): 3 s by default, at least 300 ms. Each host announces itself every third of it.
+    pub fn expiry(mut self, expiry: Duration) -> Uplink {
+        self.expiry = expiry;
+        self
+    }
+
+    /// The most other hosts known at once: 64 by default. One more is ignored until another
+    /// leaves.
+    pub fn max_hosts(mut self, hosts: usize) -> Uplink {
+        self.max_hosts = hosts;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::Config { reason });
+        let cluster_ok = !self.cluster.is_empty()
+            && self.cluster.len() <= 64
+            && self
+                .cluster
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !cluster_ok {
+            return invalid(format!(
+                "cluster name {:?}: 1 to 64 letters, digits, `-` or `_`",
+                self.cluster
+            ));
+        }
+        if let Some(host) = &self.host {
+            if host.is_empty() || host.len() > announcement::MAX_HOST_NAME {
+                return invalid(format!(
+                    "host name of {} bytes: 1 to {}",
+                    host.len(),
+                    announcement::MAX_HOST_NAME
+                ));
+            }
+        }
+        if self.expiry < Duration::from_millis(300) || self.expiry > crate::MAX_DURATION {
+            return invalid(format!(
+                "uplink expiry {:?}: at least 300 ms, at most 100 years",
+                self.expiry
+            ));
+        }
+        if self.max_hosts == 0 {
+            return invalid("max_hosts 0: at least 1".into());
+        }
+        if self.servers.split(',').all(|s| s.trim().is_empty()) {
+            return invalid("no NATS server given".into());
+        }
+        Ok(())
+    }
+}
+
+/// A Hub's place among the other hosts, from [`Hub::join`]. Dropping it leaves the cluster
+/// (the others hear so at once), as [`leave`](Joined::leave) does without waiting.
+pub struct Joined {
+    id: HostId,
+    name: String,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Joined {
+    /// This host's id among the others.
+    pub fn id(&self) -> HostId {
+        self.id
+    }
+
+    /// This host's name among the others.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Tells the other hosts this one leaves, and closes the NATS connection once that is
+    /// sent (within a second).
+    pub async fn leave(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Hub {
+    /// Joins the other hosts of `uplink`'s cluster over NATS: from then on this Hub announces
+    /// its Ready workers to them and knows theirs ([`Hub::hosts`]). `Err` if a setting is out
+    /// of bounds or no server could be reached; once joined, a lost connection is retried for
+    /// ever (the client's own reconnection), and membership is announced again after it.
+    pub async fn join(&self, uplink: Uplink) -> Result<Joined> {
+        uplink.validate()?;
+        let id = HostId(random_id());
+        let name = uplink.host.clone().unwrap_or_else(default_host_name);
+        self.set_max_hosts(uplink.max_hosts);
+        let stop = CancellationToken::new();
+        let task = link::start(self.clone(), uplink, id, name.clone(), stop.clone()).await?;
+        Ok(Joined {
+            id,
+            name,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+/// A number unlikely to be drawn by another master: the standard library's random hasher keys
+/// over the pid and the time.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}
+
+fn default_host_name() -> String {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let mut name = format!("{machine}:{}", std::process::id());
+    let mut end = name.len().min(announcement::MAX_HOST_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
