@@ -102,6 +102,19 @@ fn main() -> Result<(), multiprocess::Error> {
     if let Some(path) = std::env::var_os("CONTROL_SOCKET") {
         builder = builder.control_socket(path);
     }
+    // One host of a cluster across hosts (tests/hosts.rs), as the demo cluster does.
+    #[cfg(feature = "nats")]
+    if let Ok(url) = std::env::var("NATS_URL") {
+        let mut uplink = multiprocess::uplink::Uplink::new(url)
+            .cluster(std::env::var("CLUSTER_NAME").unwrap_or_else(|_| "default".into()));
+        if let Ok(host) = std::env::var("HOST_NAME") {
+            uplink = uplink.host(host);
+        }
+        if let Ok(ms) = std::env::var("HELPER_EXPIRY_MS") {
+            uplink = uplink.expiry(Duration::from_millis(ms.parse().expect("HELPER_EXPIRY_MS")));
+        }
+        builder = builder.nats(uplink);
+    }
     if std::env::var_os("HELPER_PREFIX_OUTPUT").is_some() {
         builder = builder.prefix_worker_output(true);
     }

@@ -10,7 +10,10 @@
 //! cluster's own, and what the workers record (`demo_http_requests_total{route}`,
 //! `demo_http_request_duration_seconds`, `demo_ticks`). `RUST_LOG` filters the logs: a level
 //! (`warn`) or `target=level` pairs (`cluster=debug,info`: the cluster logs under `cluster::`, the
-//! messenger under `messenger::`); default `info`.
+//! messenger under `messenger::`); default `info`. Built with the `nats` feature and given
+//! `NATS_URL` (`nats://host:4222`), the master joins the other hosts of the cluster
+//! `CLUSTER_NAME` (default `default`) as `HOST_NAME` (default: machine name and pid): the
+//! shell's `status` lists them. (Messages across hosts are not carried yet: see README.)
 //!
 //! ```sh
 //! cargo run --release --example demo-cluster
@@ -78,6 +81,10 @@ fn main() -> Result<(), multiprocess::Error> {
             multiprocess::Error::Config(format!("METRICS_ADDR={addr:?} is not an address"))
         })?;
         builder = builder.metrics(addr);
+    }
+    // One host of a cluster across hosts: NATS_URL (and CLUSTER_NAME, HOST_NAME).
+    if let Ok(url) = std::env::var("NATS_URL") {
+        builder = join_nats(builder, url)?;
     }
     if std::env::var_os("HEARTBEAT_TIMEOUT_MS").is_some() {
         builder =
@@ -328,4 +335,31 @@ async fn unhealthy(State(app): State<App>) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
         }
     }
+}
+
+#[cfg(feature = "nats")]
+fn join_nats(
+    builder: multiprocess::Builder,
+    url: String,
+) -> Result<multiprocess::Builder, multiprocess::Error> {
+    let mut uplink = multiprocess::uplink::Uplink::new(url);
+    if let Ok(cluster) = std::env::var("CLUSTER_NAME") {
+        uplink = uplink.cluster(cluster);
+    }
+    if let Ok(host) = std::env::var("HOST_NAME") {
+        uplink = uplink.host(host);
+    }
+    Ok(builder.nats(uplink))
+}
+
+#[cfg(not(feature = "nats"))]
+fn join_nats(
+    _: multiprocess::Builder,
+    _: String,
+) -> Result<multiprocess::Builder, multiprocess::Error> {
+    Err(multiprocess::Error::Config(
+        "NATS_URL is set, but this demo was built without the `nats` feature: \
+         cargo run --release --features nats --example demo-cluster"
+            .into(),
+    ))
 }

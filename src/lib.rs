@@ -155,6 +155,12 @@ pub use cluster::{
 #[cfg(feature = "metrics")]
 pub use cluster::metrics;
 
+/// Beyond one host: the settings of [`Builder::nats`], and the NATS client they use.
+#[cfg(feature = "nats")]
+pub use messenger::uplink;
+
+pub use messenger::{HostId, RemoteHost};
+
 /// A `Result` whose error is the cluster's [`Error`] (into which a [`CallError`] converts).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

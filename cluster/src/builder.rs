@@ -42,6 +42,8 @@ impl Cluster {
             },
             master: None,
             worker: None,
+            #[cfg(feature = "nats")]
+            uplink: None,
         }
     }
 }
@@ -80,6 +82,8 @@ pub struct Builder {
     opts: Options,
     master: Option<MasterBoot>,
     worker: Option<WorkerBoot>,
+    #[cfg(feature = "nats")]
+    uplink: Option<messenger::uplink::Uplink>,
 }
 
 impl Builder {
@@ -317,6 +321,18 @@ impl Builder {
         self
     }
 
+    /// The master's Hub joins the other hosts of `uplink`'s cluster over NATS (feature
+    /// `nats`): each host's master announces its Ready workers to the others, which
+    /// [`Master::hosts`](crate::Master::hosts) and the shell's `status` list. The master joins
+    /// before its workers start (a server it cannot reach is an error, and nothing starts),
+    /// and leaves when it stops, so the others forget it at once; a master that dies is
+    /// forgotten within the uplink's expiry. See [`messenger::uplink`].
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, uplink: messenger::uplink::Uplink) -> Self {
+        self.uplink = Some(uplink);
+        self
+    }
+
     /// The settings as they stand.
     pub fn options(&self) -> &Options {
         &self.opts
@@ -354,7 +370,13 @@ impl Builder {
         })?;
         match env {
             Some(env) => worker::run(env, self.opts, worker),
-            None => master::run(self.opts, self.master, worker),
+            None => master::run(
+                self.opts,
+                self.master,
+                worker,
+                #[cfg(feature = "nats")]
+                self.uplink,
+            ),
         }
     }
 }

@@ -339,11 +339,31 @@ fn status_json(
             })
         })
         .collect();
+    let hosts: Vec<Value> = master
+        .hosts()
+        .into_iter()
+        .map(|host| {
+            let workers: Vec<Value> = host
+                .workers
+                .iter()
+                .map(|(id, events)| {
+                    json!({"slot": id.slot, "generation": id.generation, "events": events})
+                })
+                .collect();
+            json!({
+                "name": host.name,
+                "id": host.id.to_string(),
+                "last_heard_ms": host.last_heard.as_millis() as u64,
+                "workers": workers,
+            })
+        })
+        .collect();
     json!({
         "phase": status.phase,
         "ready": status.ready(),
         "slots": slots,
         "totals": status.totals,
+        "hosts": hosts,
     })
 }
 

@@ -52,6 +52,11 @@ pub fn example_exe(examples: &[&str]) -> PathBuf {
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
+        // The features this test was built with (`scripts/test.sh` builds with all of them):
+        // the examples get the same, and cargo does not rebuild them back and forth.
+        if cfg!(feature = "nats") {
+            cmd.args(["--features", "nats"]);
+        }
         let status = cmd.status().expect("run cargo");
         assert!(status.success(), "building {examples:?} failed: {status}");
     }

@@ -114,6 +114,13 @@ impl Master {
         self.inner.supervisor.status().await
     }
 
+    /// The other hosts of the cluster this master joined over NATS
+    /// ([`Builder::nats`](crate::Builder::nats), feature `nats`), by name: each one's Ready
+    /// workers and the events they handle. Empty for a cluster on one host.
+    pub fn hosts(&self) -> Vec<messenger::RemoteHost> {
+        self.inner.hub.hosts()
+    }
+
     /// The master's phase, to read or to wait on (`changed()`).
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.inner.supervisor.phase()

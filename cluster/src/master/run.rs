@@ -24,6 +24,7 @@ pub(crate) fn run(
     mut opts: Options,
     boot: Option<MasterBoot>,
     worker_boot: WorkerBoot,
+    #[cfg(feature = "nats")] uplink: Option<messenger::uplink::Uplink>,
 ) -> Result<(), Error> {
     // Resolved once: after a deploy renames a new binary over this path, it names the new one
     // (while /proc/self/exe keeps naming the old, deleted file).
@@ -98,6 +99,12 @@ pub(crate) fn run(
     let opts = Arc::new(opts);
     let result = runtime.block_on(async move {
         let (hub, hub_events) = Hub::supervised(opts.messenger.clone())?;
+        // Joined before anything starts: a NATS server it cannot reach starts nothing.
+        #[cfg(feature = "nats")]
+        let joined = match uplink {
+            Some(uplink) => Some(hub.join(uplink).await?),
+            None => None,
+        };
         let launcher = if single {
             tracing::info!("single-process mode: the workers run in this process");
             Launcher::InProcess(InProcess::new(opts.clone(), worker_boot, listeners))
@@ -156,7 +163,12 @@ pub(crate) fn run(
             }
         }
         supervisor.send(Cmd::Boot);
-        match supervised.await {
+        let supervised = supervised.await;
+        #[cfg(feature = "nats")]
+        if let Some(joined) = joined {
+            joined.leave().await;
+        }
+        match supervised {
             Ok(true) => {
                 tracing::info!("every worker has exited; the master exits");
                 Ok(())

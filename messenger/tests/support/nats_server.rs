@@ -1,3 +1,5 @@
+#![allow(dead_code)] // Each test binary that includes it uses its own part.
+
 //! A NATS server of the test's own (Debian's `nats-server`, with JetStream), on a free port of
 //! the loopback, its store in a temporary directory: stopped and removed when dropped, even
 //! when the test fails.
