@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian puts nats-server in /usr/sbin, which a normal user's PATH may lack.
+export PATH="$PATH:/usr/sbin"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 updated=""

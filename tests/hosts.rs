@@ -16,8 +16,15 @@ use nats_server::NatsServer;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// A host: a master with `workers` workers, joined to `server`'s cluster `cluster` as `name`.
-fn host(server: &NatsServer, cluster: &str, name: &str, workers: usize) -> (Helper, PathBuf) {
+/// A host: a master with `workers` workers, joined to `server`'s cluster `cluster` as `name`,
+/// with an uplink expiry of `expiry_ms`.
+fn host(
+    server: &NatsServer,
+    cluster: &str,
+    name: &str,
+    workers: usize,
+    expiry_ms: u64,
+) -> (Helper, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ctl").join("control.sock");
     let env = [
@@ -25,7 +32,7 @@ fn host(server: &NatsServer, cluster: &str, name: &str, workers: usize) -> (Help
         ("NATS_URL", server.url()),
         ("CLUSTER_NAME", cluster.to_owned()),
         ("HOST_NAME", name.to_owned()),
-        ("HELPER_EXPIRY_MS", "1000".to_owned()),
+        ("HELPER_EXPIRY_MS", expiry_ms.to_string()),
     ];
     let helper = Helper::start_exe(&common::helper_exe(), workers, &env, dir);
     helper.wait_ready(workers);
@@ -64,8 +71,9 @@ fn until_hosts(socket: &Path, what: &str, check: impl Fn(&[Value]) -> bool) -> V
 #[test]
 fn two_masters_list_each_others_workers_and_forget_one_that_goes() {
     let server = NatsServer::start();
-    let (a, socket_a) = host(&server, "two", "host-a", 2);
-    let (mut b, socket_b) = host(&server, "two", "host-b", 2);
+    // An expiry far past the test's deadline: only b's word that it leaves can make a forget it.
+    let (a, socket_a) = host(&server, "two", "host-a", 2, 600_000);
+    let (mut b, socket_b) = host(&server, "two", "host-b", 2, 600_000);
 
     let seen = until_hosts(&socket_a, "a lists b's 2 workers", |h| {
         h.len() == 1 && h[0]["workers"].as_array().map_or(0, Vec::len) == 2
@@ -92,8 +100,7 @@ fn two_masters_list_each_others_workers_and_forget_one_that_goes() {
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(table.contains("host host-b: 2 workers Ready"), "{table}");
 
-    // A graceful stop: b says it leaves, and a forgets it at once (well within the test's
-    // deadline; the expiry would do it too, but the stop must not wait for it).
+    // A graceful stop: b says it leaves, and a forgets it at once.
     b.signal(Signal::SIGTERM);
     assert!(b.wait_exit().success());
     until_hosts(&socket_a, "a forgets b after its stop", |h| h.is_empty());
@@ -103,8 +110,8 @@ fn two_masters_list_each_others_workers_and_forget_one_that_goes() {
 #[test]
 fn a_master_killed_outright_drops_out_within_the_expiry() {
     let server = NatsServer::start();
-    let (_a, socket_a) = host(&server, "killed", "host-a", 1);
-    let (mut b, _socket_b) = host(&server, "killed", "host-b", 1);
+    let (_a, socket_a) = host(&server, "killed", "host-a", 1, 1000);
+    let (mut b, _socket_b) = host(&server, "killed", "host-b", 1, 1000);
     until_hosts(&socket_a, "a lists b", |h| h.len() == 1);
     // SIGKILL: b says nothing; a forgets it when the expiry (1 s) has passed unheard.
     b.signal(Signal::SIGKILL);

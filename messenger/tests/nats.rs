@@ -108,6 +108,8 @@ async fn a_host_that_leaves_is_forgotten_at_once() {
         .await
         .unwrap();
     until(a.hub(), "a sees b", |h| h.len() == 1).await;
+    // b, the newcomer, hears of a at once too (a answers b's first word), not in 200 s.
+    until(b.hub(), "b sees a", |h| h.len() == 1).await;
     joined_b.leave().await;
     until(a.hub(), "a forgets b", |h| h.is_empty()).await;
     // And b, having left, knows no one.
@@ -211,12 +213,16 @@ async fn hostile_announcements_cost_bounded_memory_and_change_nothing() {
     bad.push(rmp_serde::to_vec(&(7u64, "h", 1u64, false, names.clone(), unordered)).unwrap());
     let past: Vec<(u32, u64, Vec<u32>)> = vec![(0, 1, vec![9])];
     bad.push(rmp_serde::to_vec(&(8u64, "h", 1u64, false, names, past)).unwrap());
-    // More event names than max_events (4096 by default).
-    let many: Vec<serde_bytes::ByteBuf> = (0..5000)
+    // More distinct event names than a host may announce (16384).
+    let many: Vec<serde_bytes::ByteBuf> = (0..17_000)
         .map(|i| serde_bytes::ByteBuf::from(format!("e{i}").into_bytes()))
         .collect();
     let none: Vec<(u32, u64, Vec<u32>)> = vec![];
-    bad.push(rmp_serde::to_vec(&(9u64, "h", 1u64, false, many, none)).unwrap());
+    bad.push(rmp_serde::to_vec(&(9u64, "h", 1u64, false, many, none.clone())).unwrap());
+    // A host name that would put escape sequences into an operator's terminal.
+    let no_names: Vec<serde_bytes::ByteBuf> = vec![];
+    let escape = (10u64, "evil\u{1b}[2J", 1u64, false, no_names, none);
+    bad.push(rmp_serde::to_vec(&escape).unwrap());
     for body in bad {
         raw.publish(subject, body.into()).await.unwrap();
     }
@@ -263,4 +269,28 @@ async fn settings_out_of_bounds_are_refused_before_connecting() {
         panic!("joined a server that is not there");
     };
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_joins_one_cluster_at_a_time_and_may_join_again_after_leaving() {
+    let server = NatsServer::start();
+    let (a, b) = (host(1).await, host(1).await);
+    let _joined_b = b.hub().join(uplink(&server, "again", "b")).await.unwrap();
+    let first = a.hub().join(uplink(&server, "again", "a")).await.unwrap();
+    let Err(err) = a.hub().join(uplink(&server, "other", "a")).await else {
+        panic!("a Hub joined two clusters");
+    };
+    assert!(
+        err.to_string().contains("joined a cluster already"),
+        "{err}"
+    );
+    until(a.hub(), "a sees b", |h| h.len() == 1).await;
+    first.leave().await;
+    assert!(a.hub().hosts().is_empty());
+    let _second = a.hub().join(uplink(&server, "again", "a2")).await.unwrap();
+    until(a.hub(), "a sees b again", |h| h.len() == 1).await;
+    until(b.hub(), "b sees a under its new name", |h| {
+        h.len() == 1 && h[0].name == "a2"
+    })
+    .await;
 }

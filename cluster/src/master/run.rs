@@ -105,76 +105,80 @@ pub(crate) fn run(
             Some(uplink) => Some(hub.join(uplink).await?),
             None => None,
         };
-        let launcher = if single {
-            tracing::info!("single-process mode: the workers run in this process");
-            Launcher::InProcess(InProcess::new(opts.clone(), worker_boot, listeners))
-        } else {
-            Launcher::Process(Spawner::start(
-                SpawnConfig {
-                    exe,
-                    args,
-                    listeners,
-                    piped_output: opts.prefix_output,
-                },
-                tokio::runtime::Handle::current(),
-            )?)
-        };
-        // Running before the master's bootstrap, which may ask it for a status or a reload;
-        // it starts the workers once the bootstrap is done.
-        let (supervisor, supervised) =
-            supervisor::start(opts.clone(), hub.clone(), hub_events, launcher);
-        let master = Master {
-            inner: Arc::new(Inner {
-                messenger: hub.messenger(),
-                hub: hub.clone(),
-                supervisor: supervisor.clone(),
-                local_addrs,
-                reloads: watch::Sender::new(systemd::Reloads::default()),
-            }),
-        };
-        control_handlers(&master);
-        watch_signals(&master)?;
-        if let Some(control) = &opts.control_socket {
-            let path = match control {
-                ControlPath::At(path) => path.clone(),
-                ControlPath::Default => control_socket::default_path(),
+        let served: Result<(), Error> = async move {
+            let launcher = if single {
+                tracing::info!("single-process mode: the workers run in this process");
+                Launcher::InProcess(InProcess::new(opts.clone(), worker_boot, listeners))
+            } else {
+                Launcher::Process(Spawner::start(
+                    SpawnConfig {
+                        exe,
+                        args,
+                        listeners,
+                        piped_output: opts.prefix_output,
+                    },
+                    tokio::runtime::Handle::current(),
+                )?)
             };
-            let socket = ControlSocket::bind(&path)?;
-            tracing::info!(path = %socket.path().display(), "control socket");
-            tokio::spawn(socket.serve(master.clone()));
-        }
-        #[cfg(feature = "metrics")]
-        if let Some(addr) = opts.metrics {
-            let buckets = opts.metrics_buckets.clone();
-            crate::prometheus::start(hub.clone(), supervisor.clone(), addr, buckets).await?;
-        }
-        if let Some(notifier) = systemd::Notifier::from_env() {
-            tokio::spawn(systemd::run(
-                notifier,
-                master.clone(),
-                supervisor.readiness(),
-                master.inner.reloads.subscribe(),
-            ));
-        }
-        if let Some(boot) = boot {
-            if let Err(e) = boot(master.clone()).await {
-                supervisor.send(Cmd::Stop { graceful: false });
-                return Err(Error::Bootstrap(e));
+            // Running before the master's bootstrap, which may ask it for a status or a reload;
+            // it starts the workers once the bootstrap is done.
+            let (supervisor, supervised) =
+                supervisor::start(opts.clone(), hub.clone(), hub_events, launcher);
+            let master = Master {
+                inner: Arc::new(Inner {
+                    messenger: hub.messenger(),
+                    hub: hub.clone(),
+                    supervisor: supervisor.clone(),
+                    local_addrs,
+                    reloads: watch::Sender::new(systemd::Reloads::default()),
+                }),
+            };
+            control_handlers(&master);
+            watch_signals(&master)?;
+            if let Some(control) = &opts.control_socket {
+                let path = match control {
+                    ControlPath::At(path) => path.clone(),
+                    ControlPath::Default => control_socket::default_path(),
+                };
+                let socket = ControlSocket::bind(&path)?;
+                tracing::info!(path = %socket.path().display(), "control socket");
+                tokio::spawn(socket.serve(master.clone()));
+            }
+            #[cfg(feature = "metrics")]
+            if let Some(addr) = opts.metrics {
+                let buckets = opts.metrics_buckets.clone();
+                crate::prometheus::start(hub.clone(), supervisor.clone(), addr, buckets).await?;
+            }
+            if let Some(notifier) = systemd::Notifier::from_env() {
+                tokio::spawn(systemd::run(
+                    notifier,
+                    master.clone(),
+                    supervisor.readiness(),
+                    master.inner.reloads.subscribe(),
+                ));
+            }
+            if let Some(boot) = boot {
+                if let Err(e) = boot(master.clone()).await {
+                    supervisor.send(Cmd::Stop { graceful: false });
+                    return Err(Error::Bootstrap(e));
+                }
+            }
+            supervisor.send(Cmd::Boot);
+            match supervised.await {
+                Ok(true) => {
+                    tracing::info!("every worker has exited; the master exits");
+                    Ok(())
+                }
+                _ => Err(Error::Killed),
             }
         }
-        supervisor.send(Cmd::Boot);
-        let supervised = supervised.await;
+        .await;
+        // On every way out, an early error included: the other hosts forget this one now.
         #[cfg(feature = "nats")]
         if let Some(joined) = joined {
             joined.leave().await;
         }
-        match supervised {
-            Ok(true) => {
-                tracing::info!("every worker has exited; the master exits");
-                Ok(())
-            }
-            _ => Err(Error::Killed),
-        }
+        served
     });
     for path in unix_paths {
         let _ = std::fs::remove_file(path);

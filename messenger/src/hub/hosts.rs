@@ -2,10 +2,10 @@
 //! and the events each handles, as it last announced them, until it leaves or goes quiet.
 //!
 //! Pure state, fed by the uplink and read by the Hub; tested without NATS. What a host may
-//! announce is bounded when its announcement is decoded ([`Announcement::check`]), and how many
-//! hosts are known at once is bounded here, so a hostile or broken host costs bounded memory.
-//!
-//! [`Announcement::check`]: crate::uplink::Announcement
+//! announce is bounded when its announcement is decoded (`uplink/announcement.rs`), and how
+//! many hosts are known at once is bounded here, so a hostile or broken host costs bounded
+//! memory. An announcement is turned into a [`Said`] before the Hub's lock is taken: the lock
+//! is held only to swap it in.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,14 +44,52 @@ pub(crate) struct Announcement {
 }
 
 /// Another host, as last heard.
+#[derive(PartialEq, Eq)]
 struct Host {
     name: String,
-    seq: u64,
-    seen: Instant,
-    /// Its Ready workers, in slot order.
-    workers: Vec<WorkerId>,
+    /// Its Ready workers, in slot order, and the events each handles, as announced.
+    workers: Vec<(WorkerId, Vec<Bytes>)>,
     /// Who handles each event.
     handlers: HashMap<Bytes, Vec<WorkerId>>,
+}
+
+/// An announcement made ready to take in: its index of handlers built, without the Hub's lock.
+pub(crate) struct Said {
+    host: HostId,
+    seq: u64,
+    leaving: bool,
+    fresh: Host,
+}
+
+impl Said {
+    pub fn new(ann: Announcement) -> Said {
+        let mut handlers: HashMap<Bytes, Vec<WorkerId>> = HashMap::default();
+        for (id, events) in &ann.workers {
+            for event in events {
+                let by = handlers.entry(event.clone()).or_default();
+                if by.last() != Some(id) {
+                    by.push(*id);
+                }
+            }
+        }
+        Said {
+            host: ann.host,
+            seq: ann.seq,
+            leaving: ann.leaving,
+            fresh: Host {
+                name: ann.name,
+                workers: ann.workers,
+                handlers,
+            },
+        }
+    }
+}
+
+/// A host's last word, and when it came.
+struct Known {
+    seq: u64,
+    seen: Instant,
+    host: Host,
 }
 
 /// What an announcement changed.
@@ -73,7 +111,7 @@ pub(crate) enum Heard {
 
 /// Every other host known, by id.
 pub(crate) struct Hosts {
-    hosts: BTreeMap<HostId, Host>,
+    hosts: BTreeMap<HostId, Known>,
     max_hosts: usize,
 }
 
@@ -100,52 +138,36 @@ impl Hosts {
     }
 
     /// Takes in what a host announced, at `now`.
-    pub fn hear(&mut self, ann: Announcement, now: Instant) -> Heard {
-        if ann.leaving {
-            return match self.hosts.get(&ann.host) {
-                Some(host) if host.seq > ann.seq => Heard::Stale,
-                Some(_) => {
-                    self.hosts.remove(&ann.host);
-                    Heard::Left
-                }
-                None => Heard::Stale,
-            };
-        }
-        let mut handlers: HashMap<Bytes, Vec<WorkerId>> = HashMap::default();
-        let mut workers = Vec::with_capacity(ann.workers.len());
-        for (id, events) in ann.workers {
-            workers.push(id);
-            for event in events {
-                let by = handlers.entry(event).or_default();
-                if by.last() != Some(&id) {
-                    by.push(id);
-                }
-            }
-        }
-        let fresh = Host {
-            name: ann.name,
-            seq: ann.seq,
-            seen: now,
-            workers,
-            handlers,
-        };
+    pub fn hear(&mut self, said: Said, now: Instant) -> Heard {
         let full = self.hosts.len() >= self.max_hosts;
-        match self.hosts.get_mut(&ann.host) {
-            Some(host) if host.seq >= ann.seq => Heard::Stale,
-            Some(host) => {
-                let same = host.workers == fresh.workers
-                    && host.handlers == fresh.handlers
-                    && host.name == fresh.name;
-                *host = fresh;
+        match self.hosts.get_mut(&said.host) {
+            Some(known) if known.seq >= said.seq => Heard::Stale,
+            Some(_) if said.leaving => {
+                self.hosts.remove(&said.host);
+                Heard::Left
+            }
+            Some(known) => {
+                let same = known.host == said.fresh;
+                *known = Known {
+                    seq: said.seq,
+                    seen: now,
+                    host: said.fresh,
+                };
                 if same {
                     Heard::Same
                 } else {
                     Heard::Changed
                 }
             }
+            None if said.leaving => Heard::Stale,
             None if full => Heard::Full,
             None => {
-                self.hosts.insert(ann.host, fresh);
+                let known = Known {
+                    seq: said.seq,
+                    seen: now,
+                    host: said.fresh,
+                };
+                self.hosts.insert(said.host, known);
                 Heard::Joined
             }
         }
@@ -154,10 +176,10 @@ impl Hosts {
     /// Forgets the hosts not heard from for `expiry`: their ids and names.
     pub fn expire(&mut self, now: Instant, expiry: Duration) -> Vec<(HostId, String)> {
         let mut gone = Vec::new();
-        self.hosts.retain(|id, host| {
-            let alive = now.saturating_duration_since(host.seen) < expiry;
+        self.hosts.retain(|id, known| {
+            let alive = now.saturating_duration_since(known.seen) < expiry;
             if !alive {
-                gone.push((*id, std::mem::take(&mut host.name)));
+                gone.push((*id, std::mem::take(&mut known.host.name)));
             }
             alive
         });
@@ -180,8 +202,10 @@ impl Hosts {
         &'a self,
         event: &'a [u8],
     ) -> impl Iterator<Item = (HostId, WorkerId)> + 'a {
-        self.hosts.iter().flat_map(move |(id, host)| {
-            host.handlers
+        self.hosts.iter().flat_map(move |(id, known)| {
+            known
+                .host
+                .handlers
                 .get(event)
                 .into_iter()
                 .flatten()
@@ -194,24 +218,24 @@ impl Hosts {
         let mut list: Vec<RemoteHost> = self
             .hosts
             .iter()
-            .map(|(id, host)| RemoteHost {
+            .map(|(id, known)| RemoteHost {
                 id: *id,
-                name: host.name.clone(),
-                workers: host
+                name: known.host.name.clone(),
+                workers: known
+                    .host
                     .workers
                     .iter()
-                    .map(|worker| {
-                        let mut events: Vec<String> = host
-                            .handlers
+                    .map(|(worker, events)| {
+                        let mut names: Vec<String> = events
                             .iter()
-                            .filter(|(_, by)| by.contains(worker))
-                            .map(|(event, _)| String::from_utf8_lossy(event).into_owned())
+                            .map(|e| String::from_utf8_lossy(e).into_owned())
                             .collect();
-                        events.sort();
-                        (*worker, events)
+                        names.sort();
+                        names.dedup();
+                        (*worker, names)
                     })
                     .collect(),
-                last_heard: now.saturating_duration_since(host.seen),
+                last_heard: now.saturating_duration_since(known.seen),
             })
             .collect();
         list.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
@@ -243,10 +267,16 @@ mod tests {
     fn a_host_joins_changes_repeats_and_leaves() {
         let now = Instant::now();
         let mut hosts = Hosts::new(8);
-        assert_eq!(hosts.hear(ann(1, 1, &[(0, &["tick"])]), now), Heard::Joined);
-        assert_eq!(hosts.hear(ann(1, 2, &[(0, &["tick"])]), now), Heard::Same);
+        assert_eq!(
+            hosts.hear(Said::new(ann(1, 1, &[(0, &["tick"])])), now),
+            Heard::Joined
+        );
+        assert_eq!(
+            hosts.hear(Said::new(ann(1, 2, &[(0, &["tick"])])), now),
+            Heard::Same
+        );
         let two = ann(1, 3, &[(0, &["tick"]), (1, &["tick", "echo"])]);
-        assert_eq!(hosts.hear(two, now), Heard::Changed);
+        assert_eq!(hosts.hear(Said::new(two), now), Heard::Changed);
         let ticks: Vec<_> = hosts.handlers(b"tick").collect();
         assert_eq!(
             ticks,
@@ -261,7 +291,7 @@ mod tests {
         assert_eq!(listed[0].workers[1].1, ["echo", "tick"]);
         let mut leaving = ann(1, 4, &[]);
         leaving.leaving = true;
-        assert_eq!(hosts.hear(leaving, now), Heard::Left);
+        assert_eq!(hosts.hear(Said::new(leaving), now), Heard::Left);
         assert_eq!(hosts.len(), 0);
     }
 
@@ -269,11 +299,11 @@ mod tests {
     fn a_late_announcement_changes_nothing() {
         let now = Instant::now();
         let mut hosts = Hosts::new(8);
-        hosts.hear(ann(1, 5, &[(0, &["tick"])]), now);
-        assert_eq!(hosts.hear(ann(1, 4, &[]), now), Heard::Stale);
+        hosts.hear(Said::new(ann(1, 5, &[(0, &["tick"])])), now);
+        assert_eq!(hosts.hear(Said::new(ann(1, 4, &[])), now), Heard::Stale);
         let mut leaving = ann(1, 3, &[]);
         leaving.leaving = true;
-        assert_eq!(hosts.hear(leaving, now), Heard::Stale);
+        assert_eq!(hosts.hear(Said::new(leaving), now), Heard::Stale);
         assert_eq!(hosts.handlers(b"tick").count(), 1);
     }
 
@@ -281,11 +311,14 @@ mod tests {
     fn hosts_past_the_bound_are_not_kept() {
         let now = Instant::now();
         let mut hosts = Hosts::new(2);
-        assert_eq!(hosts.hear(ann(1, 1, &[]), now), Heard::Joined);
-        assert_eq!(hosts.hear(ann(2, 1, &[]), now), Heard::Joined);
-        assert_eq!(hosts.hear(ann(3, 1, &[]), now), Heard::Full);
+        assert_eq!(hosts.hear(Said::new(ann(1, 1, &[])), now), Heard::Joined);
+        assert_eq!(hosts.hear(Said::new(ann(2, 1, &[])), now), Heard::Joined);
+        assert_eq!(hosts.hear(Said::new(ann(3, 1, &[])), now), Heard::Full);
         // Known hosts are still heard.
-        assert_eq!(hosts.hear(ann(2, 2, &[(0, &["x"])]), now), Heard::Changed);
+        assert_eq!(
+            hosts.hear(Said::new(ann(2, 2, &[(0, &["x"])])), now),
+            Heard::Changed
+        );
         assert_eq!(hosts.len(), 2);
     }
 
@@ -293,8 +326,8 @@ mod tests {
     fn a_quiet_host_expires() {
         let start = Instant::now();
         let mut hosts = Hosts::new(8);
-        hosts.hear(ann(1, 1, &[]), start);
-        hosts.hear(ann(2, 1, &[]), start + Duration::from_secs(2));
+        hosts.hear(Said::new(ann(1, 1, &[])), start);
+        hosts.hear(Said::new(ann(2, 1, &[])), start + Duration::from_secs(2));
         let gone = hosts.expire(start + Duration::from_secs(3), Duration::from_secs(3));
         assert_eq!(gone, [(HostId(1), "h1".to_owned())]);
         assert_eq!(hosts.list(start + Duration::from_secs(3))[0].name, "h2");

@@ -300,7 +300,8 @@ impl Hub {
 
     /// Takes in another host's announcement.
     pub(crate) fn hear(&self, ann: Announcement) -> Heard {
-        self.lock().hosts.hear(ann, tokio::time::Instant::now())
+        let said = hosts::Said::new(ann);
+        self.lock().hosts.hear(said, tokio::time::Instant::now())
     }
 
     /// Forgets the hosts not heard from for `expiry`.
@@ -310,15 +311,20 @@ impl Hub {
             .expire(tokio::time::Instant::now(), expiry)
     }
 
-    /// Forgets every other host (this one left).
+    /// Forgets every other host: this one left, and may join again.
     pub(crate) fn forget_hosts(&self) {
-        let mut state = self.lock();
-        let max = state.hosts.max_hosts();
-        state.hosts = hosts::Hosts::new(max);
+        self.lock().hosts = hosts::Hosts::new(0);
     }
 
-    pub(crate) fn set_max_hosts(&self, max: usize) {
-        self.lock().hosts = hosts::Hosts::new(max);
+    /// Makes way for the others of a cluster being joined: at most `max` of them. `false` if
+    /// this Hub has joined one already (and not left it).
+    pub(crate) fn start_hosts(&self, max: usize) -> bool {
+        let mut state = self.lock();
+        if state.hosts.max_hosts() > 0 {
+            return false;
+        }
+        state.hosts = hosts::Hosts::new(max);
+        true
     }
 }
 

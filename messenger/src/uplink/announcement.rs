@@ -24,6 +24,9 @@ pub(crate) const MAX_WORKERS: usize = 4096;
 /// The longest host name, in bytes.
 pub(crate) const MAX_HOST_NAME: usize = 255;
 
+/// The most distinct event names one host may announce (all its workers together).
+pub(crate) const MAX_EVENTS: usize = 16 * 1024;
+
 #[derive(Serialize, Deserialize)]
 struct Wire {
     host: u64,
@@ -66,8 +69,14 @@ pub(crate) fn encode(ann: &Announcement) -> Option<Bytes> {
     (bytes.len() <= MAX_BYTES).then(|| Bytes::from(bytes))
 }
 
+/// Whether `name` may name a host: not empty, at most [`MAX_HOST_NAME`] bytes, no control
+/// characters (it is printed in logs and the shell's tables).
+pub(crate) fn host_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_HOST_NAME && !name.chars().any(char::is_control)
+}
+
 /// Decodes and checks another host's announcement: `Err` says what is wrong with it.
-pub(crate) fn decode(bytes: &[u8], max_events: usize) -> Result<Announcement, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Announcement, String> {
     if bytes.len() > MAX_BYTES {
         return Err(format!(
             "{} bytes, over the {MAX_BYTES} allowed",
@@ -76,12 +85,15 @@ pub(crate) fn decode(bytes: &[u8], max_events: usize) -> Result<Announcement, St
     }
     let wire: Wire =
         rmp_serde::from_slice(bytes).map_err(|e| format!("not an announcement: {e}"))?;
-    if wire.name.len() > MAX_HOST_NAME {
-        return Err(format!("a host name over {MAX_HOST_NAME} bytes"));
-    }
-    if wire.events.len() > max_events {
+    if !host_name_ok(&wire.name) {
         return Err(format!(
-            "{} event names, over max_events {max_events}",
+            "a host name of {} bytes, empty, over {MAX_HOST_NAME} or with control characters",
+            wire.name.len()
+        ));
+    }
+    if wire.events.len() > MAX_EVENTS {
+        return Err(format!(
+            "{} event names, over {MAX_EVENTS}",
             wire.events.len()
         ));
     }
@@ -151,23 +163,31 @@ mod tests {
     fn an_announcement_comes_back_as_sent_with_each_name_once() {
         let bytes = encode(&sample()).unwrap();
         assert_eq!(bytes.windows(4).filter(|w| w == b"tick").count(), 1);
-        assert_eq!(decode(&bytes, 16).unwrap(), sample());
+        assert_eq!(decode(&bytes).unwrap(), sample());
     }
 
     #[test]
     fn what_is_out_of_bounds_is_refused_with_a_reason() {
-        let bytes = encode(&sample()).unwrap();
-        assert!(decode(&bytes, 1).unwrap_err().contains("max_events"));
-        assert!(decode(&[0xc1], 16)
+        let many = Announcement {
+            workers: vec![(
+                WorkerId::new(0, 1),
+                (0..=MAX_EVENTS)
+                    .map(|i| Bytes::from(format!("e{i}")))
+                    .collect(),
+            )],
+            ..sample()
+        };
+        assert!(decode(&encode(&many).unwrap())
             .unwrap_err()
-            .contains("not an announcement"));
-        assert!(decode(&vec![0; MAX_BYTES + 1], 16)
+            .contains("event names"));
+        assert!(decode(&[0xc1]).unwrap_err().contains("not an announcement"));
+        assert!(decode(&vec![0; MAX_BYTES + 1])
             .unwrap_err()
             .contains("over"));
         let mut unordered = sample();
         unordered.workers.reverse();
         let bytes = encode(&unordered).unwrap();
-        assert!(decode(&bytes, 16).unwrap_err().contains("slot order"));
+        assert!(decode(&bytes).unwrap_err().contains("slot order"));
         let bad_index = rmp_serde::to_vec(&Wire {
             host: 1,
             name: "h".into(),
@@ -177,14 +197,12 @@ mod tests {
             workers: vec![(0, 1, vec![5])],
         })
         .unwrap();
-        assert!(decode(&bad_index, 16)
-            .unwrap_err()
-            .contains("names event 5"));
+        assert!(decode(&bad_index).unwrap_err().contains("names event 5"));
         let long_name = Announcement {
             name: "x".repeat(MAX_HOST_NAME + 1),
             ..sample()
         };
-        assert!(decode(&encode(&long_name).unwrap(), 16)
+        assert!(decode(&encode(&long_name).unwrap())
             .unwrap_err()
             .contains("host name"));
     }
@@ -196,6 +214,6 @@ mod tests {
             0x96, 0x01, 0xa1, b'h', 0x01, 0xc2, 0xdd, 0xff, 0xff, 0xff, 0xff,
         ];
         bytes.push(0x90);
-        assert!(decode(&bytes, 16).is_err());
+        assert!(decode(&bytes).is_err());
     }
 }

@@ -12,11 +12,16 @@ use super::{announcement, Uplink};
 use crate::hub::{Heard, HostId, Hub, HubEvent};
 use crate::{Error, Result};
 
-/// Messages the client buffers per subscription before it drops (a slow consumer).
-const SUBSCRIPTION_CAPACITY: usize = 1024;
+/// Messages the client buffers per subscription before it drops some (a slow consumer, which
+/// the next heartbeats make good): at most this many times the server's `max_payload` bytes.
+const SUBSCRIPTION_CAPACITY: usize = 256;
 
-/// How long a leaving host tries to say so.
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one announcement may wait for room in the client's queue: the loop never waits
+/// longer on NATS (a connection being re-established takes nothing from the queue).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest reason kept for the log of ignored announcements (it may quote their bytes).
+const MAX_REASON: usize = 200;
 
 /// Who this host is, and what it last said.
 struct Me {
@@ -125,7 +130,12 @@ impl Run {
                     other => tracing::debug!("NATS: {other}"),
                 },
                 message = members.next() => match message {
-                    Some(message) => self.heard(&message.payload, &mut refused),
+                    Some(message) => {
+                        // A newcomer learns of this host now, not at its next heartbeat.
+                        if self.heard(&message.payload, &mut refused) == Some(Heard::Joined) {
+                            self.say(false).await;
+                        }
+                    }
                     None => {
                         tracing::error!("the NATS subscription to membership ended: this host no longer hears the others");
                         break;
@@ -134,11 +144,8 @@ impl Run {
             }
         }
         // Leaving: said once, within a bound, then the connection closes with the client.
-        let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
-            self.say(true).await;
-            let _ = self.client.flush().await;
-        })
-        .await;
+        self.say(true).await;
+        let _ = tokio::time::timeout(PUBLISH_TIMEOUT, self.client.flush()).await;
         self.hub.forget_hosts();
     }
 
@@ -153,23 +160,28 @@ impl Run {
         .await;
     }
 
-    fn heard(&self, payload: &[u8], refused: &mut Refused) {
-        let max_events = self.hub.config().max_events;
-        let ann = match announcement::decode(payload, max_events) {
+    /// Takes in an announcement: what it changed, if it was another host's and sound.
+    fn heard(&self, payload: &[u8], refused: &mut Refused) -> Option<Heard> {
+        let ann = match announcement::decode(payload) {
             Ok(ann) => ann,
-            Err(reason) => return refused.note(reason),
+            Err(reason) => {
+                refused.note(reason);
+                return None;
+            }
         };
         if ann.host == self.me.id {
-            return;
+            return None;
         }
         let (host, id) = (ann.name.clone(), ann.host);
-        match self.hub.hear(ann) {
+        let heard = self.hub.hear(ann);
+        match heard {
             Heard::Joined => tracing::info!(%host, %id, "host joined"),
             Heard::Left => tracing::info!(%host, %id, "host left"),
             Heard::Changed => tracing::debug!(%host, %id, "host's workers changed"),
             Heard::Full => refused.note(format!("host {host} ({id}) is one more than max_hosts")),
             Heard::Same | Heard::Stale => {}
         }
+        Some(heard)
     }
 }
 
@@ -186,6 +198,10 @@ async fn announce(
         ann.leaving = true;
         ann.workers.clear();
     }
+    if client.connection_state() != async_nats::connection::State::Connected {
+        // Said again once connected (the `Connected` event), not queued meanwhile.
+        return;
+    }
     let Some(bytes) = announcement::encode(&ann) else {
         tracing::error!(
             "this host's announcement is over {} bytes: the others cannot hear of its workers",
@@ -195,8 +211,10 @@ async fn announce(
     };
     // Published into the client's queue; a lost connection is the client's to retry, and
     // the next heartbeat says it again.
-    if let Err(e) = client.publish(subject.to_owned(), bytes).await {
-        tracing::debug!("announcement not sent: {e}");
+    match tokio::time::timeout(PUBLISH_TIMEOUT, client.publish(subject.to_owned(), bytes)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("announcement not sent: {e}"),
+        Err(_) => tracing::debug!("announcement not sent: the NATS client's queue is full"),
     }
 }
 
@@ -208,8 +226,16 @@ struct Refused {
 }
 
 impl Refused {
-    fn note(&mut self, reason: String) {
+    fn note(&mut self, mut reason: String) {
         self.count += 1;
+        if reason.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push_str("...");
+        }
         self.last = Some(reason);
     }
 

@@ -19,17 +19,23 @@
 //! ```
 //!
 //! **Membership.** Each Hub publishes what it has on `multiprocess.<cluster>.members`: its
-//! Ready workers and the events each handles, at once when its Ready set changes, after a
-//! reconnection, and every third of the expiry ([`Uplink::expiry`], 3 s by default) as a
-//! heartbeat. Every Hub keeps the others' last word ([`Hub::hosts`]); a host not heard from
-//! for the expiry is forgotten (so one SIGKILLed drops out within it), and one that stops
-//! says so and is forgotten at once. Announcements are MessagePack (see `announcement.rs`).
+//! Ready workers and the events each handles. It does so at once when a worker is made Ready
+//! or a connection ends, when it hears of a host new to it (so a newcomer learns of every
+//! host at once), after a reconnection, and every third of the expiry
+//! ([`Uplink::expiry`], 3 s by default) as a heartbeat, which also carries what changed
+//! otherwise (a worker drained, a handler registered after `ready()`). Every Hub keeps the
+//! others' last word ([`Hub::hosts`]); a host not heard from for the expiry is forgotten
+//! within a third of it more (so one SIGKILLed drops out), and one that stops says so and is
+//! forgotten at once. While the NATS connection is down, nothing is queued: the Hub says it
+//! all again once connected. Announcements are MessagePack (see `announcement.rs`).
 //!
-//! **What another host may cost.** An announcement over 256 KiB, with more event names than
-//! [`Config::max_events`](crate::Config::max_events) or more than 4096 workers, or that does
-//! not decode, is ignored (and logged, at most once per heartbeat with a count); at most
-//! [`Uplink::max_hosts`] hosts are known at once; the NATS client buffers at most 1024
-//! messages per subscription.
+//! **What another host may cost.** An announcement over 256 KiB, with more than 16384
+//! distinct event names or 4096 workers, a host name with control characters, or one that
+//! does not decode, is ignored (and logged, at most once per heartbeat with a count and the
+//! last reason, cut short); at most [`Uplink::max_hosts`] hosts are known at once; the NATS
+//! client buffers at most 256 messages per subscription (each at most the server's
+//! `max_payload`, 1 MiB by default). Taking in an announcement builds its index before the
+//! Hub's lock is taken: routing waits only for the swap.
 //!
 //! **Authentication.** Whatever the NATS server asks for is the user's to give, through
 //! [`Uplink::options`]: credentials, a token, TLS. Nothing is built in.
@@ -48,6 +54,10 @@ use crate::{Error, Result};
 
 pub(crate) mod announcement;
 mod link;
+
+/// The longest [`Joined::leave`] waits for the uplink's task (which bounds each of its own
+/// waits on NATS to a second).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The NATS client this uplink speaks with: its [`ConnectOptions`](async_nats::ConnectOptions)
 /// carry the credentials and TLS settings given to [`Uplink::options`].
@@ -86,22 +96,30 @@ impl Uplink {
         self
     }
 
-    /// This host's name, shown to the others (status, logs, errors): at most 255 bytes.
+    /// This host's name, shown to the others (status, logs, errors): at most 255 bytes, no
+    /// control characters.
     /// Default: the machine's host name and the master's pid, as `name:pid`.
     pub fn host(mut self, name: impl Into<String>) -> Uplink {
         self.host = Some(name.into());
         self
     }
 
-    /// The NATS client's settings: credentials, TLS, a token, timeouts. The uplink adds its own
-    /// event callback and a subscription capacity of 1024 to them.
+    /// The NATS client's settings: credentials, TLS, a token, timeouts. The uplink sets three
+    /// of them itself, replacing what is given: the event callback (it watches the connection),
+    /// the client's name, and the subscription capacity (256 messages). Leave
+    /// `retry_on_initial_connect` off (a server that cannot be reached is then a clear error
+    /// from [`Hub::join`] rather than a silent wait), and `max_reconnects` unlimited (after the
+    /// last attempt the client gives up for good, and this host with it).
     pub fn options(mut self, options: async_nats::ConnectOptions) -> Uplink {
         self.options = Some(options);
         self
     }
 
     /// How long a host may go unheard before the others forget it (its workers leave every
-    /// route): 3 s by default, at least 300 ms. Each host announces itself every third of it.
+    /// route): 3 s by default, at least 300 ms. Each host announces itself every third of it,
+    /// and checks the others at the same pace, so a host gone silent is forgotten between the
+    /// expiry and a third more after it was last heard. Give every host of a cluster the same
+    /// expiry: a host announces at the pace of its own.
     pub fn expiry(mut self, expiry: Duration) -> Uplink {
         self.expiry = expiry;
         self
@@ -129,10 +147,9 @@ impl Uplink {
             ));
         }
         if let Some(host) = &self.host {
-            if host.is_empty() || host.len() > announcement::MAX_HOST_NAME {
+            if !announcement::host_name_ok(host) {
                 return invalid(format!(
-                    "host name of {} bytes: 1 to {}",
-                    host.len(),
+                    "host name {host:?}: 1 to {} bytes, no control characters",
                     announcement::MAX_HOST_NAME
                 ));
             }
@@ -153,8 +170,10 @@ impl Uplink {
     }
 }
 
-/// A Hub's place among the other hosts, from [`Hub::join`]. Dropping it leaves the cluster
-/// (the others hear so at once), as [`leave`](Joined::leave) does without waiting.
+/// A Hub's place among the other hosts, from [`Hub::join`]. [`leave`](Joined::leave) it when
+/// the Hub stops: the others forget this host at once. Dropping it stops the uplink too, and
+/// says so to the others only if the runtime still runs the uplink's task (not once it is
+/// shutting down); otherwise they forget this host at its expiry.
 pub struct Joined {
     id: HostId,
     name: String,
@@ -174,11 +193,14 @@ impl Joined {
     }
 
     /// Tells the other hosts this one leaves, and closes the NATS connection once that is
-    /// sent (within a second).
+    /// sent: within a few seconds whatever NATS does (with no connection, nothing is sent,
+    /// and the others forget this host at its expiry).
     pub async fn leave(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            let _ = task.await;
+            if tokio::time::timeout(LEAVE_TIMEOUT, task).await.is_err() {
+                tracing::warn!("the uplink did not stop within {LEAVE_TIMEOUT:?}: left as is");
+            }
         }
     }
 }
@@ -192,15 +214,21 @@ impl Drop for Joined {
 impl Hub {
     /// Joins the other hosts of `uplink`'s cluster over NATS: from then on this Hub announces
     /// its Ready workers to them and knows theirs ([`Hub::hosts`]). `Err` if a setting is out
-    /// of bounds or no server could be reached; once joined, a lost connection is retried for
-    /// ever (the client's own reconnection), and membership is announced again after it.
+    /// of bounds, no server could be reached, or this Hub has joined already (one cluster at
+    /// a time); once joined, a lost connection is retried for ever (the client's own
+    /// reconnection), and membership is announced again after it.
     pub async fn join(&self, uplink: Uplink) -> Result<Joined> {
         uplink.validate()?;
         let id = HostId(random_id());
         let name = uplink.host.clone().unwrap_or_else(default_host_name);
-        self.set_max_hosts(uplink.max_hosts);
+        if !self.start_hosts(uplink.max_hosts) {
+            return Err(Error::Config {
+                reason: "this Hub has joined a cluster already: leave it first".into(),
+            });
+        }
         let stop = CancellationToken::new();
-        let task = link::start(self.clone(), uplink, id, name.clone(), stop.clone()).await?;
+        let started = link::start(self.clone(), uplink, id, name.clone(), stop.clone()).await;
+        let task = started.inspect_err(|_| self.forget_hosts())?;
         Ok(Joined {
             id,
             name,

@@ -1,11 +1,13 @@
 #![allow(dead_code)] // Each test binary that includes it uses its own part.
 
-//! A NATS server of the test's own (Debian's `nats-server`, with JetStream), on a free port of
-//! the loopback, its store in a temporary directory: stopped and removed when dropped, even
-//! when the test fails.
+//! A NATS server of the test's own (Debian's `nats-server`, or the one `NATS_SERVER` names), on
+//! a free port of the loopback, its log in a temporary directory: stopped and removed when
+//! dropped, even when the test fails. It counts as started once its log says it listens on
+//! its port, so a port taken by something else between finding it free and the server's bind
+//! is never mistaken for the server.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -37,10 +39,8 @@ impl NatsServer {
                 return server;
             }
         }
-        panic!(
-            "nats-server did not start on a free port (see {:?})",
-            server.dir
-        );
+        let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+        panic!("nats-server did not start on a free port; its log:\n{log}");
     }
 
     pub fn url(&self) -> String {
@@ -69,17 +69,16 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let log = std::fs::File::create(self.dir.join("server.log")).expect("a log file");
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.join("store"))
+        let log_path = self.dir.join("server.log");
+        // Appended to: a restart keeps what the server said before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("a log file");
+        let before = std::fs::metadata(&log_path).map_or(0, |m| m.len()) as usize;
+        let child = Command::new(program())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -88,16 +87,21 @@ impl NatsServer {
             Ok(child) => child,
             Err(e) => panic!(
                 "nats-server could not be run ({e}): install Debian's nats-server package \
-                 (scripts/test.sh does)"
+                 (scripts/test.sh does), or name it in NATS_SERVER"
             ),
         };
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let listening = format!(
+            "Listening for client connections on 127.0.0.1:{}",
+            self.port
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            let said = std::fs::read(&log_path).unwrap_or_default();
+            if said.len() > before && String::from_utf8_lossy(&said[before..]).contains(&listening)
+            {
                 self.child = Some(child);
                 return true;
             }
@@ -107,6 +111,21 @@ impl NatsServer {
         let _ = child.wait();
         false
     }
+}
+
+/// `NATS_SERVER`, else `nats-server` on the PATH, else Debian's `/usr/sbin/nats-server` (not
+/// on a normal user's PATH).
+fn program() -> PathBuf {
+    if let Some(program) = std::env::var_os("NATS_SERVER") {
+        return program.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join("nats-server").exists()))
+        .unwrap_or(false);
+    if !on_path && Path::new("/usr/sbin/nats-server").exists() {
+        return "/usr/sbin/nats-server".into();
+    }
+    "nats-server".into()
 }
 
 impl Drop for NatsServer {

@@ -81,7 +81,8 @@ impl State {
         State {
             conns: HashMap::default(),
             members: Members::default(),
-            hosts: Hosts::new(64),
+            // No other host, and room for none, until the Hub joins a cluster.
+            hosts: Hosts::new(0),
             pending: Pending::default(),
             once: OnceResults::new(config.once_keys, config.once_bytes),
             turns: HashMap::default(),
