@@ -7,6 +7,7 @@
 //! is never mistaken for the server.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -77,12 +78,24 @@ impl NatsServer {
             .open(&log_path)
             .expect("a log file");
         let before = std::fs::metadata(&log_path).map_or(0, |m| m.len()) as usize;
-        let child = Command::new(program())
+        let mut command = Command::new(program());
+        command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn();
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; between fork and exec nothing else runs. The
+        // server dies with the thread that started it, so a test binary killed outright (its
+        // `Drop` never run) leaves no server behind.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn();
         let mut child = match child {
             Ok(child) => child,
             Err(e) => panic!(
