@@ -38,7 +38,10 @@
 //! Hub's lock is taken: routing waits only for the swap.
 //!
 //! **Authentication.** Whatever the NATS server asks for is the user's to give, through
-//! [`Uplink::options`]: credentials, a token, TLS. Nothing is built in.
+//! [`Uplink::options`]: credentials, a token, TLS. Nothing is built in. A host is trusted to
+//! be who it says: any client that may publish on `multiprocess.<cluster>.>` can speak for any
+//! host of that cluster, so give only the masters that permission (NATS accounts and subject
+//! permissions).
 //!
 //! Files: the settings and the joined handle here, the announcement's bytes in
 //! `announcement.rs`, the connection's task in `link.rs`; the table of other hosts is the
