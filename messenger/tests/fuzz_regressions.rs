@@ -74,3 +74,9 @@ fn error() {
 fn hub() {
     replay("hub", checks::hub);
 }
+
+#[cfg(feature = "nats")]
+#[test]
+fn announcement() {
+    replay("announcement", messenger::uplink::fuzz_announcement);
+}

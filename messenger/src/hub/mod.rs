@@ -39,7 +39,7 @@ mod router;
 mod serve;
 
 #[cfg_attr(not(feature = "nats"), allow(unused_imports))]
-pub(crate) use hosts::{Announcement, Heard};
+pub(crate) use hosts::{Announcement, Heard, Hosts, Said};
 pub use hosts::{HostId, RemoteHost};
 use members::Admission;
 use router::State;

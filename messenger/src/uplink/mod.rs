@@ -268,3 +268,38 @@ fn default_host_name() -> String {
     name.truncate(end);
     name
 }
+
+/// The fuzz target `announcement` (`fuzz/`) and its saved inputs' replay: any bytes, as another
+/// host's announcement. Not part of the API.
+///
+/// Decoded, it must encode back to bytes that decode to the same announcement; taken into a
+/// table of hosts (bounded to 4), it must list back as announced.
+#[doc(hidden)]
+pub fn fuzz_announcement(data: &[u8]) {
+    let Ok(ann) = announcement::decode(data) else {
+        return;
+    };
+    let again = announcement::encode(&ann).expect("what decoded encodes within the bound");
+    assert_eq!(announcement::decode(&again).as_ref(), Ok(&ann));
+    let now = tokio::time::Instant::now();
+    let mut hosts = crate::hub::Hosts::new(4);
+    let workers = ann.workers.clone();
+    let leaving = ann.leaving;
+    hosts.hear(crate::hub::Said::new(ann), now);
+    let listed = hosts.list(now);
+    if leaving {
+        assert!(listed.is_empty());
+    } else {
+        assert_eq!(listed[0].workers.len(), workers.len());
+        for ((id, events), (listed_id, names)) in workers.iter().zip(&listed[0].workers) {
+            assert_eq!(id, listed_id);
+            let mut expected: Vec<String> = events
+                .iter()
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+                .collect();
+            expected.sort();
+            expected.dedup();
+            assert_eq!(&expected, names);
+        }
+    }
+}
