@@ -7,7 +7,7 @@ mod nats_server;
 use std::time::Duration;
 
 use messenger::testing::MockCluster;
-use messenger::uplink::{async_nats, Uplink};
+use messenger::uplink::{async_nats, Joined, Uplink};
 use messenger::{Event, Hub, RemoteHost, WorkerId};
 use nats_server::NatsServer;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,11 @@ fn uplink(server: &NatsServer, cluster: &str, host: &str) -> Uplink {
     Uplink::new(server.url()).cluster(cluster).host(host)
 }
 
+/// `host` joins with `uplink`, which must succeed.
+async fn join(host: &MockCluster, uplink: Uplink) -> Joined {
+    host.hub().join(uplink).await.expect("joined")
+}
+
 /// Waits until `hub`'s view of the other hosts passes `check`.
 async fn until(hub: &Hub, what: &str, check: impl Fn(&[RemoteHost]) -> bool) -> Vec<RemoteHost> {
     let waited = tokio::time::timeout(DEADLINE, async {
@@ -63,8 +68,8 @@ fn events(list: &[&str]) -> Vec<String> {
 async fn two_hosts_see_each_others_ready_workers_and_handlers() {
     let server = NatsServer::start();
     let (a, b) = (host(2).await, host(2).await);
-    let joined_a = a.hub().join(uplink(&server, "see", "a")).await.unwrap();
-    let _joined_b = b.hub().join(uplink(&server, "see", "b")).await.unwrap();
+    let joined_a = join(&a, uplink(&server, "see", "a")).await;
+    let _joined_b = join(&b, uplink(&server, "see", "b")).await;
 
     let seen = until(a.hub(), "a sees b", |h| h.len() == 1).await;
     assert_eq!(seen[0].name, "b");
@@ -97,16 +102,8 @@ async fn a_host_that_leaves_is_forgotten_at_once() {
     let (a, b) = (host(1).await, host(1).await);
     // An expiry far longer than the test's deadline: only the leaving message can do it.
     let long = Duration::from_secs(600);
-    let _joined_a = a
-        .hub()
-        .join(uplink(&server, "leave", "a").expiry(long))
-        .await
-        .unwrap();
-    let joined_b = b
-        .hub()
-        .join(uplink(&server, "leave", "b").expiry(long))
-        .await
-        .unwrap();
+    let _joined_a = join(&a, uplink(&server, "leave", "a").expiry(long)).await;
+    let joined_b = join(&b, uplink(&server, "leave", "b").expiry(long)).await;
     until(a.hub(), "a sees b", |h| h.len() == 1).await;
     // b, the newcomer, hears of a at once too (a answers b's first word), not in 200 s.
     until(b.hub(), "b sees a", |h| h.len() == 1).await;
@@ -121,18 +118,14 @@ async fn a_host_gone_silent_is_forgotten_within_the_expiry() {
     let server = NatsServer::start();
     let a = host(1).await;
     let expiry = Duration::from_secs(1);
-    let _joined = a
-        .hub()
-        .join(uplink(&server, "silent", "a").expiry(expiry))
-        .await
-        .unwrap();
+    let _joined = join(&a, uplink(&server, "silent", "a").expiry(expiry)).await;
     // A host that announces itself once and is never heard from again, as one SIGKILLed: its
     // announcement written by hand, in the documented form
     // [host, name, seq, leaving, [event, ...], [[slot, generation, [event index, ...]], ...]].
     let raw = async_nats::connect(server.url()).await.unwrap();
-    let events: Vec<serde_bytes::ByteBuf> = vec![serde_bytes::ByteBuf::from(b"tick".to_vec())];
+    let names: Vec<serde_bytes::ByteBuf> = vec![serde_bytes::ByteBuf::from(b"tick".to_vec())];
     let workers: Vec<(u32, u64, Vec<u32>)> = vec![(0, 1, vec![0])];
-    let body = rmp_serde::to_vec(&(42u64, "ghost", 1u64, false, events, workers)).unwrap();
+    let body = rmp_serde::to_vec(&(42u64, "ghost", 1u64, false, names, workers)).unwrap();
     let started = tokio::time::Instant::now();
     raw.publish("multiprocess.silent.members", body.into())
         .await
@@ -140,10 +133,7 @@ async fn a_host_gone_silent_is_forgotten_within_the_expiry() {
     raw.flush().await.unwrap();
     let seen = until(a.hub(), "a hears the ghost", |h| h.len() == 1).await;
     assert_eq!(seen[0].name, "ghost");
-    assert_eq!(
-        seen[0].workers,
-        [(WorkerId::new(0, 1), events_of(&["tick"]))]
-    );
+    assert_eq!(seen[0].workers, [(WorkerId::new(0, 1), events(&["tick"]))]);
     until(a.hub(), "a forgets the ghost", |h| h.is_empty()).await;
     // Forgotten after the expiry, and within it and one heartbeat more (plus slack).
     let took = started.elapsed();
@@ -151,25 +141,13 @@ async fn a_host_gone_silent_is_forgotten_within_the_expiry() {
     assert!(took < expiry * 3, "forgotten only after {took:?}");
 }
 
-fn events_of(list: &[&str]) -> Vec<String> {
-    events(list)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_is_rebuilt_after_the_nats_server_restarts() {
     let mut server = NatsServer::start();
     let (a, b) = (host(1).await, host(1).await);
     let expiry = Duration::from_secs(1);
-    let _joined_a = a
-        .hub()
-        .join(uplink(&server, "restart", "a").expiry(expiry))
-        .await
-        .unwrap();
-    let _joined_b = b
-        .hub()
-        .join(uplink(&server, "restart", "b").expiry(expiry))
-        .await
-        .unwrap();
+    let _joined_a = join(&a, uplink(&server, "restart", "a").expiry(expiry)).await;
+    let _joined_b = join(&b, uplink(&server, "restart", "b").expiry(expiry)).await;
     until(a.hub(), "a sees b", |h| h.len() == 1).await;
 
     // An outage longer than the expiry: each forgets the other...
@@ -191,12 +169,8 @@ async fn membership_is_rebuilt_after_the_nats_server_restarts() {
 async fn hostile_announcements_cost_bounded_memory_and_change_nothing() {
     let server = NatsServer::start();
     let (a, b) = (host(1).await, host(2).await);
-    let _joined_a = a
-        .hub()
-        .join(uplink(&server, "hostile", "a").max_hosts(3))
-        .await
-        .unwrap();
-    let _joined_b = b.hub().join(uplink(&server, "hostile", "b")).await.unwrap();
+    let _joined_a = join(&a, uplink(&server, "hostile", "a").max_hosts(3)).await;
+    let _joined_b = join(&b, uplink(&server, "hostile", "b")).await;
     until(a.hub(), "a sees b", |h| h.len() == 1).await;
 
     let raw = async_nats::connect(server.url()).await.unwrap();
@@ -275,8 +249,8 @@ async fn settings_out_of_bounds_are_refused_before_connecting() {
 async fn a_hub_joins_one_cluster_at_a_time_and_may_join_again_after_leaving() {
     let server = NatsServer::start();
     let (a, b) = (host(1).await, host(1).await);
-    let _joined_b = b.hub().join(uplink(&server, "again", "b")).await.unwrap();
-    let first = a.hub().join(uplink(&server, "again", "a")).await.unwrap();
+    let _joined_b = join(&b, uplink(&server, "again", "b")).await;
+    let first = join(&a, uplink(&server, "again", "a")).await;
     let Err(err) = a.hub().join(uplink(&server, "other", "a")).await else {
         panic!("a Hub joined two clusters");
     };
@@ -287,7 +261,7 @@ async fn a_hub_joins_one_cluster_at_a_time_and_may_join_again_after_leaving() {
     until(a.hub(), "a sees b", |h| h.len() == 1).await;
     first.leave().await;
     assert!(a.hub().hosts().is_empty());
-    let _second = a.hub().join(uplink(&server, "again", "a2")).await.unwrap();
+    let _second = join(&a, uplink(&server, "again", "a2")).await;
     until(a.hub(), "a sees b again", |h| h.len() == 1).await;
     until(b.hub(), "b sees a under its new name", |h| {
         h.len() == 1 && h[0].name == "a2"

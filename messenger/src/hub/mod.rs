@@ -21,6 +21,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -275,20 +276,21 @@ impl Hub {
 impl Hub {
     /// What this host says of itself: its Ready workers, in slot order, and what each handles.
     pub(crate) fn announcement(&self, host: HostId, name: &str, seq: u64) -> Announcement {
-        let state = self.lock();
-        let workers = state
-            .members
-            .workers()
-            .map(|id| {
-                let mut handled: Vec<_> = state
-                    .conns
-                    .get(&Peer::Worker(id))
-                    .map(|conn| conn.handlers.iter().cloned().collect())
-                    .unwrap_or_default();
-                handled.sort();
-                (id, handled)
-            })
-            .collect();
+        let mut workers: Vec<(WorkerId, Vec<Bytes>)> = {
+            let state = self.lock();
+            let handled = |id| {
+                let conn = state.conns.get(&Peer::Worker(id));
+                conn.map(|conn| conn.handlers.iter().cloned().collect())
+            };
+            let workers = state.members.workers();
+            workers
+                .map(|id| (id, handled(id).unwrap_or_default()))
+                .collect()
+        };
+        // Sorted once the lock is let go: the same handlers always say the same.
+        for (_, handled) in &mut workers {
+            handled.sort();
+        }
         Announcement {
             host,
             name: name.to_owned(),

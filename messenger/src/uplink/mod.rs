@@ -293,13 +293,16 @@ pub fn fuzz_announcement(data: &[u8]) {
         assert_eq!(listed[0].workers.len(), workers.len());
         for ((id, events), (listed_id, names)) in workers.iter().zip(&listed[0].workers) {
             assert_eq!(id, listed_id);
-            let mut expected: Vec<String> = events
+            // Each event once, in order: the same set as announced.
+            assert!(names.windows(2).all(|pair| pair[0] < pair[1]), "{names:?}");
+            let announced: std::collections::BTreeSet<String> = events
                 .iter()
                 .map(|e| String::from_utf8_lossy(e).into_owned())
                 .collect();
-            expected.sort();
-            expected.dedup();
-            assert_eq!(&expected, names);
+            assert!(
+                names.iter().eq(announced.iter()),
+                "{names:?} vs {announced:?}"
+            );
         }
     }
 }
