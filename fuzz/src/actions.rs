@@ -194,13 +194,18 @@ fn frame_from(input: &mut Input) -> Frame {
         2 => Id::LastRequest,
         _ => Id::Value(input.u64()),
     };
-    let from = match input.below(4) {
+    let from = match input.below(5) {
         0 => Peer::Master,
         1 => Peer::Worker(WorkerId::new(0, 1)),
         2 => Peer::Worker(WorkerId::new(FAKE_SLOT, 1)),
+        // A claim to be another host's: the Hub stamps the sender whatever it says.
+        3 => Peer::Remote {
+            host: messenger::HostId(input.u64()),
+            worker: Some(WorkerId::new(0, 1)),
+        },
         _ => Peer::Worker(WorkerId::new(input.u32(), input.u64())),
     };
-    let to = match input.below(10) {
+    let to = match input.below(11) {
         0 => To::Target(Target::Hub),
         1 | 2 => To::Target(Target::Any),
         3 => To::Target(Target::All {
@@ -217,6 +222,11 @@ fn frame_from(input: &mut Input) -> Frame {
             input.below(3) as u64,
         ))),
         8 => To::Target(Target::Once),
+        // Another host's peer, on a Hub that joined no cluster.
+        9 => To::Target(Target::Remote {
+            host: messenger::HostId(input.below(3) as u64),
+            worker: input.bool().then(|| WorkerId::new(0, 1)),
+        }),
         _ => To::LastCaller,
     };
     let event = match input.below(6) {

@@ -29,7 +29,16 @@ pub fn members(data: &[u8]) {
     }
     let list = Members {
         workers: (0..input.below(MAX_WORKERS))
-            .map(|_| WorkerId::new(input.u32(), input.u64()))
+            .map(|_| {
+                let id = WorkerId::new(input.u32(), input.u64());
+                match input.bool() {
+                    false => Peer::Worker(id),
+                    true => Peer::Remote {
+                        host: messenger::HostId(input.u64()),
+                        worker: Some(id),
+                    },
+                }
+            })
             .collect(),
         run_here: input.bool(),
         epoch: input.u64(),

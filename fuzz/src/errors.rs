@@ -116,9 +116,14 @@ fn error_from(input: &mut Input) -> Error {
 }
 
 fn peer_from(input: &mut Input) -> Peer {
-    if input.bool() {
-        Peer::Master
-    } else {
-        Peer::Worker(WorkerId::new(input.u32(), input.u64()))
+    match input.below(3) {
+        0 => Peer::Master,
+        1 => Peer::Worker(WorkerId::new(input.u32(), input.u64())),
+        _ => Peer::Remote {
+            host: messenger::HostId(input.u64()),
+            worker: input
+                .bool()
+                .then(|| WorkerId::new(input.u32(), input.u64())),
+        },
     }
 }

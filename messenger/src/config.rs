@@ -108,7 +108,8 @@ impl Default for Config {
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The smallest frame limit: an envelope with room for short names and a small payload.
-const MIN_FRAME: usize = 4 * ENVELOPE_OVERHEAD;
+const MIN_FRAME: usize = 256;
+const _: () = assert!(MIN_FRAME >= 3 * ENVELOPE_OVERHEAD);
 
 impl Config {
     /// Sets [`Config::request_timeout`].

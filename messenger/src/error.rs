@@ -134,6 +134,17 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A call across hosts (a cluster joined over NATS) could not reach the host it was routed
+    /// to, or lost it before the answer came: the host is unknown or forgotten, the NATS
+    /// connection is down or was lost with the call in flight, or the host did not answer.
+    /// Whether the handler ran there is not known; it never runs twice.
+    #[error("host {host} cannot be reached: {detail}")]
+    HostUnreachable {
+        /// The host's name (its id when the name is not known).
+        host: String,
+        /// What happened.
+        detail: String,
+    },
     /// The connection to the Hub is closed: nothing more can be sent or received.
     #[error("the messenger's connection is closed")]
     Closed,

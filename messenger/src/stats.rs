@@ -55,7 +55,7 @@ impl CallKind {
             Target::Master => CallKind::RequestMaster,
             Target::All { .. } => CallKind::Map,
             Target::Worker(_) => CallKind::RequestWorker,
-            Target::Hub => return None,
+            Target::Hub | Target::Remote { .. } => return None,
         })
     }
 

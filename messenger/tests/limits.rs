@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use messenger::testing::MockCluster;
-use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Target};
+use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Target, ENVELOPE_OVERHEAD};
 use messenger::{Config, Error, Event, HubEvent, Peer, WorkerId};
 use serde::{Deserialize, Serialize};
 use tokio::io::DuplexStream;
@@ -269,8 +269,9 @@ async fn a_frame_over_the_senders_limit_closes_the_peer() {
     cluster.ready().await.unwrap();
     let mut events = cluster.hub().subscribe();
     let mut raw = raw_worker(&cluster, WorkerId::new(5, 1)).await;
-    // 4096 - 64 + 1 bytes of payload: within 4096 on the wire from this short id.
-    let mut frame = Envelope::new(Kind::Broadcast, "tick", vec![0u8; 4096 - 64 + 1 - 4]);
+    // 4096 - ENVELOPE_OVERHEAD + 1 bytes of payload: within 4096 on the wire from this short id.
+    let over = 4096 - ENVELOPE_OVERHEAD + 1;
+    let mut frame = Envelope::new(Kind::Broadcast, "tick", vec![0u8; over - 4]);
     frame.to = Target::All {
         epoch: 0,
         run_here: false,
@@ -278,7 +279,10 @@ async fn a_frame_over_the_senders_limit_closes_the_peer() {
     raw.send(frame).await.unwrap();
     let reason = closed_because(&mut events).await;
     assert!(
-        reason.contains("over the 4032 a frame may carry"),
+        reason.contains(&format!(
+            "over the {} a frame may carry",
+            4096 - ENVELOPE_OVERHEAD
+        )),
         "{reason}"
     );
 }

@@ -279,7 +279,7 @@ async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
 
     raw.send(map(1, 0)).await.unwrap();
     let first = members(raw.next().await.unwrap().unwrap());
-    assert_eq!(first.workers, vec![WorkerId::new(0, 1)]);
+    assert_eq!(first.workers, vec![Peer::Worker(WorkerId::new(0, 1))]);
     assert!(first.epoch > 0);
     let answer = raw.next().await.unwrap().unwrap();
     assert_eq!((answer.kind, answer.id), (Kind::Reply, 1));
@@ -299,7 +299,10 @@ async fn the_hub_lists_a_maps_workers_only_when_the_callers_set_is_stale() {
     let second = members(raw.next().await.unwrap().unwrap());
     assert_eq!(
         second.workers,
-        vec![WorkerId::new(0, 1), WorkerId::new(1, 1)]
+        vec![
+            Peer::Worker(WorkerId::new(0, 1)),
+            Peer::Worker(WorkerId::new(1, 1))
+        ]
     );
     assert!(second.epoch > first.epoch);
     for _ in 0..2 {
@@ -342,7 +345,10 @@ async fn the_hub_trusts_a_current_callers_run_here() {
     let list = raw.next().await.unwrap().unwrap();
     assert_eq!(list.kind, Kind::Members);
     let list = Members::from_bytes(&list.body).unwrap();
-    assert_eq!(list.workers, vec![WorkerId::new(0, 1), me]);
+    assert_eq!(
+        list.workers,
+        vec![Peer::Worker(WorkerId::new(0, 1)), Peer::Worker(me)]
+    );
     assert!(
         list.run_here,
         "a Ready caller that handles the event runs its share"

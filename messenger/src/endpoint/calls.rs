@@ -132,6 +132,23 @@ impl Messenger {
         self.call(Target::Slot(slot), Bytes::new(), event).await
     }
 
+    /// Runs `event` on the Ready worker of `slot` on the host named `host`, in a cluster joined
+    /// over NATS (this host's own name included), and returns its reply.
+    /// [`Error::HostUnreachable`] if no host of that name is known or it cannot be reached.
+    pub async fn request_at<E: Event>(&self, host: &str, slot: u32, event: E) -> Result<E::Reply> {
+        if host.is_empty() || host.len() > crate::wire::MAX_NAME {
+            return Err(Error::Config {
+                reason: format!(
+                    "a host name of {} bytes: 1 to {} allowed",
+                    host.len(),
+                    crate::wire::MAX_NAME
+                ),
+            });
+        }
+        let host = Bytes::copy_from_slice(host.as_bytes());
+        self.call(Target::Slot(slot), host, event).await
+    }
+
     /// Runs `event` on the master's handler and returns its reply.
     pub async fn request_master<E: Event>(&self, event: E) -> Result<E::Reply> {
         self.call(Target::Master, Bytes::new(), event).await

@@ -14,7 +14,7 @@ use super::Messenger;
 use crate::payload::decode_answer;
 use crate::stats::CallKind;
 use crate::wire::{Envelope, Kind, Target};
-use crate::{Error, Event, Peer, Result, WorkerId};
+use crate::{Error, Event, Peer, Result};
 
 impl Messenger {
     /// Runs `event` on every Ready worker at the time of the call (its first handler) and
@@ -38,8 +38,25 @@ impl Messenger {
     }
 
     /// Like [`map`](Messenger::map), but every worker's own result, with its slot: a worker that
-    /// has no handler, dies or does not answer in time fails its entry alone.
+    /// has no handler, dies or does not answer in time fails its entry alone. Across hosts a
+    /// slot names a worker on its own host only: [`map_peers`](Messenger::map_peers) says which.
     pub async fn map_each<E: Event>(&self, event: E) -> Result<Vec<(u32, Result<E::Reply>)>> {
+        let entries = self.map_peers(event).await?;
+        let slot = |peer: Peer| match peer {
+            Peer::Worker(id)
+            | Peer::Remote {
+                worker: Some(id), ..
+            } => id.slot,
+            Peer::Master | Peer::Remote { worker: None, .. } => 0,
+        };
+        Ok(entries.into_iter().map(|(p, r)| (slot(p), r)).collect())
+    }
+
+    /// Like [`map_each`](Messenger::map_each), with each worker named in full: this host's as
+    /// [`Peer::Worker`], another host's as [`Peer::Remote`]. In a cluster joined over NATS the
+    /// entries come host by host (this host's first, then the others' in the order of their
+    /// names), each host's in slot order.
+    pub async fn map_peers<E: Event>(&self, event: E) -> Result<Vec<(Peer, Result<E::Reply>)>> {
         let started = Instant::now();
         let gathered = self.gather(event).await;
         let entries = gathered
@@ -52,19 +69,19 @@ impl Messenger {
     /// [`Error::Closed`] once the connection ended, else a timeout.
     fn per_worker<'a, E: Event>(
         &'a self,
-        workers: &'a [WorkerId],
+        workers: &'a [Peer],
         results: Vec<Option<Result<E::Reply>>>,
-    ) -> impl Iterator<Item = (u32, Result<E::Reply>)> + 'a {
+    ) -> impl Iterator<Item = (Peer, Result<E::Reply>)> + 'a {
         let closed = self.shared.closed.is_cancelled();
-        workers.iter().zip(results).map(move |(id, result)| {
+        workers.iter().zip(results).map(move |(peer, result)| {
             let result = result.unwrap_or_else(|| {
                 Err(if closed {
                     Error::Closed
                 } else {
-                    self.timed_out(E::NAME, Some(Peer::Worker(*id)))
+                    self.timed_out(E::NAME, Some(*peer))
                 })
             });
-            (id.slot, result)
+            (*peer, result)
         })
     }
 
@@ -73,14 +90,17 @@ impl Messenger {
     async fn gather<E: Event>(
         &self,
         event: E,
-    ) -> Result<(Arc<[WorkerId]>, Vec<Option<Result<E::Reply>>>)> {
+    ) -> Result<(Arc<[Peer]>, Vec<Option<Result<E::Reply>>>)> {
         let me = self.shared.peer;
         // Guess who answers from the Ready set last listed: if the Hub's is the same it sends
         // no list, and this end runs its own share at once. Only when an answer is to come,
         // since the first frame for the call is what tells a right guess from a wrong one.
         let handles = self.shared.handlers.handles(E::NAME.as_bytes());
         let guess = self.shared.ready_set().and_then(|set| {
-            let run_here = handles && me.worker().is_some_and(|id| set.workers.contains(&id));
+            let run_here = handles
+                && me
+                    .worker()
+                    .is_some_and(|id| set.workers.contains(&Peer::Worker(id)));
             (set.workers.len() > usize::from(run_here)).then_some((set, run_here))
         });
         let (epoch, run_here) = guess

@@ -13,11 +13,11 @@ use serde::de::DeserializeOwned;
 
 use crate::payload::decode_answer;
 use crate::wire::{Envelope, Kind, Members};
-use crate::{Error, Peer, Result, WorkerId};
+use crate::{Error, Peer, Result};
 
 /// A `map`'s results as its answers come, against who was asked.
 struct Gathering<R> {
-    workers: Arc<[WorkerId]>,
+    workers: Arc<[Peer]>,
     /// This end is one of `workers` and runs its own share.
     run_here: bool,
     results: Vec<Option<Result<R>>>,
@@ -25,7 +25,7 @@ struct Gathering<R> {
 }
 
 impl<R> Gathering<R> {
-    fn new(workers: Arc<[WorkerId]>, run_here: bool) -> Gathering<R> {
+    fn new(workers: Arc<[Peer]>, run_here: bool) -> Gathering<R> {
         Gathering {
             results: workers.iter().map(|_| None).collect(),
             missing: workers.len(),
@@ -35,7 +35,7 @@ impl<R> Gathering<R> {
     }
 
     fn record(&mut self, from: Peer, result: Result<R>) {
-        let Some(index) = self.workers.iter().position(|id| Peer::Worker(*id) == from) else {
+        let Some(index) = self.workers.iter().position(|peer| *peer == from) else {
             tracing::warn!(from = %from, "a map answer from a worker that was not asked");
             return;
         };
@@ -50,7 +50,7 @@ impl<R> Gathering<R> {
     fn adopt(&mut self, list: Members, me: Peer) {
         let mut next = Gathering::new(list.workers.into(), list.run_here);
         if next.run_here {
-            let own = self.workers.iter().position(|id| Peer::Worker(*id) == me);
+            let own = self.workers.iter().position(|peer| *peer == me);
             if let Some(result) = own.and_then(|index| self.results[index].take()) {
                 next.record(me, result);
             }
@@ -83,7 +83,7 @@ pub(super) struct MapCall<R> {
 impl<R: DeserializeOwned> MapCall<R> {
     /// A call from `me` for the event `body`, guessing `guess` (the workers, and whether `me`
     /// runs its own share) if it has one.
-    pub fn new(me: Peer, guess: Option<(Arc<[WorkerId]>, bool)>, body: Bytes) -> Self {
+    pub fn new(me: Peer, guess: Option<(Arc<[Peer]>, bool)>, body: Bytes) -> Self {
         MapCall {
             me,
             gathering: guess.map(|(workers, run_here)| Gathering::new(workers, run_here)),
@@ -146,7 +146,7 @@ impl<R: DeserializeOwned> MapCall<R> {
         self,
         closed: bool,
         timed_out: impl FnOnce() -> Error,
-    ) -> Result<(Arc<[WorkerId]>, Vec<Option<Result<R>>>)> {
+    ) -> Result<(Arc<[Peer]>, Vec<Option<Result<R>>>)> {
         match self.gathering {
             // Out of time with an unconfirmed guess: the entries of the set last listed fail.
             Some(gathering) if self.heard || !closed => Ok((gathering.workers, gathering.results)),

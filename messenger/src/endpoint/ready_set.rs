@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use crate::wire::{Envelope, Members};
-use crate::WorkerId;
+use crate::Peer;
 
 /// The Ready set as a [`Members`] list named it. A `map` made while it is still the Hub's
 /// needs no member list: the caller names its `epoch`, and only a changed set is sent again.
@@ -13,7 +13,7 @@ use crate::WorkerId;
 pub(super) struct ReadySet {
     /// 0: not told yet.
     pub(super) epoch: u64,
-    pub(super) workers: Arc<[WorkerId]>,
+    pub(super) workers: Arc<[Peer]>,
 }
 
 impl Shared {

@@ -50,6 +50,24 @@ fn every_kind() -> Vec<Error> {
         Error::Config { reason: "r".into() },
         Error::Malformed { detail: "m".into() },
         Error::Closed,
+        Error::HostUnreachable {
+            host: "web-2".into(),
+            detail: "the NATS connection was lost".into(),
+        },
+        Error::WorkerGone {
+            event: "e".into(),
+            peer: Peer::Remote {
+                host: crate::HostId(7),
+                worker: Some(WorkerId::new(1, 2)),
+            },
+        },
+        Error::Busy {
+            event: "e".into(),
+            peer: Peer::Remote {
+                host: crate::HostId(u64::MAX),
+                worker: None,
+            },
+        },
         Error::Io(Arc::new(std::io::Error::other("pipe"))),
         Error::Remote {
             kind: "quota".into(),

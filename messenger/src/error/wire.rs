@@ -42,6 +42,11 @@ fn peer_to_wire(peer: Peer) -> Vec<u64> {
     match peer {
         Peer::Master => vec![0],
         Peer::Worker(id) => vec![1, id.slot.into(), id.generation],
+        Peer::Remote { host, worker: None } => vec![2, host.0],
+        Peer::Remote {
+            host,
+            worker: Some(id),
+        } => vec![3, id.slot.into(), id.generation, host.0],
     }
 }
 
@@ -52,6 +57,14 @@ fn peer_from_wire(peer: &[u64]) -> Option<Peer> {
             u32::try_from(slot).ok()?,
             generation,
         ))),
+        [2, host, ..] => Some(Peer::Remote {
+            host: crate::HostId(host),
+            worker: None,
+        }),
+        [3, slot, generation, host, ..] => Some(Peer::Remote {
+            host: crate::HostId(host),
+            worker: Some(WorkerId::new(u32::try_from(slot).ok()?, generation)),
+        }),
         _ => None,
     }
 }
@@ -81,7 +94,7 @@ fn cut(text: &mut Cow<str>, cap: usize) {
 
 impl Error {
     /// Every [`code`](Error::code), each once.
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 17] = [
         "no_handler",
         "no_worker",
         "timeout",
@@ -96,6 +109,7 @@ impl Error {
         "invalid",
         "malformed",
         "closed",
+        "host_unreachable",
         "io",
         "remote",
     ];
@@ -118,6 +132,7 @@ impl Error {
             Error::Config { .. } => "invalid",
             Error::Malformed { .. } => "malformed",
             Error::Closed => "closed",
+            Error::HostUnreachable { .. } => "host_unreachable",
             Error::Io(_) => "io",
             Error::Remote { .. } => "remote",
         }
@@ -213,6 +228,10 @@ impl Error {
             }
             Error::Forbidden { reason } | Error::Config { reason } => wire.detail = text(reason),
             Error::Malformed { detail } => wire.detail = text(detail),
+            Error::HostUnreachable { host, detail } => {
+                wire.event = text(host);
+                wire.detail = text(detail);
+            }
             Error::Io(err) => wire.detail = Some(Cow::Owned(err.to_string())),
             Error::Closed | Error::Remote { .. } => {}
         }
@@ -286,6 +305,10 @@ impl Error {
             "invalid" => Error::Config { reason: detail() },
             "malformed" => Error::Malformed { detail: detail() },
             "closed" => Error::Closed,
+            "host_unreachable" => Error::HostUnreachable {
+                host: event(),
+                detail: detail(),
+            },
             "io" => Error::Io(Arc::new(std::io::Error::other(detail()))),
             _ => remote(),
         }

@@ -8,26 +8,14 @@
 //! is held only to swap it in.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use crate::peer::HostId;
 use crate::WorkerId;
-
-/// One master (one host's Hub) in a cluster that spans hosts: a number drawn at random when it
-/// joins, so that a master restarted on the same machine is a new host to the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct HostId(pub u64);
-
-impl fmt::Display for HostId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
 
 /// What a host says of itself, checked (the uplink decodes and bounds it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,8 +184,45 @@ impl Hosts {
         self.max_hosts
     }
 
+    /// Whether any host knows of a handler of `event`: the copy of its name, if so.
+    pub fn handled(&self, event: &[u8]) -> Option<&Bytes> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let mut names = self.hosts.values();
+        names.find_map(|known| known.host.handlers.get_key_value(event).map(|(k, _)| k))
+    }
+
+    /// The host of that name, if known.
+    pub fn by_name(&self, name: &[u8]) -> Option<HostId> {
+        let mut hosts = self.hosts.iter();
+        hosts
+            .find(|(_, known)| known.host.name.as_bytes() == name)
+            .map(|(id, _)| *id)
+    }
+
+    /// A host's name, if known.
+    pub fn name(&self, host: HostId) -> Option<&str> {
+        self.hosts.get(&host).map(|known| known.host.name.as_str())
+    }
+
+    /// Every host with Ready workers, by name then id, and its Ready workers in slot order:
+    /// who a `map` asks beyond this host.
+    pub fn ready(&self) -> Vec<(HostId, Vec<WorkerId>)> {
+        let mut hosts: Vec<(&str, HostId, Vec<WorkerId>)> = self
+            .hosts
+            .iter()
+            .filter(|(_, known)| !known.host.workers.is_empty())
+            .map(|(id, known)| {
+                let workers = known.host.workers.iter().map(|(w, _)| *w).collect();
+                (known.host.name.as_str(), *id, workers)
+            })
+            .collect();
+        hosts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        hosts.into_iter().map(|(_, id, w)| (id, w)).collect()
+    }
+
     /// The workers of every host that handle `event`, host by host.
-    #[allow(dead_code)] // The cross-host routes read it.
     pub fn handlers<'a>(
         &'a self,
         event: &'a [u8],

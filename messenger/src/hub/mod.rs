@@ -36,6 +36,9 @@ mod members;
 mod once;
 mod outbound;
 mod pending;
+// Without the feature `nats` nothing takes from the port (and the Hub never makes one).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+mod port;
 mod router;
 mod serve;
 
@@ -43,6 +46,8 @@ mod serve;
 pub(crate) use hosts::{Announcement, Heard, Hosts, Said};
 pub use hosts::{HostId, RemoteHost};
 use members::Admission;
+#[cfg(feature = "nats")]
+pub(crate) use port::{Outgoing, PortRx};
 use router::State;
 
 /// Where a worker is in its life, as far as routing goes.
@@ -313,20 +318,63 @@ impl Hub {
             .expire(tokio::time::Instant::now(), expiry)
     }
 
-    /// Forgets every other host: this one left, and may join again.
+    /// Forgets every other host, and the uplink: this one left, and may join again.
     pub(crate) fn forget_hosts(&self) {
-        self.lock().hosts = hosts::Hosts::new(0);
+        let mut state = self.lock();
+        state.hosts = hosts::Hosts::new(0);
+        state.uplink = None;
     }
 
-    /// Makes way for the others of a cluster being joined: at most `max` of them. `false` if
-    /// this Hub has joined one already (and not left it).
-    pub(crate) fn start_hosts(&self, max: usize) -> bool {
+    /// Makes way for the others of a cluster being joined as host `me` named `name`: at most
+    /// `max` of them. The uplink's end of the queue of what goes to them, bounded by the
+    /// configuration's queue budget; `None` if this Hub has joined one already (and not left it).
+    pub(crate) fn start_hosts(&self, max: usize, me: HostId, name: String) -> Option<port::PortRx> {
         let mut state = self.lock();
         if state.hosts.max_hosts() > 0 {
-            return false;
+            return None;
         }
+        let config = &self.shared.config;
+        let (port, rx) = port::port(me, name, config.queue_frames, config.queue_bytes);
         state.hosts = hosts::Hosts::new(max);
-        true
+        state.uplink = Some(port);
+        Some(rx)
+    }
+
+    /// A host's name, or its id if it is not known.
+    pub(crate) fn host_name(&self, host: HostId) -> String {
+        let state = self.lock();
+        state
+            .hosts
+            .name(host)
+            .map_or_else(|| host.to_string(), str::to_owned)
+    }
+
+    /// Routes a frame from another host (its sender stamped as [`Peer::Remote`]).
+    pub(crate) fn route_remote(&self, env: Envelope) {
+        let mut state = self.lock();
+        state.route_remote(env);
+        state.finish();
+    }
+
+    /// An answer from `host` to a call made here, owed by `owed_by` (see `router/remote.rs`).
+    pub(crate) fn remote_answer(&self, host: HostId, env: Envelope, owed_by: Peer) {
+        let mut state = self.lock();
+        state.remote_answer(host, env, owed_by);
+        state.finish();
+    }
+
+    /// Fails the call `(caller, id)` owed by `owed_by`, if it still waits.
+    pub(crate) fn remote_failed(
+        &self,
+        caller: Peer,
+        id: u64,
+        owed_by: Peer,
+        event: Bytes,
+        error: &crate::Error,
+    ) {
+        let mut state = self.lock();
+        state.remote_failed(caller, id, owed_by, event, error);
+        state.finish();
     }
 }
 

@@ -8,8 +8,9 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::relay::{Relay, Subjects};
 use super::{announcement, Uplink};
-use crate::hub::{Heard, HostId, Hub, HubEvent};
+use crate::hub::{Heard, HostId, Hub, HubEvent, PortRx};
 use crate::{Error, Result};
 
 /// Messages the client buffers per subscription before it drops some (a slow consumer, which
@@ -36,6 +37,7 @@ pub(super) async fn start(
     uplink: Uplink,
     id: HostId,
     name: String,
+    port: PortRx,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>> {
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -66,23 +68,50 @@ pub(super) async fn start(
         .connect(servers)
         .await
         .map_err(|e| unreachable(&e))?;
-    let subject = format!("multiprocess.{}.members", uplink.cluster);
-    let members = client
-        .subscribe(subject.clone())
-        .await
-        .map_err(|e| unreachable(&e))?;
+    let subjects = Subjects::of(&uplink.cluster);
+    let subject = subjects.members.clone();
+    let subscribe = |subject: String| {
+        let client = client.clone();
+        async move { client.subscribe(subject).await }
+    };
+    let subscriptions = Subscriptions {
+        members: subscribe(subject.clone())
+            .await
+            .map_err(|e| unreachable(&e))?,
+        broadcasts: subscribe(subjects.broadcast.clone())
+            .await
+            .map_err(|e| unreachable(&e))?,
+        calls: subscribe(subjects.host(id))
+            .await
+            .map_err(|e| unreachable(&e))?,
+    };
+    port.set_up(true);
     let hub_events = hub.subscribe();
     let mut me = Me { id, name, seq: 0 };
     announce(&hub, &client, &subject, &mut me, false).await;
     tracing::info!(host = %me.name, id = %me.id, cluster = %uplink.cluster, "joined over NATS");
     let run = Run {
+        relay: Relay::new(hub.clone(), client.clone(), id, subjects),
         hub,
         client,
         subject,
         me,
         expiry: uplink.expiry,
+        port,
     };
-    Ok(tokio::spawn(run.run(members, events, hub_events, stop)))
+    Ok(tokio::spawn(run.run(
+        subscriptions,
+        events,
+        hub_events,
+        stop,
+    )))
+}
+
+/// What the uplink hears on NATS.
+struct Subscriptions {
+    members: async_nats::Subscriber,
+    broadcasts: async_nats::Subscriber,
+    calls: async_nats::Subscriber,
 }
 
 struct Run {
@@ -91,28 +120,44 @@ struct Run {
     subject: String,
     me: Me,
     expiry: Duration,
+    /// What the Hub hands over for other hosts.
+    port: PortRx,
+    relay: Relay,
 }
 
 impl Run {
     async fn run(
         mut self,
-        mut members: async_nats::Subscriber,
+        subscriptions: Subscriptions,
         mut events: mpsc::UnboundedReceiver<async_nats::Event>,
         mut hub_events: mpsc::UnboundedReceiver<HubEvent>,
         stop: CancellationToken,
     ) {
+        let Subscriptions {
+            mut members,
+            mut broadcasts,
+            mut calls,
+        } = subscriptions;
         let mut heartbeat = tokio::time::interval(self.expiry / 3);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut refused = Refused::default();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                Some(item) = self.port.recv() => self.relay.outgoing(item).await,
+                Some(message) = broadcasts.next() => self.relay.incoming_broadcast(&message.payload),
+                Some(message) = calls.next() => self.relay.incoming_call(message).await,
                 _ = heartbeat.tick() => {
                     self.say(false).await;
                     for (id, name) in self.hub.expire_hosts(self.expiry) {
                         tracing::warn!(host = %name, %id, "host not heard from for {:?}: forgotten", self.expiry);
                     }
                     refused.report();
+                    self.relay.sweep();
+                    let dropped = self.port.take_dropped();
+                    if dropped > 0 {
+                        tracing::warn!(dropped, "broadcasts for other hosts not sent (NATS down, or the uplink's queue full)");
+                    }
                 }
                 Some(event) = hub_events.recv() => {
                     if matches!(event, HubEvent::Ready(_) | HubEvent::Closed { .. }) {
@@ -122,10 +167,13 @@ impl Run {
                 Some(event) = events.recv() => match event {
                     async_nats::Event::Connected => {
                         tracing::info!("NATS connection (re)established: announcing this host");
+                        self.port.set_up(true);
                         self.say(false).await;
                     }
                     async_nats::Event::Disconnected => {
-                        tracing::warn!("NATS connection lost: reconnecting");
+                        tracing::warn!("NATS connection lost: reconnecting; calls to other hosts in flight fail");
+                        self.port.set_up(false);
+                        self.relay.lost();
                     }
                     other => tracing::debug!("NATS: {other}"),
                 },
@@ -143,7 +191,10 @@ impl Run {
                 },
             }
         }
-        // Leaving: said once, within a bound, then the connection closes with the client.
+        // Leaving: nothing more goes to other hosts, what is in flight fails, and this host says
+        // so once, within a bound; then the connection closes with the client.
+        self.port.set_up(false);
+        self.relay.lost();
         self.say(true).await;
         let _ = tokio::time::timeout(PUBLISH_TIMEOUT, self.client.flush()).await;
         self.hub.forget_hosts();

@@ -57,6 +57,7 @@ use crate::{Error, Result};
 
 pub(crate) mod announcement;
 mod link;
+mod relay;
 
 /// The longest [`Joined::leave`] waits for the uplink's task (which bounds each of its own
 /// waits on NATS to a second).
@@ -224,13 +225,14 @@ impl Hub {
         uplink.validate()?;
         let id = HostId(random_id());
         let name = uplink.host.clone().unwrap_or_else(default_host_name);
-        if !self.start_hosts(uplink.max_hosts) {
+        let Some(port) = self.start_hosts(uplink.max_hosts, id, name.clone()) else {
             return Err(Error::Config {
                 reason: "this Hub has joined a cluster already: leave it first".into(),
             });
-        }
+        };
         let stop = CancellationToken::new();
-        let started = link::start(self.clone(), uplink, id, name.clone(), stop.clone()).await;
+        let joining = link::start(self.clone(), uplink, id, name.clone(), port, stop.clone());
+        let started = joining.await;
         let task = started.inspect_err(|_| self.forget_hosts())?;
         Ok(Joined {
             id,

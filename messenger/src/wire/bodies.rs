@@ -36,7 +36,8 @@ impl Hello {
         write_array_len(&mut dst, 2);
         write_uint(&mut dst, self.version.into());
         match self.peer {
-            None => dst.put_u8(0xc0),
+            // The Hub names only its own peers.
+            None | Some(Peer::Remote { .. }) => dst.put_u8(0xc0),
             Some(Peer::Master) => {
                 write_array_len(&mut dst, 1);
                 write_uint(&mut dst, 0);
@@ -159,11 +160,14 @@ impl Credit {
 /// `map` costs no frame beyond its requests and answers. A worker that leaves the Ready set is
 /// sent one unasked (id 0).
 ///
-/// MessagePack `[[[slot, generation], ...], run_here, epoch]`.
+/// MessagePack `[[[slot, generation], ...], run_here, epoch]`; a worker of another host is
+/// `[slot, generation, host]`. A list that names other hosts' workers has epoch 0: it is not the
+/// Ready set of this host, and is not kept for the next calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Members {
-    /// The Ready workers asked, in slot order: one answer comes from each.
-    pub workers: Vec<WorkerId>,
+    /// The workers asked, in order (this host's in slot order, then other hosts'): one answer
+    /// comes from each. Each is a [`Peer::Worker`] or a [`Peer::Remote`] worker.
+    pub workers: Vec<Peer>,
     /// The caller is one of them and runs its own share itself (no answer comes for it).
     pub run_here: bool,
     /// Which Ready set `workers` is (it changes whenever the set does).
@@ -176,10 +180,22 @@ impl Members {
         let mut dst = BytesMut::with_capacity(13 + self.workers.len() * 12);
         write_array_len(&mut dst, 3);
         write_array_len(&mut dst, self.workers.len());
-        for id in &self.workers {
-            write_array_len(&mut dst, 2);
+        for peer in &self.workers {
+            let (id, host) = match *peer {
+                Peer::Worker(id) => (id, None),
+                Peer::Remote {
+                    host,
+                    worker: Some(id),
+                } => (id, Some(host)),
+                // Only workers answer a map.
+                Peer::Master | Peer::Remote { worker: None, .. } => continue,
+            };
+            write_array_len(&mut dst, 2 + usize::from(host.is_some()));
             write_uint(&mut dst, id.slot.into());
             write_uint(&mut dst, id.generation);
+            if let Some(host) = host {
+                write_uint(&mut dst, host.0);
+            }
         }
         write_bool(&mut dst, self.run_here);
         write_uint(&mut dst, self.epoch);
@@ -216,7 +232,8 @@ impl Members {
         // Every entry takes 3 bytes at least: never trust a length beyond what is there.
         let mut workers = Vec::with_capacity(n.min(rd.len() / 3));
         for _ in 0..n {
-            if read_array_len(&mut rd) != Some(2) {
+            let fields = read_array_len(&mut rd);
+            if !matches!(fields, Some(2 | 3)) {
                 return Err(malformed());
             }
             let slot = read_uint(&mut rd).and_then(|v| u32::try_from(v).ok());
@@ -224,7 +241,16 @@ impl Members {
             let (Some(slot), Some(generation)) = (slot, generation) else {
                 return Err(malformed());
             };
-            workers.push(WorkerId::new(slot, generation));
+            let id = WorkerId::new(slot, generation);
+            workers.push(if fields == Some(3) {
+                let host = read_uint(&mut rd).ok_or_else(malformed)?;
+                Peer::Remote {
+                    host: crate::HostId(host),
+                    worker: Some(id),
+                }
+            } else {
+                Peer::Worker(id)
+            });
         }
         let run_here = read_bool(&mut rd).ok_or_else(malformed)?;
         let epoch = read_uint(&mut rd).ok_or_else(malformed)?;
@@ -245,11 +271,19 @@ mod tests {
 
     #[test]
     fn member_lists_round_trip() {
+        let w = |slot, generation| Peer::Worker(WorkerId::new(slot, generation));
         let lists = [
             vec![],
-            vec![WorkerId::new(0, 1)],
-            vec![WorkerId::new(3, 200), WorkerId::new(70_000, u64::MAX)],
-            (0..20).map(|slot| WorkerId::new(slot, 1 << slot)).collect(),
+            vec![w(0, 1)],
+            vec![w(3, 200), w(70_000, u64::MAX)],
+            (0..20).map(|slot| w(slot, 1 << slot)).collect(),
+            vec![
+                w(0, 1),
+                Peer::Remote {
+                    host: crate::HostId(u64::MAX),
+                    worker: Some(WorkerId::new(1, 2)),
+                },
+            ],
         ];
         for workers in lists {
             for (run_here, epoch) in [(false, 0), (true, 1), (false, 300), (true, u64::MAX)] {

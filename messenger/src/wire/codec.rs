@@ -7,9 +7,9 @@ use super::msgpack::{read_array_len, read_bin, read_uint, write_bin, write_uint}
 use super::{
     Envelope, Kind, Target, DEFAULT_MAX_FRAME, ENVELOPE_OVERHEAD, MAX_NAME, PREFIX, READ_CHUNK,
 };
-use crate::{Error, Peer, WorkerId};
+use crate::{Error, HostId, Peer, WorkerId};
 
-/// How many fields the envelope array has.
+/// How many fields the envelope array has: one more, the host, when an end is on another host.
 const FIELDS: u32 = 11;
 
 /// The codec of the messenger's connections: [`Envelope`]s in 4-byte length-prefixed frames.
@@ -208,22 +208,19 @@ pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let mut rd: &[u8] = frame;
     let fields =
         read_array_len(&mut rd).ok_or_else(|| malformed("not an envelope: no array".into()))?;
-    if fields != FIELDS {
+    if fields != FIELDS && fields != FIELDS + 1 {
         return Err(malformed(format!(
-            "an envelope of {fields} fields, not {FIELDS}"
+            "an envelope of {fields} fields, not {FIELDS} or {}",
+            FIELDS + 1
         )));
     }
     let kind: u8 = read_int(&mut rd, "kind")?;
     let id: u64 = read_int(&mut rd, "id")?;
-    let from = match (
-        read_int::<u8>(&mut rd, "from")?,
+    let from: (u8, u32, u64) = (
         read_int(&mut rd, "from")?,
         read_int(&mut rd, "from")?,
-    ) {
-        (0, _, _) => Peer::Master,
-        (1, slot, generation) => Peer::Worker(WorkerId::new(slot, generation)),
-        (tag, _, _) => return Err(malformed(format!("unknown sender kind {tag}"))),
-    };
+        read_int(&mut rd, "from")?,
+    );
     let to = (
         read_int(&mut rd, "to")?,
         read_int(&mut rd, "to")?,
@@ -232,11 +229,29 @@ pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let event = bin(frame, &mut rd, "event")?;
     let key = bin(frame, &mut rd, "key")?;
     let body = bin(frame, &mut rd, "body")?;
+    let host = if fields > FIELDS {
+        Some(HostId(read_int(&mut rd, "host")?))
+    } else {
+        None
+    };
     if !rd.is_empty() {
         return Err(malformed(format!("{} bytes after the envelope", rd.len())));
     }
     let kind = Kind::from_u8(kind).ok_or_else(|| malformed(format!("unknown kind {kind}")))?;
-    let to = Target::from_wire(to).ok_or_else(|| malformed(format!("bad target {to:?}")))?;
+    let from = match (from, host) {
+        ((0, _, _), _) => Peer::Master,
+        ((1, slot, generation), _) => Peer::Worker(WorkerId::new(slot, generation)),
+        ((2, _, _), Some(host)) => Peer::Remote { host, worker: None },
+        ((3, slot, generation), Some(host)) => Peer::Remote {
+            host,
+            worker: Some(WorkerId::new(slot, generation)),
+        },
+        ((tag, _, _), _) => return Err(malformed(format!("unknown sender kind {tag}"))),
+    };
+    let to = Target::from_wire(to, host).ok_or_else(|| malformed(format!("bad target {to:?}")))?;
+    if host.is_some() && from.host().is_none() && to.host().is_none() {
+        return Err(malformed("a host, and no end on another host".into()));
+    }
     for (field, name) in [("event", &event), ("key", &key)] {
         if name.len() > MAX_NAME {
             return Err(malformed(format!(
@@ -265,14 +280,28 @@ fn read_int<T: TryFrom<u64>>(rd: &mut &[u8], field: &str) -> Result<T, Error> {
     T::try_from(value).map_err(|_| malformed(format!("envelope {field}: {value} is out of range")))
 }
 
-/// Writes the envelope's MessagePack straight into the buffer.
-fn write_envelope(env: &Envelope, dst: &mut BytesMut) {
+/// Writes the envelope's MessagePack straight into the buffer. `Err` if its two ends are on two
+/// other hosts (one host field: the Hub never routes such a frame).
+fn write_envelope(env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
     let (from_kind, from_slot, from_generation) = match env.from {
         Peer::Master => (0, 0, 0),
         Peer::Worker(id) => (1, id.slot.into(), id.generation),
+        Peer::Remote { worker: None, .. } => (2, 0, 0),
+        Peer::Remote {
+            worker: Some(id), ..
+        } => (3, id.slot.into(), id.generation),
     };
     let (to_kind, to_a, to_b) = env.to.to_wire();
-    dst.put_u8(0x90 | FIELDS as u8); // fixarray
+    let host = match (env.from.host(), env.to.host()) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(malformed(format!(
+                "a frame between two other hosts ({a} and {b})"
+            )))
+        }
+        (a, b) => a.or(b),
+    };
+    let fields = FIELDS + u32::from(host.is_some());
+    dst.put_u8(0x90 | fields as u8); // fixarray
     for value in [
         env.kind as u64,
         env.id,
@@ -288,6 +317,10 @@ fn write_envelope(env: &Envelope, dst: &mut BytesMut) {
     for bin in [&env.event, &env.key, &env.body] {
         write_bin(dst, bin);
     }
+    if let Some(host) = host {
+        write_uint(dst, host.0);
+    }
+    Ok(())
 }
 
 impl Encoder<&Envelope> for FrameCodec {
@@ -297,7 +330,10 @@ impl Encoder<&Envelope> for FrameCodec {
         let start = dst.len();
         dst.reserve(PREFIX + ENVELOPE_OVERHEAD + env.payload_len());
         dst.put_u32(0);
-        write_envelope(env, dst);
+        if let Err(e) = write_envelope(env, dst) {
+            dst.truncate(start);
+            return Err(e);
+        }
         let len = dst.len() - start - PREFIX;
         if len > self.max_frame {
             dst.truncate(start);

@@ -2,9 +2,10 @@
 //!
 //! A frame is a 4-byte big-endian length, then that many bytes of MessagePack: an array of 11
 //! `[kind, id, from_kind, from_slot, from_generation, to_kind, to_slot, to_generation, event, key,
-//! body]`, the integers in their shortest form and the last three as binary strings (`to_slot` and
-//! `to_generation` hold a target's two numbers: a slot and a generation, or a `map`'s epoch and
-//! run-here flag). `body` is the event's (or reply's) own MessagePack bytes, so the Hub routes on
+//! body]`, the integers in their shortest form and the three names as binary strings (`to_slot`
+//! and `to_generation` hold a target's two numbers: a slot and a generation, or a `map`'s epoch
+//! and run-here flag). A frame one of whose ends is on another host (a cluster joined over NATS)
+//! has a 12th field, that host's id. `body` is the event's (or reply's) own MessagePack bytes, so the Hub routes on
 //! the envelope alone and never decodes a user type. The envelope has one fixed shape, so its few
 //! MessagePack types (array, unsigned integer, binary) are written and read by hand in this module
 //! (no serde machinery on the hot path; payloads use rmp-serde), and decoding is zero-copy:
@@ -34,7 +35,7 @@
 
 use bytes::Bytes;
 
-use crate::{Error, Peer, WorkerId};
+use crate::{Error, HostId, Peer, WorkerId};
 
 mod bodies;
 mod codec;
@@ -61,7 +62,7 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// An upper bound of an envelope's size without its `event`, `key` and `body` bytes. Senders
 /// check `bytes + ENVELOPE_OVERHEAD` against the maximum, so a frame that passes that check is
 /// never refused by the encoder.
-pub const ENVELOPE_OVERHEAD: usize = 64;
+pub const ENVELOPE_OVERHEAD: usize = 72;
 
 /// The length prefix.
 pub(crate) const PREFIX: usize = 4;
@@ -131,7 +132,8 @@ pub enum Target {
         /// With a current `epoch`: the caller runs its own share itself.
         run_here: bool,
     },
-    /// The Ready worker of a slot.
+    /// The Ready worker of a slot: of this host, or with a `key`, of the host of that name
+    /// (`request_at`, in a cluster joined over NATS).
     Slot(u32),
     /// The master.
     Master,
@@ -139,6 +141,14 @@ pub enum Target {
     Worker(WorkerId),
     /// Once per `key` (`consume_once`).
     Once,
+    /// The master (`worker: None`) or a worker of another host: the caller an answer goes
+    /// back to.
+    Remote {
+        /// The host.
+        host: HostId,
+        /// Its worker, or `None` for its master.
+        worker: Option<WorkerId>,
+    },
 }
 
 impl Target {
@@ -147,6 +157,15 @@ impl Target {
         match peer {
             Peer::Master => Target::Master,
             Peer::Worker(id) => Target::Worker(id),
+            Peer::Remote { host, worker } => Target::Remote { host, worker },
+        }
+    }
+
+    /// The host, if this target is on another one.
+    pub fn host(self) -> Option<HostId> {
+        match self {
+            Target::Remote { host, .. } => Some(host),
+            _ => None,
         }
     }
 
@@ -159,10 +178,14 @@ impl Target {
             Target::Master => (4, 0, 0),
             Target::Worker(id) => (5, id.slot.into(), id.generation),
             Target::Once => (6, 0, 0),
+            Target::Remote { worker: None, .. } => (7, 0, 0),
+            Target::Remote {
+                worker: Some(id), ..
+            } => (8, id.slot.into(), id.generation),
         }
     }
 
-    pub(super) fn from_wire((tag, a, b): (u8, u64, u64)) -> Option<Target> {
+    pub(super) fn from_wire((tag, a, b): (u8, u64, u64), host: Option<HostId>) -> Option<Target> {
         let slot = || u32::try_from(a).ok();
         Some(match tag {
             0 => Target::Hub,
@@ -179,6 +202,14 @@ impl Target {
             4 => Target::Master,
             5 => Target::Worker(WorkerId::new(slot()?, b)),
             6 => Target::Once,
+            7 => Target::Remote {
+                host: host?,
+                worker: None,
+            },
+            8 => Target::Remote {
+                host: host?,
+                worker: Some(WorkerId::new(slot()?, b)),
+            },
             _ => return None,
         })
     }

@@ -13,6 +13,7 @@ use crate::{Error, Peer};
 impl State {
     pub(super) fn broadcast(&mut self, env: Envelope) {
         let sender = env.from;
+        self.broadcast_out(&env);
         let mut ack = None;
         for id in self.members.workers() {
             if let Some(conn) = self.conns.get_mut(&Peer::Worker(id)) {

@@ -5,12 +5,48 @@ use bytes::Bytes;
 
 use super::State;
 use crate::hub::pending::{Answered, OnceKey, Refused as NotForwarded};
+use crate::hub::HostId;
 use crate::wire::{Envelope, Kind, Members as MemberList, Target};
 use crate::{Error, Peer, WorkerId};
 
 impl State {
-    /// A Ready worker that handles `event`, taking turns; one with room in its queue if any.
-    pub(super) fn pick(&mut self, event: &Bytes) -> Option<WorkerId> {
+    /// A Ready worker that handles `event`, on this host or (joined and connected) another,
+    /// taking turns among them all: spread evenly per worker, not per host.
+    pub(super) fn pick(&mut self, event: &Bytes) -> Option<Peer> {
+        let Some(name) = self
+            .hosts
+            .handled(event)
+            .filter(|_| self.uplink_up())
+            .cloned()
+        else {
+            return self.pick_local(event).map(Peer::Worker);
+        };
+        let locals = self
+            .members
+            .workers()
+            .filter(|id| self.handled(Peer::Worker(*id), event).is_some())
+            .count();
+        let remotes: Vec<(HostId, WorkerId)> = self.hosts.handlers(event).collect();
+        let turn = self.take_turn(event, locals + remotes.len(), Some(name))?;
+        match turn.checked_sub(locals) {
+            Some(i) => remotes.get(i).map(|&(host, id)| Peer::Remote {
+                host,
+                worker: Some(id),
+            }),
+            None => {
+                let mut local = self.members.workers().filter(|id| {
+                    self.conns
+                        .get(&Peer::Worker(*id))
+                        .is_some_and(|conn| conn.handlers.contains(&event[..]))
+                });
+                local.nth(turn).map(Peer::Worker)
+            }
+        }
+    }
+
+    /// A Ready worker of this host that handles `event`, taking turns; one with room in its
+    /// queue if any.
+    pub(super) fn pick_local(&mut self, event: &Bytes) -> Option<WorkerId> {
         // The candidates, in a vector kept from call to call.
         let mut candidates = std::mem::take(&mut self.map_workers);
         candidates.clear();
@@ -19,7 +55,10 @@ impl State {
                 .get(&Peer::Worker(*id))
                 .is_some_and(|conn| conn.handlers.contains(&event[..]))
         }));
-        let picked = self.take_turn(event, &candidates).map(|start| {
+        let name = candidates
+            .first()
+            .and_then(|first| self.handled(Peer::Worker(*first), event).cloned());
+        let picked = self.take_turn(event, candidates.len(), name).map(|start| {
             let has_room = |id: &&WorkerId| {
                 self.conns
                     .get(&Peer::Worker(**id))
@@ -37,35 +76,47 @@ impl State {
         picked
     }
 
-    /// Whose turn it is among `candidates` for `event`: an index, or `None` if there are none.
-    pub(super) fn take_turn(&mut self, event: &Bytes, candidates: &[WorkerId]) -> Option<usize> {
-        let first = *candidates.first()?;
+    /// Whose turn it is among `candidates` handlers of `event`: an index, or `None` if there
+    /// are none. `name` is the copy of the event's name a handler announced: the key kept (never
+    /// a slice of this frame).
+    pub(super) fn take_turn(
+        &mut self,
+        event: &Bytes,
+        candidates: usize,
+        name: Option<Bytes>,
+    ) -> Option<usize> {
+        if candidates == 0 {
+            return None;
+        }
         let turn = match self.turns.get_mut(&event[..]) {
             Some(turn) => turn,
             None => {
                 if self.turns.len() > 2 * self.max_events {
                     self.turns.clear();
                 }
-                // Keyed by the name the worker announced: a copy, not a slice of this frame.
-                let name = self.handled(Peer::Worker(first), event)?.clone();
-                self.turns.entry(name).or_insert(usize::MAX)
+                self.turns.entry(name?).or_insert(usize::MAX)
             }
         };
         *turn = turn.wrapping_add(1);
-        Some(*turn % candidates.len())
+        Some(*turn % candidates)
     }
 
     pub(super) fn request(&mut self, env: Envelope) {
         let from = env.from;
         let responder = match env.to {
-            Target::Any => {
-                self.pick(&env.event)
-                    .map(Peer::Worker)
-                    .ok_or_else(|| Error::NoHandler {
-                        event: env.event_name(),
-                        peer: None,
-                    })
-            }
+            Target::Any => match self.pick(&env.event) {
+                Some(Peer::Remote { host, worker }) => {
+                    let to = worker.map_or(Target::Any, Target::Worker);
+                    let owed = vec![Peer::Remote { host, worker: None }];
+                    return self.call_remote(&env, host, to, owed);
+                }
+                Some(peer) => Ok(peer),
+                None => Err(Error::NoHandler {
+                    event: env.event_name(),
+                    peer: None,
+                }),
+            },
+            Target::Slot(slot) if !env.key.is_empty() => return self.request_at(env, slot),
             Target::Slot(slot) => match self.members.in_slot(slot) {
                 None => Err(Error::NoWorker { slot }),
                 Some(worker) if self.handled(Peer::Worker(worker), &env.event).is_some() => {
@@ -89,6 +140,9 @@ impl State {
             Target::Once => return self.once(env),
             Target::Hub => Err(Error::Malformed {
                 detail: "a request addressed to nobody".into(),
+            }),
+            Target::Remote { .. } => Err(Error::Forbidden {
+                reason: "a request addressed to another host's peer by its id".into(),
             }),
         };
         match responder {
@@ -183,8 +237,13 @@ impl State {
         let mut workers = std::mem::take(&mut self.map_workers);
         workers.clear();
         workers.extend(self.members.workers());
+        // A map made here asks the other hosts' Ready workers too; one made there, only ours.
+        let remote = match self.uplink.is_some() && env.from.host().is_none() {
+            true => self.hosts.ready(),
+            false => Vec::new(),
+        };
         let caller_ready = workers.iter().any(|id| Peer::Worker(*id) == env.from);
-        let run_here = if epoch != 0 && epoch == self.members.epoch() {
+        let run_here = if epoch != 0 && epoch == self.members.epoch() && remote.is_empty() {
             // The caller knows this Ready set already, and whether it handles the event.
             run_here && caller_ready
         } else {
@@ -192,10 +251,22 @@ impl State {
             // fewer, and the slowest leg of a map from a worker is gone. The caller learns
             // first who will answer, so it knows when it has every answer.
             let run_here = caller_ready && self.handled(env.from, &env.event).is_some();
+            let mut listed: Vec<Peer> = workers.iter().copied().map(Peer::Worker).collect();
+            for (host, ids) in &remote {
+                listed.extend(ids.iter().map(|id| Peer::Remote {
+                    host: *host,
+                    worker: Some(*id),
+                }));
+            }
             let list = MemberList {
-                workers: workers.clone(),
+                workers: listed,
                 run_here,
-                epoch: self.members.epoch(),
+                // A list beyond this host's Ready set is not one to keep (see `Members`).
+                epoch: if remote.is_empty() {
+                    self.members.epoch()
+                } else {
+                    0
+                },
             }
             .frame(env.id);
             if list.wire_len() > self.max_frame {
@@ -221,6 +292,9 @@ impl State {
             }
         }
         self.map_workers = workers;
+        if !remote.is_empty() {
+            self.map_remote(&env, remote);
+        }
     }
 
     pub(super) fn once(&mut self, env: Envelope) {
@@ -249,7 +323,7 @@ impl State {
             }
             return;
         }
-        let Some(worker) = self.pick(&env.event) else {
+        let Some(worker) = self.pick_local(&env.event) else {
             let error = Error::NoHandler {
                 event: env.event_name(),
                 peer: None,
@@ -292,12 +366,19 @@ impl State {
         let caller = match env.to {
             Target::Master => Peer::Master,
             Target::Worker(id) => Peer::Worker(id),
+            Target::Remote { host, worker } => Peer::Remote { host, worker },
             _ => {
                 let reason = format!("sent an answer addressed to {:?}", env.to);
                 return self.close_later(env.from, reason);
             }
         };
-        match self.pending.answered((caller, env.id), env.from) {
+        self.answered_by(caller, env.from, env);
+    }
+
+    /// An answer to `caller`'s call, from the responder the route was kept for (`owed_by`:
+    /// its sender, or for a call to another host, that host).
+    pub(super) fn answered_by(&mut self, caller: Peer, owed_by: Peer, env: Envelope) {
+        match self.pending.answered((caller, env.id), owed_by) {
             // A call given up, or an answer the peer was not asked for.
             Answered::Unknown => tracing::debug!(from = %env.from, "an answer nobody waits for"),
             Answered::Caller(_) => self.answer(caller, env),

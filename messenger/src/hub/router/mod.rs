@@ -28,6 +28,7 @@ use super::members::{Admission, Members};
 use super::once::OnceResults;
 use super::outbound::{AnswerRoom, Budget, Outbound};
 use super::pending::{Answered, Pending};
+use super::port::Port;
 use super::HubEvent;
 use crate::stats::Routed;
 use crate::wire::{Envelope, Kind, ENVELOPE_OVERHEAD};
@@ -39,12 +40,15 @@ const NIL: &[u8] = &[0xc0];
 mod broadcast;
 mod calls;
 mod ready;
+mod remote;
 
 pub(super) struct State {
     pub conns: HashMap<Peer, Conn>,
     pub members: Members,
     /// The other hosts, in a cluster joined over an uplink.
     pub hosts: Hosts,
+    /// The uplink to them, once joined.
+    pub uplink: Option<Port>,
     pending: Pending,
     once: OnceResults,
     /// Round-robin position per event, for `consume`; keyed by names that a Ready worker
@@ -83,6 +87,7 @@ impl State {
             members: Members::default(),
             // No other host, and room for none, until the Hub joins a cluster.
             hosts: Hosts::new(0),
+            uplink: None,
             pending: Pending::default(),
             once: OnceResults::new(config.once_keys, config.once_bytes),
             turns: HashMap::default(),
@@ -166,13 +171,13 @@ impl State {
 
     /// Closes `peer` once the frame being routed is done.
     pub(super) fn close_later(&mut self, peer: Peer, reason: String) {
-        if peer != Peer::Master {
+        if peer != Peer::Master && peer.host().is_none() {
             self.closing.push((peer, reason));
         }
     }
 
     /// Closes the peers found to be closed while routing (closing one may find more).
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         while let Some((peer, reason)) = self.closing.pop() {
             self.close(peer, &reason);
         }
@@ -231,6 +236,9 @@ impl State {
     /// nothing else. A peer that lets more answers wait than it can be owed is closed as stuck.
     pub(super) fn answer(&mut self, to: Peer, env: Envelope) {
         let max_frame = self.max_frame;
+        if to.host().is_some() {
+            return self.answer_remote(to, env);
+        }
         let Some(conn) = self.conns.get_mut(&to) else {
             return;
         };
@@ -256,6 +264,9 @@ impl State {
     /// Queues a frame of the protocol's own that answers `to` (its `Ready` granted, the
     /// members of its `map`, "run it yourself"): never replaced, but held to the same bound.
     pub(super) fn tell(&mut self, to: Peer, env: Envelope) {
+        if to.host().is_some() {
+            return self.answer_remote(to, env);
+        }
         let Some(conn) = self.conns.get_mut(&to) else {
             return;
         };

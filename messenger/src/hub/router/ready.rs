@@ -97,7 +97,7 @@ impl State {
     /// it now is, unasked: its next `map` then does not run its own share on the old list.
     pub(super) fn tell_ready_set(&mut self, id: WorkerId) {
         let list = MemberList {
-            workers: self.members.workers().collect(),
+            workers: self.members.workers().map(Peer::Worker).collect(),
             run_here: false,
             epoch: self.members.epoch(),
         };

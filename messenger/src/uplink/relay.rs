@@ -1,0 +1,406 @@
+//! Calls and broadcasts between hosts: what the Hub hands its uplink goes out on NATS, and
+//! what other hosts send comes into the Hub.
+//!
+//! Subjects, for cluster `C`: broadcasts on `multiprocess.C.broadcast` (every host hears every
+//! other's), calls to a host on `multiprocess.C.host.<its id>` as NATS requests, the answer on
+//! the request's reply subject. A message is the messenger's own frames (`wire`): one for a
+//! broadcast or a call, one or more for an answer (a `map`'s share is every worker's answer),
+//! the sender stamped by its Hub as [`Peer::Remote`].
+//!
+//! A call in flight fails at once when the NATS connection is lost (the client would keep it
+//! until its timeout), and is never sent twice: whether it ran there is unknown, so it is the
+//! caller's to try again. A call waits at most the Hub's [`Config::request_timeout`] for
+//! another host, whatever the caller's own deadline.
+//!
+//! What other hosts cost here is bounded: the calls from them being run at once
+//! ([`MAX_INBOUND`]; one more is answered `Busy`), each forgotten after twice the request
+//! timeout if never answered; their frames at most `max_frame` each, in the client's bounded
+//! subscription buffers.
+//!
+//! [`Config::request_timeout`]: crate::Config::request_timeout
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustc_hash::FxHashMap as HashMap;
+use tokio::time::Instant;
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{HostId, Hub, Outgoing};
+use crate::wire::{Envelope, FrameCodec, Kind, Members, Target};
+use crate::{Error, Peer};
+
+/// The most calls from other hosts run here at once.
+pub(super) const MAX_INBOUND: usize = 16 * 1024;
+
+/// How long a broadcast or an answer may wait for room in the NATS client's queue.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The subjects of a cluster.
+pub(super) struct Subjects {
+    pub members: String,
+    pub broadcast: String,
+    prefix: String,
+}
+
+impl Subjects {
+    pub fn of(cluster: &str) -> Subjects {
+        Subjects {
+            members: format!("multiprocess.{cluster}.members"),
+            broadcast: format!("multiprocess.{cluster}.broadcast"),
+            prefix: format!("multiprocess.{cluster}.host."),
+        }
+    }
+
+    /// Where calls to `host` go.
+    pub fn host(&self, host: HostId) -> String {
+        format!("{}{host}", self.prefix)
+    }
+}
+
+/// A call from another host being run here: where its answer goes.
+struct Inbound {
+    reply: async_nats::Subject,
+    since: Instant,
+    /// A `map`'s share: the answers so far, and how many are to come once the member list says.
+    gather: Option<(Option<usize>, Vec<Envelope>)>,
+}
+
+pub(super) struct Relay {
+    hub: Hub,
+    client: async_nats::Client,
+    me: HostId,
+    subjects: Subjects,
+    codec: FrameCodec,
+    timeout: Duration,
+    inbound: HashMap<(Peer, u64), Inbound>,
+    /// Fires when the connection is lost: every call in flight then fails.
+    lost: CancellationToken,
+}
+
+impl Relay {
+    pub fn new(hub: Hub, client: async_nats::Client, me: HostId, subjects: Subjects) -> Relay {
+        let config = hub.config();
+        let codec = FrameCodec::builder()
+            .max_frame(config.max_frame)
+            .new_codec();
+        let timeout = config.request_timeout;
+        Relay {
+            hub,
+            client,
+            me,
+            subjects,
+            codec,
+            timeout,
+            inbound: HashMap::default(),
+            lost: CancellationToken::new(),
+        }
+    }
+
+    fn encode(&mut self, envs: &[Envelope]) -> Result<Bytes, Error> {
+        let mut buf = BytesMut::new();
+        for env in envs {
+            self.codec.encode(env, &mut buf)?;
+        }
+        Ok(buf.freeze())
+    }
+
+    /// This host's peer as the others see it.
+    fn stamped(&self, from: Peer) -> Peer {
+        Peer::Remote {
+            host: self.me,
+            worker: from.worker(),
+        }
+    }
+
+    /// Sends what the Hub handed over.
+    pub async fn outgoing(&mut self, item: Outgoing) {
+        match item {
+            Outgoing::Broadcast(mut env) => {
+                env.from = self.stamped(env.from);
+                match self.encode(std::slice::from_ref(&env)) {
+                    Ok(bytes) => self.publish(self.subjects.broadcast.clone(), bytes).await,
+                    Err(e) => tracing::warn!("a broadcast for other hosts not sent: {e}"),
+                }
+            }
+            Outgoing::Call { host, env, owed } => self.call(host, env, owed),
+            Outgoing::Answer { to, env } => self.answer(to, env).await,
+        }
+    }
+
+    async fn publish(&self, subject: String, bytes: Bytes) {
+        let sent = tokio::time::timeout(PUBLISH_TIMEOUT, self.client.publish(subject, bytes)).await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("not sent to other hosts: {e}"),
+            Err(_) => tracing::debug!("not sent to other hosts: the NATS client's queue is full"),
+        }
+    }
+
+    /// Sends a call to `host` in a task of its own, which answers every route in `owed`.
+    fn call(&mut self, host: HostId, env: Envelope, owed: Vec<Peer>) {
+        let (caller, id, event) = (env.from, env.id, env.event.clone());
+        let map = matches!(env.to, Target::All { .. });
+        let stamped = Envelope {
+            from: self.stamped(env.from),
+            ..env
+        };
+        let call = Call {
+            hub: self.hub.clone(),
+            host,
+            caller,
+            id,
+            event,
+            owed,
+            map,
+        };
+        let payload = match self.encode(std::slice::from_ref(&stamped)) {
+            Ok(payload) => payload,
+            Err(e) => return call.fail_all(&e),
+        };
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(self.timeout));
+        let (client, subject) = (self.client.clone(), self.subjects.host(host));
+        let (lost, timeout) = (self.lost.clone(), self.timeout);
+        tokio::spawn(async move {
+            let answered = tokio::select! {
+                answered = client.send_request(subject, request) => answered,
+                () = lost.cancelled() => {
+                    let detail = "the NATS connection was lost with the call in flight";
+                    return call.fail_all(&call.unreachable(detail));
+                }
+            };
+            match answered {
+                Ok(message) => call.answered(&message.payload),
+                Err(e) => {
+                    use async_nats::client::RequestErrorKind as Kind;
+                    let error = match e.kind() {
+                        Kind::NoResponders => {
+                            call.unreachable("nothing answers for it on NATS (stopped or killed?)")
+                        }
+                        Kind::TimedOut => Error::Timeout {
+                            event: String::from_utf8_lossy(&call.event).into_owned(),
+                            after: timeout,
+                            peer: Some(Peer::Remote { host, worker: None }),
+                        },
+                        Kind::Other => call.unreachable(&e.to_string()),
+                    };
+                    call.fail_all(&error);
+                }
+            }
+        });
+    }
+
+    /// An answer for `to`, a caller on another host, from a call run here.
+    async fn answer(&mut self, to: Peer, mut env: Envelope) {
+        let key = (to, env.id);
+        let Some(inbound) = self.inbound.get_mut(&key) else {
+            return tracing::debug!(%to, "an answer for another host that nobody waits for");
+        };
+        env.to = Target::caller(to);
+        let done = match &mut inbound.gather {
+            None => Some(vec![env]),
+            Some((expected, answers)) => {
+                match env.kind {
+                    Kind::Members => {
+                        *expected = Members::from_bytes(&env.body).ok().map(|m| m.workers.len())
+                    }
+                    // The whole call refused: that alone is the answer.
+                    Kind::Failure if env.from == Peer::Master => *expected = Some(0),
+                    _ => {}
+                }
+                if env.kind != Kind::Members {
+                    answers.push(env);
+                }
+                let complete = expected.is_some_and(|n| answers.len() >= n);
+                complete.then(|| std::mem::take(answers))
+            }
+        };
+        let Some(answers) = done else {
+            return;
+        };
+        let Some(inbound) = self.inbound.remove(&key) else {
+            return;
+        };
+        match self.encode(&answers) {
+            Ok(bytes) => {
+                let sent = tokio::time::timeout(
+                    PUBLISH_TIMEOUT,
+                    self.client.publish(inbound.reply, bytes),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tracing::debug!(%to, "an answer for another host not sent");
+                }
+            }
+            Err(e) => tracing::warn!(%to, "an answer for another host not sent: {e}"),
+        }
+    }
+
+    /// A broadcast from another host.
+    pub fn incoming_broadcast(&mut self, payload: &[u8]) {
+        for env in self.decode(payload) {
+            if env.kind == Kind::Broadcast && env.from.host().is_some_and(|h| h != self.me) {
+                self.hub.route_remote(env);
+            }
+        }
+    }
+
+    /// A call from another host.
+    pub async fn incoming_call(&mut self, message: async_nats::Message) {
+        let Some(reply) = message.reply else {
+            return tracing::debug!("a call from another host with no reply subject: dropped");
+        };
+        let mut envs = self.decode(&message.payload).into_iter();
+        let (Some(env), None) = (envs.next(), envs.next()) else {
+            return tracing::debug!("a call from another host that is not one frame: dropped");
+        };
+        let from = env.from;
+        if env.kind != Kind::Request || !from.host().is_some_and(|h| h != self.me) {
+            return tracing::debug!(%from, "a call from another host that is not one: dropped");
+        }
+        if self.inbound.len() >= MAX_INBOUND && !self.inbound.contains_key(&(from, env.id)) {
+            let error = Error::Busy {
+                event: env.event_name(),
+                peer: Peer::Remote {
+                    host: self.me,
+                    worker: None,
+                },
+            };
+            let max = self.codec.max_frame();
+            let mut failure = Envelope::failure(env.id, Peer::Master, env.event, &error, max);
+            failure.to = Target::caller(from);
+            if let Ok(bytes) = self.encode(&[failure]) {
+                self.publish(reply.to_string(), bytes).await;
+            }
+            return;
+        }
+        let gather = matches!(env.to, Target::All { .. }).then(|| (None, Vec::new()));
+        let inbound = Inbound {
+            reply,
+            since: Instant::now(),
+            gather,
+        };
+        self.inbound.insert((from, env.id), inbound);
+        self.hub.route_remote(env);
+    }
+
+    fn decode(&mut self, payload: &[u8]) -> Vec<Envelope> {
+        let mut buf = BytesMut::from(payload);
+        let mut envs = Vec::new();
+        loop {
+            match self.codec.decode(&mut buf) {
+                Ok(Some(env)) => envs.push(env),
+                Ok(None) if buf.is_empty() => return envs,
+                Ok(None) => {
+                    tracing::debug!("a message from another host cut short: dropped");
+                    return Vec::new();
+                }
+                Err(e) => {
+                    tracing::debug!("a message from another host that does not decode: {e}");
+                    return Vec::new();
+                }
+            }
+        }
+    }
+
+    /// The connection is lost: the calls in flight fail now, and those run for other hosts
+    /// are given up (their callers' uplinks fail them).
+    pub fn lost(&mut self) {
+        self.lost.cancel();
+        self.lost = CancellationToken::new();
+        self.give_up(|_| true);
+    }
+
+    /// Forgets the calls from other hosts not answered within twice the request timeout.
+    pub fn sweep(&mut self) {
+        let now = Instant::now();
+        let limit = self.timeout.saturating_mul(2);
+        self.give_up(|inbound| now.saturating_duration_since(inbound.since) > limit);
+    }
+
+    fn give_up(&mut self, which: impl Fn(&Inbound) -> bool) {
+        let gone: Vec<(Peer, u64)> = self
+            .inbound
+            .iter()
+            .filter(|(_, inbound)| which(inbound))
+            .map(|(key, _)| *key)
+            .collect();
+        for (caller, id) in gone {
+            self.inbound.remove(&(caller, id));
+            let cancel = Envelope {
+                id,
+                from: caller,
+                ..Envelope::new(Kind::Cancel, "", Bytes::new())
+            };
+            self.hub.route_remote(cancel);
+        }
+    }
+}
+
+/// A call to another host, as its task answers it.
+struct Call {
+    hub: Hub,
+    host: HostId,
+    caller: Peer,
+    id: u64,
+    event: Bytes,
+    /// The routes the Hub keeps for it.
+    owed: Vec<Peer>,
+    /// A `map`'s share: one answer per worker, each its own route.
+    map: bool,
+}
+
+impl Call {
+    fn unreachable(&self, detail: &str) -> Error {
+        Error::HostUnreachable {
+            host: self.hub.host_name(self.host),
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn fail_all(&self, error: &Error) {
+        for &owed in &self.owed {
+            let event = self.event.clone();
+            self.hub
+                .remote_failed(self.caller, self.id, owed, event, error);
+        }
+    }
+
+    /// The host's answers: each to its route; a route left unanswered fails (a worker of a
+    /// `map` the host no longer had).
+    fn answered(&self, payload: &[u8]) {
+        let mut codec = FrameCodec::builder()
+            .max_frame(self.hub.config().max_frame)
+            .new_codec();
+        let mut buf = BytesMut::from(payload);
+        while let Ok(Some(env)) = codec.decode(&mut buf) {
+            if self.map && env.kind == Kind::Failure && env.from == Peer::Master {
+                // The host refused the whole share.
+                return self.fail_all(&env.error());
+            }
+            let owed_by = match self.map {
+                true => Peer::Remote {
+                    host: self.host,
+                    worker: env.from.worker(),
+                },
+                false => Peer::Remote {
+                    host: self.host,
+                    worker: None,
+                },
+            };
+            self.hub.remote_answer(self.host, env, owed_by);
+        }
+        for &owed in &self.owed {
+            let error = Error::WorkerGone {
+                event: String::from_utf8_lossy(&self.event).into_owned(),
+                peer: owed,
+            };
+            let event = self.event.clone();
+            self.hub
+                .remote_failed(self.caller, self.id, owed, event, &error);
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Calls and broadcasts across hosts: two Hubs (mock clusters in this process, 2 workers
+//! each) joined over a real NATS server of the test's own.
+
+#[path = "support/nats_server.rs"]
+mod nats_server;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use messenger::testing::MockCluster;
+use messenger::uplink::{Joined, Uplink};
+use messenger::{Config, Error, Event, Hub, Peer, RemoteHost, WorkerId};
+use nats_server::NatsServer;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "tick")]
+struct Tick;
+
+/// Who ran it: the host's name and the slot.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "who", reply = (String, u32))]
+struct Who;
+
+/// Waits until released, counting its runs.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "slow", reply = u32)]
+struct Slow;
+
+/// Handled on one host only.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "local", reply = u32)]
+struct Local;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A host named `name`: 2 Ready workers, each counting the ticks it runs in `ticks` and
+/// answering `who`.
+struct Host {
+    cluster: MockCluster,
+    ticks: Arc<[AtomicUsize; 2]>,
+}
+
+async fn host(name: &'static str, config: Config) -> Host {
+    let cluster = MockCluster::with_config(2, config).await.unwrap();
+    let ticks: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    for (slot, worker) in cluster.workers().iter().enumerate() {
+        let counted = ticks.clone();
+        worker.on(move |_: Tick| {
+            counted[slot].fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        worker.on(move |_: Who| async move { (name.to_owned(), slot as u32) });
+    }
+    cluster.ready().await.unwrap();
+    Host { cluster, ticks }
+}
+
+async fn join(host: &Host, server: &NatsServer, cluster: &str, name: &str) -> Joined {
+    let uplink = Uplink::new(server.url()).cluster(cluster).host(name);
+    host.cluster.hub().join(uplink).await.expect("joined")
+}
+
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let waited = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(found) = check() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
+}
+
+/// Waits until `hub` knows another host with `workers` Ready workers.
+async fn sees(hub: &Hub, workers: usize) -> Vec<RemoteHost> {
+    until("the other host's workers", || {
+        let hosts = hub.hosts();
+        (hosts.len() == 1 && hosts[0].workers.len() == workers).then_some(hosts)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_consume_map_and_request_span_hosts() {
+    let server = NatsServer::start();
+    let (a, b) = (
+        host("a", Config::default()).await,
+        host("b", Config::default()).await,
+    );
+    let _ja = join(&a, &server, "routes", "a").await;
+    let _jb = join(&b, &server, "routes", "b").await;
+    let b_seen = sees(a.cluster.hub(), 2).await;
+    sees(b.cluster.hub(), 2).await;
+    let b_id = b_seen[0].id;
+    let caller = a.cluster.worker(0);
+
+    // broadcast: every worker of both hosts runs it once.
+    caller.broadcast(Tick).await.unwrap();
+    until("the broadcast reaches all 4 workers", || {
+        let all = [&a.ticks, &b.ticks]
+            .iter()
+            .flat_map(|t| t.iter().map(|n| n.load(Ordering::SeqCst)))
+            .collect::<Vec<_>>();
+        (all == [1, 1, 1, 1]).then_some(())
+    })
+    .await;
+
+    // consume: spread evenly over the 4 workers, not over the 2 hosts.
+    let mut runs = std::collections::BTreeMap::new();
+    for _ in 0..400 {
+        let who = caller.consume(Who).await.unwrap();
+        *runs.entry(who).or_insert(0) += 1;
+    }
+    let expected: std::collections::BTreeMap<(String, u32), i32> = [
+        (("a".to_owned(), 0), 100),
+        (("a".to_owned(), 1), 100),
+        (("b".to_owned(), 0), 100),
+        (("b".to_owned(), 1), 100),
+    ]
+    .into();
+    assert_eq!(runs, expected);
+
+    // map: one typed reply per Ready worker of the cluster, this host's first, then by name.
+    let replies = caller.map(Who).await.unwrap();
+    let names: Vec<(String, u32)> = replies;
+    assert_eq!(
+        names,
+        [
+            ("a".to_owned(), 0),
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 0),
+            ("b".to_owned(), 1)
+        ]
+    );
+    let peers: Vec<Peer> = caller
+        .map_peers(Who)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(peer, _)| peer)
+        .collect();
+    let remote = |slot| Peer::Remote {
+        host: b_id,
+        worker: Some(WorkerId::new(slot, 1)),
+    };
+    assert_eq!(
+        peers,
+        [
+            Peer::Worker(WorkerId::new(0, 1)),
+            Peer::Worker(WorkerId::new(1, 1)),
+            remote(0),
+            remote(1)
+        ]
+    );
+    // The same from the master, and from b's side.
+    assert_eq!(a.cluster.master().map(Who).await.unwrap().len(), 4);
+    assert_eq!(b.cluster.worker(1).map(Who).await.unwrap().len(), 4);
+
+    // request: a slot of a host named.
+    let at_b = caller.request_at("b", 1, Who).await.unwrap();
+    assert_eq!(at_b, ("b".to_owned(), 1));
+    let at_a = caller.request_at("a", 1, Who).await.unwrap();
+    assert_eq!(at_a, ("a".to_owned(), 1));
+    assert_eq!(caller.request(1, Who).await.unwrap(), ("a".to_owned(), 1));
+    match caller.request_at("nowhere", 0, Who).await {
+        Err(Error::HostUnreachable { host, .. }) => assert_eq!(host, "nowhere"),
+        other => panic!("a host that is not there: {other:?}"),
+    }
+    match caller.request_at("b", 7, Who).await {
+        Err(Error::NoWorker { slot: 7 }) => {}
+        other => panic!("a slot b does not have: {other:?}"),
+    }
+    // An event only another host handles is consumed there; none handles it: NoHandler.
+    b.cluster.worker(0).on(|_: Local| async { 7 });
+    until("b announces its new handler", || {
+        let hosts = a.cluster.hub().hosts();
+        let handled = hosts.iter().any(|h| {
+            h.workers
+                .iter()
+                .any(|(_, e)| e.contains(&"local".to_owned()))
+        });
+        handled.then_some(())
+    })
+    .await;
+    assert_eq!(caller.consume(Local).await.unwrap(), 7);
+    assert!(matches!(
+        caller.consume(Slow).await,
+        Err(Error::NoHandler { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_fails_calls_in_flight_at_once_and_traffic_resumes() {
+    let mut server = NatsServer::start();
+    // A request timeout far past the test's deadline: only the lost connection can end it.
+    let long = Config::default().request_timeout(Duration::from_secs(600));
+    let (a, b) = (host("a", long.clone()).await, host("b", long).await);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+    for worker in b.cluster.workers() {
+        let (runs, release) = (runs.clone(), release.clone());
+        worker.on(move |_: Slow| {
+            let (runs, release) = (runs.clone(), release.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                1
+            }
+        });
+    }
+    a.cluster.worker(0).on(|_: Local| async { 1 });
+    let _ja = join(&a, &server, "restart", "a").await;
+    let _jb = join(&b, &server, "restart", "b").await;
+    until("a hears of b's slow handlers", || {
+        let hosts = a.cluster.hub().hosts();
+        let ok = hosts.len() == 1
+            && hosts[0]
+                .workers
+                .iter()
+                .all(|(_, e)| e.contains(&"slow".to_owned()));
+        ok.then_some(())
+    })
+    .await;
+
+    let caller = a.cluster.worker(1).clone();
+    let in_flight = tokio::spawn(async move { caller.request_at("b", 0, Slow).await });
+    until("the slow handler runs on b", || {
+        (runs.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    server.stop();
+    let failed = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .expect("the call in flight fails at once, not at its deadline")
+        .unwrap();
+    match failed {
+        Err(Error::HostUnreachable { host, detail }) => {
+            assert_eq!(host, "b");
+            assert!(detail.contains("lost"), "{detail}");
+        }
+        other => panic!("a call in flight when NATS went down: {other:?}"),
+    }
+    // Local calls go on meanwhile; one for another host fails at once.
+    assert_eq!(a.cluster.worker(1).consume(Local).await.unwrap(), 1);
+    match a.cluster.worker(1).request_at("b", 0, Who).await {
+        Err(Error::HostUnreachable { .. }) => {}
+        other => panic!("a call to another host while NATS is down: {other:?}"),
+    }
+
+    server.restart();
+    release.notify_waiters();
+    let again = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match a.cluster.worker(1).request_at("b", 1, Who).await {
+                Ok(who) => return who,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("calls across hosts resume after the restart");
+    assert_eq!(again, ("b".to_owned(), 1));
+    // The handler in flight ran once, and was never run again.
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
