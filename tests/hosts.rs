@@ -141,3 +141,128 @@ fn a_nats_server_out_of_reach_is_a_clear_error_and_starts_nothing() {
     assert!(text.contains("NATS at nats://127.0.0.1:1"), "{text}");
     assert!(!text.contains("worker started"), "{text}");
 }
+
+/// The demo cluster as one host: a master and `workers` workers on a free port, joined to
+/// `server`'s cluster `cluster` as `name`; its process group is killed when dropped.
+struct Demo {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Demo {
+    fn start(server: &NatsServer, cluster: &str, name: &str, workers: usize) -> Demo {
+        use std::os::unix::process::CommandExt;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let child = Command::new(common::example_exe(&["demo-cluster"]))
+            .env("WORKERS", workers.to_string())
+            .env("PORT", port.to_string())
+            .env("NATS_URL", server.url())
+            .env("CLUSTER_NAME", cluster)
+            .env("HOST_NAME", name)
+            .env_remove(multiprocess::WORKER_ENV)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the demo cluster");
+        Demo { child, port }
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        common::request(self.port, "GET", path).ok()
+    }
+
+    /// Waits until `GET path` passes `check`; returns that answer.
+    fn until(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + common::DEADLINE;
+        loop {
+            let got = self.get(path);
+            if let Some(value) = got.as_ref().filter(|v| check(v)) {
+                return value.clone();
+            }
+            assert!(Instant::now() < deadline, "{what}: GET {path} said {got:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn pids(value: &Value, field: &str) -> Vec<u64> {
+    let list = value[field].as_array().cloned().unwrap_or_default();
+    list.iter().filter_map(Value::as_u64).collect()
+}
+
+#[test]
+fn the_demo_clusters_routes_span_hosts_and_a_killed_host_drops_out() {
+    let server = NatsServer::start();
+    let a = Demo::start(&server, "demo", "host-a", 2);
+    let mut b = Demo::start(&server, "demo", "host-b", 2);
+
+    // /map: every Ready worker of both hosts, 4 pids, on either host.
+    let map = a.until("/map", "a's /map lists 4 pids", |v| {
+        pids(v, "pids").len() == 4
+    });
+    let all: std::collections::BTreeSet<u64> = pids(&map, "pids").into_iter().collect();
+    assert_eq!(all.len(), 4, "4 distinct workers: {map}");
+    b.until("/map", "b's /map lists 4 pids", |v| {
+        pids(v, "pids").len() == 4
+    });
+
+    // /consume: spread evenly over the 4 workers of both hosts.
+    let mut runs = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let pid = a.get("/consume").expect("GET /consume")["pid"]
+            .as_u64()
+            .unwrap();
+        *runs.entry(pid).or_insert(0) += 1;
+    }
+    assert_eq!(
+        runs.keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        all
+    );
+    assert!(runs.values().all(|&n| n == 10), "{runs:?}");
+
+    // /broadcast on a: /ticks on b sees every worker of both hosts count it.
+    let before = b.until("/ticks", "ticks", |v| pids(v, "ticks").len() == 4);
+    a.get("/broadcast").expect("GET /broadcast");
+    let grew = |v: &Value| {
+        let now = pids(v, "ticks");
+        now.len() == 4
+            && now
+                .iter()
+                .zip(pids(&before, "ticks"))
+                .all(|(n, b)| *n == b + 1)
+    };
+    b.until("/ticks", "all 4 workers counted the broadcast", grew);
+
+    // b killed outright: within the expiry (3 s), a's routes span a's own workers only.
+    b.kill();
+    let map = a.until("/map", "a's /map drops b's workers", |v| {
+        pids(v, "pids").len() == 2
+    });
+    let left: std::collections::BTreeSet<u64> = pids(&map, "pids").into_iter().collect();
+    assert!(left.is_subset(&all));
+    for _ in 0..10 {
+        let pid = a.get("/consume").expect("GET /consume")["pid"]
+            .as_u64()
+            .unwrap();
+        assert!(left.contains(&pid));
+    }
+}

@@ -268,3 +268,159 @@ async fn a_nats_restart_fails_calls_in_flight_at_once_and_traffic_resumes() {
     // The handler in flight ran once, and was never run again.
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// Counts its runs (on every host: one counter) and answers with the count.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "start-up", reply = usize)]
+struct StartUp;
+
+/// Fails its first run (a panic), then answers 1.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "flaky", reply = u32)]
+struct Flaky;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_once_runs_once_across_hosts_under_concurrent_callers() {
+    let server = NatsServer::start();
+    let (a, b) = (
+        host("a", Config::default()).await,
+        host("b", Config::default()).await,
+    );
+    let runs = Arc::new(AtomicUsize::new(0));
+    let flaky = Arc::new(AtomicUsize::new(0));
+    for worker in a.cluster.workers().iter().chain(b.cluster.workers()) {
+        let runs = runs.clone();
+        worker.on(move |_: StartUp| {
+            let runs = runs.clone();
+            async move {
+                // Long enough for every caller to come while it runs.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                runs.fetch_add(1, Ordering::SeqCst) + 1
+            }
+        });
+        let flaky = flaky.clone();
+        worker.on(move |_: Flaky| {
+            let first = flaky.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                assert!(!first, "the first run fails");
+                1
+            }
+        });
+    }
+    let _ja = join(&a, &server, "once", "a").await;
+    let _jb = join(&b, &server, "once", "b").await;
+    sees(a.cluster.hub(), 2).await;
+    sees(b.cluster.hub(), 2).await;
+
+    // Every worker and both masters, at once, on both hosts.
+    let mut callers: Vec<messenger::Messenger> = Vec::new();
+    for host in [&a, &b] {
+        callers.extend(host.cluster.workers().iter().cloned());
+        callers.push(host.cluster.master());
+    }
+    let calls: Vec<_> = callers
+        .iter()
+        .cloned()
+        .map(|m| tokio::spawn(async move { m.consume_once("boot", StartUp).await }))
+        .collect();
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            1,
+            "every caller gets the one run's reply"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // Later callers, on either host, get it remembered; another key runs again.
+    assert_eq!(
+        b.cluster
+            .worker(1)
+            .consume_once("boot", StartUp)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.cluster
+            .master()
+            .consume_once("boot", StartUp)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.cluster
+            .worker(0)
+            .consume_once("other", StartUp)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    // A failed run is not remembered, on any host: the next caller, on the other host, runs
+    // it again.
+    match a.cluster.worker(0).consume_once("flaky", Flaky).await {
+        Err(Error::HandlerPanicked { .. }) => {}
+        other => panic!("the first run fails: {other:?}"),
+    }
+    assert_eq!(
+        b.cluster
+            .worker(0)
+            .consume_once("flaky", Flaky)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.cluster
+            .worker(1)
+            .consume_once("flaky", Flaky)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(flaky.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_host_that_no_longer_answers_fail_at_once_naming_it() {
+    let server = NatsServer::start();
+    let long = Config::default().request_timeout(Duration::from_secs(600));
+    let a = host("a", long).await;
+    let uplink = Uplink::new(server.url())
+        .cluster("ghost")
+        .host("a")
+        .expiry(Duration::from_secs(600));
+    let _ja = a.cluster.hub().join(uplink).await.unwrap();
+    // A host announced once, then killed outright (its announcement written by hand): its
+    // workers stay known until the expiry, but nothing answers for it any more.
+    let raw = messenger::uplink::async_nats::connect(server.url())
+        .await
+        .unwrap();
+    let names = vec![serde_bytes::ByteBuf::from(b"who".to_vec())];
+    let workers: Vec<(u32, u64, Vec<u32>)> = vec![(0, 1, vec![0]), (1, 1, vec![0])];
+    let body = rmp_serde::to_vec(&(42u64, "ghost", 1u64, false, names, workers)).unwrap();
+    raw.publish("multiprocess.ghost.members", body.into())
+        .await
+        .unwrap();
+    raw.flush().await.unwrap();
+    sees(a.cluster.hub(), 2).await;
+
+    let caller = a.cluster.worker(0);
+    match caller.request_at("ghost", 1, Who).await {
+        Err(Error::HostUnreachable { host, .. }) => assert_eq!(host, "ghost"),
+        other => panic!("a call to a host gone: {other:?}"),
+    }
+    // A map's entries for its workers fail, naming them; this host's still answer.
+    let entries = caller.map_peers(Who).await.unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0].1.as_ref().unwrap(), &("a".to_owned(), 0));
+    for (peer, result) in &entries[2..] {
+        assert_eq!(peer.host(), Some(messenger::HostId(42)));
+        match result {
+            Err(Error::HostUnreachable { host, .. }) => assert_eq!(host, "ghost"),
+            other => panic!("a map entry of a host gone: {other:?}"),
+        }
+    }
+}

@@ -363,6 +363,25 @@ impl Hub {
         state.finish();
     }
 
+    /// The uplink's word on a `consume_once` request: this host runs it.
+    pub(crate) fn once_won(&self, request: Envelope) {
+        let mut state = self.lock();
+        state.once_won(request);
+        state.finish();
+    }
+
+    /// The uplink's word on a `consume_once` key: its result, or why it cannot be had.
+    pub(crate) fn once_settled(&self, event: Bytes, key: Bytes, result: Result<(Peer, Bytes)>) {
+        let mut state = self.lock();
+        state.once_settled(&(event, key), result);
+        state.finish();
+    }
+
+    /// Whether `host` is known (heard from within its expiry).
+    pub(crate) fn knows_host(&self, host: HostId) -> bool {
+        self.lock().hosts.name(host).is_some()
+    }
+
     /// Fails the call `(caller, id)` owed by `owed_by`, if it still waits.
     pub(crate) fn remote_failed(
         &self,

@@ -21,7 +21,7 @@ pub(super) type OnceKey = (Bytes, Bytes);
 pub(super) type Caller = (Peer, u64);
 
 /// A forward: the call, and the responder it went to.
-type Route = (Peer, u64, Peer);
+pub(super) type Route = (Peer, u64, Peer);
 
 /// Where a forward's answer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +177,30 @@ impl Pending {
             return Err(Refused::TooMany);
         }
         Ok(())
+    }
+
+    /// The route of `key`'s run, if it is being run.
+    pub fn once_route(&self, key: &OnceKey) -> Option<Route> {
+        self.once.get(key).map(|(route, _)| *route)
+    }
+
+    /// `key`'s run goes to `responder` (it was waiting to be decided): its answer is taken
+    /// from that responder from now on.
+    pub fn once_reroute(&mut self, key: &OnceKey, responder: Peer) {
+        let Some((route, _)) = self.once.get_mut(key) else {
+            return;
+        };
+        let old = *route;
+        let new = (old.0, old.1, responder);
+        *route = new;
+        if let Some(forward) = self.forwards.remove(&old) {
+            if let Some(replaced) = self.forwards.insert(new, forward) {
+                // A call of the same id to the same responder: this run takes its place.
+                if replaced.to == AnswerTo::Caller {
+                    self.end_call(old.0);
+                }
+            }
+        }
     }
 
     /// `caller` waits on `key`, which is being run.

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::wire::Envelope;
@@ -29,6 +30,16 @@ pub(crate) enum Outgoing {
     },
     /// An answer (or a `map`'s member list) for a caller on another host.
     Answer { to: Peer, env: Envelope },
+    /// A `consume_once` key to settle with the other hosts: who runs it, or its result. `env`
+    /// is the first caller's request (its names and body copies).
+    Once(Envelope),
+    /// A `consume_once` run of this host ended: its reply (and who ran it) is the key's for
+    /// good; a failure (`None`) lets the next caller, on any host, run it again.
+    OnceDone {
+        event: Bytes,
+        key: Bytes,
+        reply: Option<(Peer, Bytes)>,
+    },
 }
 
 impl Outgoing {
@@ -36,7 +47,11 @@ impl Outgoing {
         match self {
             Outgoing::Broadcast(env)
             | Outgoing::Call { env, .. }
-            | Outgoing::Answer { env, .. } => env.wire_len(),
+            | Outgoing::Answer { env, .. }
+            | Outgoing::Once(env) => env.wire_len(),
+            Outgoing::OnceDone { event, key, reply } => {
+                event.len() + key.len() + reply.as_ref().map_or(0, |(_, body)| body.len())
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::once;
 use super::relay::{Relay, Subjects};
 use super::{announcement, Uplink};
 use crate::hub::{Heard, HostId, Hub, HubEvent, PortRx};
@@ -85,13 +86,14 @@ pub(super) async fn start(
             .await
             .map_err(|e| unreachable(&e))?,
     };
+    let store = once::bucket(&client, &uplink.cluster, hub.config()).await;
     port.set_up(true);
     let hub_events = hub.subscribe();
     let mut me = Me { id, name, seq: 0 };
     announce(&hub, &client, &subject, &mut me, false).await;
     tracing::info!(host = %me.name, id = %me.id, cluster = %uplink.cluster, "joined over NATS");
     let run = Run {
-        relay: Relay::new(hub.clone(), client.clone(), id, subjects),
+        relay: Relay::new(hub.clone(), client.clone(), id, subjects, store),
         hub,
         client,
         subject,

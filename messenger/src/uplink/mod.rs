@@ -57,6 +57,7 @@ use crate::{Error, Result};
 
 pub(crate) mod announcement;
 mod link;
+mod once;
 mod relay;
 
 /// The longest [`Joined::leave`] waits for the uplink's task (which bounds each of its own

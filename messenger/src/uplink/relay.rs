@@ -27,6 +27,9 @@ use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
+use async_nats::jetstream::kv;
+
+use super::once;
 use crate::hub::{HostId, Hub, Outgoing};
 use crate::wire::{Envelope, FrameCodec, Kind, Members, Target};
 use crate::{Error, Peer};
@@ -77,10 +80,18 @@ pub(super) struct Relay {
     inbound: HashMap<(Peer, u64), Inbound>,
     /// Fires when the connection is lost: every call in flight then fails.
     lost: CancellationToken,
+    /// The bucket that settles `consume_once` keys, if the server has JetStream.
+    store: Option<kv::Store>,
 }
 
 impl Relay {
-    pub fn new(hub: Hub, client: async_nats::Client, me: HostId, subjects: Subjects) -> Relay {
+    pub fn new(
+        hub: Hub,
+        client: async_nats::Client,
+        me: HostId,
+        subjects: Subjects,
+        store: Option<kv::Store>,
+    ) -> Relay {
         let config = hub.config();
         let codec = FrameCodec::builder()
             .max_frame(config.max_frame)
@@ -95,6 +106,7 @@ impl Relay {
             timeout,
             inbound: HashMap::default(),
             lost: CancellationToken::new(),
+            store,
         }
     }
 
@@ -126,6 +138,14 @@ impl Relay {
             }
             Outgoing::Call { host, env, owed } => self.call(host, env, owed),
             Outgoing::Answer { to, env } => self.answer(to, env).await,
+            Outgoing::Once(request) => {
+                let (hub, store) = (self.hub.clone(), self.store.clone());
+                tokio::spawn(once::settle(hub, store, self.me, request, self.timeout));
+            }
+            Outgoing::OnceDone { event, key, reply } => {
+                let store = self.store.clone();
+                tokio::spawn(once::done(store, self.me, event, key, reply));
+            }
         }
     }
 

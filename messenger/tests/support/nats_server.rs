@@ -1,8 +1,8 @@
 #![allow(dead_code)] // Each test binary that includes it uses its own part.
 
 //! A NATS server of the test's own (Debian's `nats-server`, or the one `NATS_SERVER` names), on
-//! a free port of the loopback, its log in a temporary directory: stopped and removed when
-//! dropped, even when the test fails. It counts as started once its log says it listens on
+//! a free port of the loopback, with JetStream, its log and store in a temporary directory:
+//! stopped and removed when dropped, even when the test fails. It counts as started once its log says it listens on
 //! its port, so a port taken by something else between finding it free and the server's bind
 //! is never mistaken for the server.
 
@@ -80,7 +80,15 @@ impl NatsServer {
         let before = std::fs::metadata(&log_path).map_or(0, |m| m.len()) as usize;
         let mut command = Command::new(program());
         command
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.join("jetstream"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

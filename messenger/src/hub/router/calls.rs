@@ -323,6 +323,10 @@ impl State {
             }
             return;
         }
+        if self.uplink.is_some() {
+            // Settled with the other hosts first.
+            return self.once_cluster(env, key);
+        }
         let Some(worker) = self.pick_local(&env.event) else {
             let error = Error::NoHandler {
                 event: env.event_name(),
@@ -385,7 +389,12 @@ impl State {
             Answered::Once(key, waiters) => {
                 // A success is remembered for every later caller; a failure is not.
                 if env.kind == Kind::Reply {
-                    self.once.remember(key, env.from, &env.body);
+                    self.once.remember(key.clone(), env.from, &env.body);
+                }
+                if !self.deciding(owed_by) {
+                    // A run of this host: its result is the cluster's.
+                    let reply = (env.kind == Kind::Reply).then(|| (env.from, env.body.clone()));
+                    self.once_done(key, reply);
                 }
                 let answer = Envelope {
                     event: Bytes::copy_from_slice(&env.event),

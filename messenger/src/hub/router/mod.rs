@@ -208,7 +208,8 @@ impl State {
             let event = owed.event;
             match answered {
                 Answered::Caller((caller, id)) => self.fail(caller, id, peer, event, &error),
-                Answered::Once(_, waiters) => {
+                Answered::Once(key, waiters) => {
+                    self.once_done(key, None);
                     for (caller, id) in waiters {
                         self.fail(caller, id, peer, event.clone(), &error);
                     }

@@ -10,6 +10,7 @@
 use bytes::Bytes;
 
 use super::State;
+use crate::hub::pending::OnceKey;
 use crate::hub::port::{Outgoing, Refusal};
 use crate::hub::HostId;
 use crate::wire::{Envelope, Kind, Target};
@@ -230,6 +231,147 @@ impl State {
         failure.to = Target::caller(caller);
         self.answered_by(caller, owed_by, failure);
         self.settle();
+    }
+
+    /// The placeholder responder of a `consume_once` run being settled with the other hosts.
+    pub(super) fn deciding(&self, peer: Peer) -> bool {
+        self.uplink.as_ref().is_some_and(|port| {
+            peer == Peer::Remote {
+                host: port.me,
+                worker: None,
+            }
+        })
+    }
+
+    /// A `consume_once` key neither remembered nor being run here, in a cluster joined over
+    /// NATS: the uplink settles it with the other hosts (an atomic create in a key-value
+    /// bucket). Meanwhile the run waits here, its responder a placeholder ("deciding"), and
+    /// later callers of this host wait on it as on any run.
+    pub(super) fn once_cluster(&mut self, env: Envelope, key: OnceKey) {
+        let caller = (env.from, env.id);
+        let Some(me) = self.uplink.as_ref().map(|port| port.me) else {
+            return;
+        };
+        let deciding = Peer::Remote {
+            host: me,
+            worker: None,
+        };
+        let started =
+            self.pending
+                .once_run(key.clone(), caller, deciding, key.0.clone(), self.max_calls);
+        if started.is_err() {
+            let error = Error::Busy {
+                event: env.event_name(),
+                peer: env.from,
+            };
+            return self.fail(env.from, env.id, Peer::Master, env.event, &error);
+        }
+        // Copies: the request waits in the uplink's queue and in the bucket's round trips.
+        let request = Envelope {
+            event: key.0.clone(),
+            key: key.1.clone(),
+            body: Bytes::copy_from_slice(&env.body),
+            ..env
+        };
+        let offered = match &self.uplink {
+            Some(port) => port.offer(Outgoing::Once(request)),
+            None => Err(Refusal::Down),
+        };
+        if offered.is_err() {
+            let error = Error::HostUnreachable {
+                host: "the NATS server".into(),
+                detail: "the connection is down: consume_once cannot be settled across hosts"
+                    .into(),
+            };
+            self.once_settled(&key, Err(error));
+        }
+    }
+
+    /// The uplink's word on `request`'s key: this host runs it. It goes to a Ready worker that
+    /// handles it, on any host.
+    pub fn once_won(&mut self, request: Envelope) {
+        let key: OnceKey = (request.event.clone(), request.key.clone());
+        let Some((caller, id, responder)) = self.pending.once_route(&key) else {
+            return;
+        };
+        if !self.deciding(responder) {
+            return;
+        }
+        let no_handler = Error::NoHandler {
+            event: request.event_name(),
+            peer: None,
+        };
+        let env = Envelope {
+            from: caller,
+            id,
+            ..request
+        };
+        match self.pick(&env.event) {
+            None => self.once_settled(&key, Err(no_handler)),
+            Some(Peer::Remote { host, worker }) => {
+                let owed = Peer::Remote { host, worker: None };
+                self.pending.once_reroute(&key, owed);
+                let call = Outgoing::Call {
+                    host,
+                    env: Envelope {
+                        to: worker.map_or(Target::Any, Target::Worker),
+                        key: Bytes::new(),
+                        ..env
+                    },
+                    owed: vec![owed],
+                };
+                let offered = self.uplink.as_ref().map(|port| port.offer(call));
+                if !matches!(offered, Some(Ok(()))) {
+                    let error = Error::HostUnreachable {
+                        host: self.host_name(host),
+                        detail: "the uplink could not take the call".into(),
+                    };
+                    self.once_settled(&key, Err(error));
+                }
+            }
+            Some(worker) => {
+                self.pending.once_reroute(&key, worker);
+                let taken = self
+                    .conns
+                    .get_mut(&worker)
+                    .is_some_and(|conn| conn.out.request(env.clone()).is_ok());
+                if !taken {
+                    let error = Error::Busy {
+                        event: env.event_name(),
+                        peer: worker,
+                    };
+                    self.once_settled(&key, Err(error));
+                }
+            }
+        }
+    }
+
+    /// The end of `key`'s run as this host hears it: a result (another host's run, read from
+    /// the bucket), or a failure to settle or run it. Every caller waiting on it here gets it.
+    pub fn once_settled(&mut self, key: &OnceKey, result: Result<(Peer, Bytes), Error>) {
+        let Some((caller, id, responder)) = self.pending.once_route(key) else {
+            return;
+        };
+        let mut env = match result {
+            Ok((from, body)) => Envelope::answer(Kind::Reply, id, from, key.0.clone(), body),
+            Err(error) => Envelope::failure(id, responder, key.0.clone(), &error, self.max_frame),
+        };
+        env.to = Target::caller(caller);
+        self.answered_by(caller, responder, env);
+        self.settle();
+    }
+
+    /// Tells the other hosts how a run of this host ended (nothing without an uplink).
+    pub(super) fn once_done(&mut self, key: OnceKey, reply: Option<(Peer, Bytes)>) {
+        if let Some(port) = &self.uplink {
+            let (event, key) = key;
+            if let Err(refused) = port.offer(Outgoing::OnceDone { event, key, reply }) {
+                tracing::warn!(
+                    ?refused,
+                    "the end of a consume_once run not told to other hosts"
+                );
+            }
+        }
     }
 
     /// Hands an answer for `to`, a caller on another host, to the uplink: one it cannot take
