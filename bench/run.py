@@ -12,7 +12,7 @@ comparison with think-cluster is then marked as not measured) and everything els
 clone alone.
 
 Steps (each can be skipped with --skip):
-  install   wrk (apt-get), and the reference app's node_modules (npm ci) when missing and the
+  install   wrk and nats-server (apt-get), and the reference app's node_modules (npm ci) when missing and the
             shared folder is there
   build     cargo build --release of the examples it runs
   contract  the shared driver (SHARED/bench/run.py) on examples/demo-cluster and on the
@@ -25,6 +25,10 @@ Steps (each can be skipped with --skip):
             relay)
   profile   callgrind on the master of bench-cluster: instructions per routed message and the
             top functions
+  hosts     calls across hosts (feature nats): a NATS server of its own (nats-server -js, on a
+            free port, its store in a temporary directory), baseline-nats (a bare async-nats
+            request/reply between two processes) against bench-hosts (two clusters joined over
+            it), alternating, --runs times; medians
 
 Python 3.11 standard library only; the plots are SVG written by hand. Every process it starts
 runs in its own session and is killed with its whole group on the way out, whatever happened.
@@ -50,7 +54,7 @@ EXAMPLES = os.path.join(ROOT, 'target', 'release', 'examples')
 RESULTS = os.path.join(ROOT, 'bench', 'results')
 PLOTS = os.path.join(ROOT, 'bench', 'plots')
 ANALYSIS = os.path.join(ROOT, 'bench', 'ANALYSIS.md')
-STEPS = ['install', 'build', 'contract', 'machine', 'scaling', 'profile']
+STEPS = ['install', 'build', 'contract', 'machine', 'scaling', 'profile', 'hosts']
 SIZES = [64, 1024, 16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024]
 SCALE_WORKERS = [1, 2, 4, 8, 16]
 
@@ -166,6 +170,9 @@ def step_install(a):
     if not shutil.which('wrk'):
         log('installing wrk')
         run(['apt-get', 'install', '-y', 'wrk'], timeout=600)
+    if not nats_server():
+        log('installing nats-server')
+        run(['apt-get', 'install', '-y', 'nats-server'], timeout=600)
     if not shared_driver(a):
         return  # the reference app is only for the contract step, skipped without it
     node_dir = os.path.join(a.shared, 'bench', 'node')
@@ -177,6 +184,8 @@ def step_install(a):
 def step_build(a):
     run(['cargo', 'build', '--release', '--example', 'demo-cluster', '--example', 'bench-cluster',
          '--example', 'baseline-relay', '--example', 'baseline-hyper'], timeout=1800)
+    run(['cargo', 'build', '--release', '--features', 'nats', '--example', 'bench-hosts',
+         '--example', 'baseline-nats'], timeout=1800)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +422,77 @@ def callgrind_total(path):
             if line.startswith('summary:') or line.startswith('totals:'):
                 return int(line.split()[1])
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# hosts
+
+def nats_server():
+    """nats-server on the PATH, or Debian's /usr/sbin/nats-server."""
+    found = shutil.which('nats-server')
+    if found:
+        return found
+    return '/usr/sbin/nats-server' if os.path.exists('/usr/sbin/nats-server') else None
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def step_hosts(a, report):
+    server = nats_server()
+    if not server:
+        report['hosts'] = {'skipped': 'nats-server is not installed (Debian: apt-get install nats-server)'}
+        return
+    import tempfile
+    secs = 1 if a.quick else 2
+    store = tempfile.mkdtemp(prefix='bench-nats-')
+    port = free_port()
+    cmd = [server, '-a', '127.0.0.1', '-p', str(port), '-js', '-sd', store]
+    note(cmd)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    LIVE.append(proc)
+    url = f'nats://127.0.0.1:{port}'
+    try:
+        deadline = time.time() + 20
+        while port_free(port) and time.time() < deadline:
+            time.sleep(0.05)
+        bare, ours = [], []
+        for i in range(a.runs):
+            log(f'hosts round {i + 1}/{a.runs}: baseline-nats, bench-hosts')
+            _, text = run([os.path.join(EXAMPLES, 'baseline-nats'), '--url', url, '--seconds', str(secs)],
+                          timeout=120)
+            bare.append(json_line(text))
+            _, text = run([os.path.join(EXAMPLES, 'bench-hosts'), '--url', url, '--seconds', str(secs)],
+                          timeout=300)
+            data = json_line(text)
+            if 'error' in data:
+                raise RuntimeError(f'bench-hosts: {data["error"]}')
+            ours.append(data)
+    finally:
+        kill_group(proc)
+        shutil.rmtree(store, ignore_errors=True)
+    save('hosts.json', {'bare': bare, 'ours': ours})
+
+    def mine(test, key='ops_per_s'):
+        return median([o['results'][test][key] for o in ours])
+
+    report['hosts'] = {
+        'bare_serial': median([b['serial'] for b in bare]),
+        'bare_pipelined': median([b['pipelined'] for b in bare]),
+        'tests': {t: {'ops_per_s': mine(t),
+                      'p50_us': median([o['results'][t]['latency_us']['p50'] for o in ours]),
+                      'p99_us': median([o['results'][t]['latency_us']['p99'] for o in ours])}
+                  for t in ('consume', 'consume64', 'map', 'map64')},
+        'broadcast_deliveries_per_s': mine('broadcast', 'deliveries_per_s'),
+        'workers_b': ours[0]['workers_b'] if ours else None,
+        'runs': a.runs,
+        'seconds': secs,
+    }
 
 
 def step_profile(a, report):
@@ -814,6 +894,34 @@ def write_markdown(a, report, made, started, finished):
                   '| instructions | % | function |', '|---:|---:|---|']
             L += [f'| {f(t["ir"])} | {t["pct"]:.1f} | `{t["function"]}` |' for t in pr['top']]
             L += ['']
+    h = report.get('hosts')
+    if h:
+        L += ['## Across hosts (NATS)', '']
+        if h.get('skipped'):
+            L += [f'Skipped: {h["skipped"]}.', '']
+        else:
+            local = (report.get('machine') or {}).get('cluster_detail', {})
+            L += [f'`bench-hosts --seconds {h["seconds"]}`: host a (a master and one worker, which makes '
+                  f'the calls) and host b (a master and {h["workers_b"]} workers) on this machine, joined '
+                  'over one `nats-server -js`; every call crosses hosts (a `map` is the caller\'s own share '
+                  'and one request to b). The limit: `baseline-nats`, a bare async-nats request/reply between '
+                  'two processes through the same server. The local Hub: the machine step above (one host). '
+                  f'{h["runs"]} rounds, alternating, medians.', '',
+                  '| measure | across hosts ops/s | p50 µs | p99 µs | bare async-nats ops/s | ratio | wanted | one host ops/s |',
+                  '|---|---:|---:|---:|---:|---:|---:|---:|']
+            for t, label, base in [('consume', 'consume, one at a time', 'bare_serial'),
+                                   ('consume64', 'consume, 64 in flight', 'bare_pipelined'),
+                                   ('map', 'map (1 + 2 workers), one at a time', 'bare_serial'),
+                                   ('map64', 'map (1 + 2 workers), 64 in flight', 'bare_pipelined')]:
+                v, b = h['tests'][t]['ops_per_s'], h[base]
+                ratio = v / b if b else None
+                want = '>= 50%' if t.startswith('consume') else ''
+                ok = verdict(ratio >= 0.5) if want and ratio is not None else ''
+                L.append(f'| {label} | {f(v)} | {f(h["tests"][t]["p50_us"])} | {f(h["tests"][t]["p99_us"])} | '
+                         f'{f(b)} | {f"{ratio:.0%}" if ratio else "n/a"} | {want} {ok} | '
+                         f'{f(local.get(t, {}).get("ops_per_s"))} |')
+            L += ['', f'Broadcast across hosts: {f(h["broadcast_deliveries_per_s"])} deliveries/s to host b\'s '
+                  f'{h["workers_b"]} workers.', '']
     if report.get('errors'):
         L += ['## Errors of this run', ''] + [f'- {e}' for e in report['errors']] + ['']
     if report.get('notes'):
@@ -891,7 +999,7 @@ def main():
     try:
         for step in STEPS:
             if step in skip:
-                if step in previous and step in ('contract', 'machine', 'scaling', 'profile'):
+                if step in previous and step in ('contract', 'machine', 'scaling', 'profile', 'hosts'):
                     report[step] = previous[step]
                     report['step_times'][step] = previous.get('step_times', {}).get(step, 'earlier')
                     report['step_commands'][step] = previous.get('step_commands', {}).get(step, [])

@@ -15,6 +15,8 @@
 //!
 //! Every call has a deadline; a worker that dies fails what it owed at once; errors are one
 //! [`Error`] enum. The [`testing`] module runs all of it in one process, over the real Hub.
+//! With the feature `nats`, Hubs on several hosts join over NATS (`uplink`) and the same
+//! calls span them: see the `uplink` module.
 
 #![warn(missing_docs)]
 

@@ -322,7 +322,15 @@ impl Hub {
     pub(crate) fn forget_hosts(&self) {
         let mut state = self.lock();
         state.hosts = hosts::Hosts::new(0);
-        state.uplink = None;
+        state.uplink_gone();
+        state.finish();
+    }
+
+    /// The uplink published (or gave up on) the next `n` broadcasts it was handed.
+    pub(crate) fn uplink_sent(&self, n: usize) {
+        let mut state = self.lock();
+        state.uplink_sent(n);
+        state.finish();
     }
 
     /// Makes way for the others of a cluster being joined as host `me` named `name`: at most

@@ -30,6 +30,9 @@ pub(crate) enum Outgoing {
     },
     /// An answer (or a `map`'s member list) for a caller on another host.
     Answer { to: Peer, env: Envelope },
+    /// Other hosts' broadcasts that have left every queue here: (their host, their sequence
+    /// number).
+    Released(Vec<(HostId, u64)>),
     /// A `consume_once` key to settle with the other hosts: who runs it, or its result. `env`
     /// is the first caller's request (its names and body copies).
     Once(Envelope),
@@ -49,6 +52,7 @@ impl Outgoing {
             | Outgoing::Call { env, .. }
             | Outgoing::Answer { env, .. }
             | Outgoing::Once(env) => env.wire_len(),
+            Outgoing::Released(seqs) => seqs.len() * 16,
             Outgoing::OnceDone { event, key, reply } => {
                 event.len() + key.len() + reply.as_ref().map_or(0, |(_, body)| body.len())
             }
@@ -107,18 +111,25 @@ impl Port {
     /// Offers `item`; `Err` (and the item dropped) if the connection is down or the queue
     /// full. A queue that holds nothing takes one item of any size.
     pub fn offer(&self, item: Outgoing) -> Result<(), Refusal> {
+        self.offer_back(item).map_err(|(refused, _)| refused)
+    }
+
+    /// Like [`offer`](Port::offer), giving a refused item back (by value: it is routing's
+    /// to keep, under the Hub's lock, with no allocation).
+    #[allow(clippy::result_large_err)]
+    pub fn offer_back(&self, item: Outgoing) -> Result<(), (Refusal, Outgoing)> {
         if !self.is_up() {
-            return Err(Refusal::Down);
+            return Err((Refusal::Down, item));
         }
         let bytes = item.bytes();
         let held = self.shared.bytes.fetch_add(bytes, Ordering::Relaxed);
         if held > 0 && held + bytes > self.max_bytes {
             self.shared.bytes.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(Refusal::Full);
+            return Err((Refusal::Full, item));
         }
-        self.tx.try_send(item).map_err(|_| {
+        self.tx.try_send(item).map_err(|e| {
             self.shared.bytes.fetch_sub(bytes, Ordering::Relaxed);
-            Refusal::Full
+            (Refusal::Full, e.into_inner())
         })
     }
 
@@ -127,7 +138,8 @@ impl Port {
         self.shared.connected.load(Ordering::Relaxed)
     }
 
-    /// Counts a broadcast for other hosts that was not sent.
+    /// Counts a broadcast across hosts that was dropped: one for other hosts not sent, or a
+    /// copy of another host's that a worker's backlog had no room for.
     pub fn dropped(&self) {
         self.shared.dropped.fetch_add(1, Ordering::Relaxed);
     }

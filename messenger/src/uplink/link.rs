@@ -14,9 +14,11 @@ use super::{announcement, Uplink};
 use crate::hub::{Heard, HostId, Hub, HubEvent, PortRx};
 use crate::{Error, Result};
 
-/// Messages the client buffers per subscription before it drops some (a slow consumer, which
-/// the next heartbeats make good): at most this many times the server's `max_payload` bytes.
-const SUBSCRIPTION_CAPACITY: usize = 256;
+/// Messages the client buffers per subscription before it drops some (a slow consumer: the
+/// next heartbeats make membership good, a gap in broadcasts is counted as lost): at most this
+/// many times the server's `max_payload` bytes. Room for the broadcast windows of 16 hosts
+/// flooding this one at once (`hub/router/afar.rs`).
+const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 /// How long one announcement may wait for room in the client's queue: the loop never waits
 /// longer on NATS (a connection being re-established takes nothing from the queue).
@@ -85,6 +87,9 @@ pub(super) async fn start(
         calls: subscribe(subjects.host(id))
             .await
             .map_err(|e| unreachable(&e))?,
+        acks: subscribe(subjects.acks(id))
+            .await
+            .map_err(|e| unreachable(&e))?,
     };
     let store = once::bucket(&client, &uplink.cluster, hub.config()).await;
     port.set_up(true);
@@ -114,6 +119,7 @@ struct Subscriptions {
     members: async_nats::Subscriber,
     broadcasts: async_nats::Subscriber,
     calls: async_nats::Subscriber,
+    acks: async_nats::Subscriber,
 }
 
 struct Run {
@@ -139,6 +145,7 @@ impl Run {
             mut members,
             mut broadcasts,
             mut calls,
+            mut acks,
         } = subscriptions;
         let mut heartbeat = tokio::time::interval(self.expiry / 3);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -149,16 +156,19 @@ impl Run {
                 Some(item) = self.port.recv() => self.relay.outgoing(item).await,
                 Some(message) = broadcasts.next() => self.relay.incoming_broadcast(&message.payload),
                 Some(message) = calls.next() => self.relay.incoming_call(message).await,
+                Some(message) = acks.next() => self.relay.incoming_ack(&message.payload),
                 _ = heartbeat.tick() => {
                     self.say(false).await;
                     for (id, name) in self.hub.expire_hosts(self.expiry) {
                         tracing::warn!(host = %name, %id, "host not heard from for {:?}: forgotten", self.expiry);
+                        self.relay.host_left(id);
                     }
                     refused.report();
                     self.relay.sweep();
+                    self.relay.unstick(self.expiry);
                     let dropped = self.port.take_dropped();
                     if dropped > 0 {
-                        tracing::warn!(dropped, "broadcasts for other hosts not sent (NATS down, or the uplink's queue full)");
+                        tracing::warn!(dropped, "broadcasts across hosts dropped (NATS down, the uplink's queue full, or a worker's backlog full of another host's broadcasts)");
                     }
                 }
                 Some(event) = hub_events.recv() => {
@@ -214,7 +224,7 @@ impl Run {
     }
 
     /// Takes in an announcement: what it changed, if it was another host's and sound.
-    fn heard(&self, payload: &[u8], refused: &mut Refused) -> Option<Heard> {
+    fn heard(&mut self, payload: &[u8], refused: &mut Refused) -> Option<Heard> {
         let ann = match announcement::decode(payload) {
             Ok(ann) => ann,
             Err(reason) => {
@@ -228,8 +238,14 @@ impl Run {
         let (host, id) = (ann.name.clone(), ann.host);
         let heard = self.hub.hear(ann);
         match heard {
-            Heard::Joined => tracing::info!(%host, %id, "host joined"),
-            Heard::Left => tracing::info!(%host, %id, "host left"),
+            Heard::Joined => {
+                tracing::info!(%host, %id, "host joined");
+                self.relay.host_joined(id);
+            }
+            Heard::Left => {
+                tracing::info!(%host, %id, "host left");
+                self.relay.host_left(id);
+            }
             Heard::Changed => tracing::debug!(%host, %id, "host's workers changed"),
             Heard::Full => refused.note(format!("host {host} ({id}) is one more than max_hosts")),
             Heard::Same | Heard::Stale => {}

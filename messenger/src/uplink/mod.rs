@@ -29,11 +29,25 @@
 //! forgotten at once. While the NATS connection is down, nothing is queued: the Hub says it
 //! all again once connected. Announcements are MessagePack (see `announcement.rs`).
 //!
+//! **Routes.** Once joined, the messenger's calls span hosts with the same typed API:
+//! `broadcast` reaches every host's Ready workers (published once; each Hub delivers to its
+//! own), `consume` picks among every host's handlers evenly per worker, `map` asks every Ready
+//! worker of the cluster (this host's first, then the others by name;
+//! [`Messenger::map_peers`](crate::Messenger::map_peers) names each), [`request_at`] names a
+//! host and a slot, and `consume_once` runs once in the whole cluster (settled in a JetStream
+//! key-value bucket: see `once.rs`). A sender on another host is [`Peer::Remote`] to a
+//! handler. A call in flight when the NATS connection is lost fails at once with
+//! [`Error::HostUnreachable`] and is never sent again (`relay.rs` has the details and the
+//! bounds).
+//!
+//! [`request_at`]: crate::Messenger::request_at
+//! [`Peer::Remote`]: crate::Peer::Remote
+//!
 //! **What another host may cost.** An announcement over 256 KiB, with more than 16384
 //! distinct event names or 4096 workers, a host name with control characters, or one that
 //! does not decode, is ignored (and logged, at most once per heartbeat with a count and the
 //! last reason, cut short); at most [`Uplink::max_hosts`] hosts are known at once; the NATS
-//! client buffers at most 256 messages per subscription (each at most the server's
+//! client buffers at most 1024 messages per subscription (each at most the server's
 //! `max_payload`, 1 MiB by default). Taking in an announcement builds its index before the
 //! Hub's lock is taken: routing waits only for the swap.
 //!
@@ -44,8 +58,9 @@
 //! permissions).
 //!
 //! Files: the settings and the joined handle here, the announcement's bytes in
-//! `announcement.rs`, the connection's task in `link.rs`; the table of other hosts is the
-//! Hub's (`hub/hosts.rs`).
+//! `announcement.rs`, the connection's task in `link.rs`, calls and broadcasts in `relay.rs`,
+//! `consume_once` in `once.rs`; the table of other hosts and the routes across hosts are the
+//! Hub's (`hub/hosts.rs`, `hub/router/remote.rs`).
 
 use std::time::Duration;
 
@@ -59,6 +74,7 @@ pub(crate) mod announcement;
 mod link;
 mod once;
 mod relay;
+mod window;
 
 /// The longest [`Joined::leave`] waits for the uplink's task (which bounds each of its own
 /// waits on NATS to a second).
@@ -111,7 +127,7 @@ impl Uplink {
 
     /// The NATS client's settings: credentials, TLS, a token, timeouts. The uplink sets three
     /// of them itself, replacing what is given: the event callback (it watches the connection),
-    /// the client's name, and the subscription capacity (256 messages). Leave
+    /// the client's name, and the subscription capacity (1024 messages). Leave
     /// `retry_on_initial_connect` off (a server that cannot be reached is then a clear error
     /// from [`Hub::join`] rather than a silent wait), and `max_reconnects` unlimited (after the
     /// last attempt the client gives up for good, and this host with it).

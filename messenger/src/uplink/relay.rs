@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use rustc_hash::FxHashMap as HashMap;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use async_nats::jetstream::kv;
 
 use super::once;
+use super::window::{Sent, Taken};
 use crate::hub::{HostId, Hub, Outgoing};
 use crate::wire::{Envelope, FrameCodec, Kind, Members, Target};
 use crate::{Error, Peer};
@@ -45,6 +46,7 @@ pub(super) struct Subjects {
     pub members: String,
     pub broadcast: String,
     prefix: String,
+    acks: String,
 }
 
 impl Subjects {
@@ -53,12 +55,18 @@ impl Subjects {
             members: format!("multiprocess.{cluster}.members"),
             broadcast: format!("multiprocess.{cluster}.broadcast"),
             prefix: format!("multiprocess.{cluster}.host."),
+            acks: format!("multiprocess.{cluster}.acks."),
         }
     }
 
     /// Where calls to `host` go.
     pub fn host(&self, host: HostId) -> String {
         format!("{}{host}", self.prefix)
+    }
+
+    /// Where the acknowledgements of `host`'s broadcasts go (see `window.rs`).
+    pub fn acks(&self, host: HostId) -> String {
+        format!("{}{host}", self.acks)
     }
 }
 
@@ -82,6 +90,11 @@ pub(super) struct Relay {
     lost: CancellationToken,
     /// The bucket that settles `consume_once` keys, if the server has JetStream.
     store: Option<kv::Store>,
+    /// This host's broadcasts until the others took them, and theirs until delivered here.
+    sent: Sent,
+    taken: Taken,
+    /// When the other hosts last took any of this host's broadcasts, or had none to take.
+    progress: Instant,
 }
 
 impl Relay {
@@ -107,6 +120,9 @@ impl Relay {
             inbound: HashMap::default(),
             lost: CancellationToken::new(),
             store,
+            sent: Sent::default(),
+            taken: Taken::default(),
+            progress: Instant::now(),
         }
     }
 
@@ -131,9 +147,19 @@ impl Relay {
         match item {
             Outgoing::Broadcast(mut env) => {
                 env.from = self.stamped(env.from);
+                env.id = self.sent.number();
                 match self.encode(std::slice::from_ref(&env)) {
                     Ok(bytes) => self.publish(self.subjects.broadcast.clone(), bytes).await,
                     Err(e) => tracing::warn!("a broadcast for other hosts not sent: {e}"),
+                }
+                self.let_go();
+            }
+            Outgoing::Released(seqs) => {
+                for (host, upto) in self.taken.released(&seqs) {
+                    let mut ack = BytesMut::with_capacity(16);
+                    ack.put_u64(self.me.0);
+                    ack.put_u64(upto);
+                    self.publish(self.subjects.acks(host), ack.freeze()).await;
                 }
             }
             Outgoing::Call { host, env, owed } => self.call(host, env, owed),
@@ -262,9 +288,72 @@ impl Relay {
     /// A broadcast from another host.
     pub fn incoming_broadcast(&mut self, payload: &[u8]) {
         for env in self.decode(payload) {
-            if env.kind == Kind::Broadcast && env.from.host().is_some_and(|h| h != self.me) {
-                self.hub.route_remote(env);
+            let Some(host) = env.from.host().filter(|h| *h != self.me) else {
+                continue;
+            };
+            if env.kind != Kind::Broadcast {
+                continue;
             }
+            // Only a host of the cluster is owed acknowledgements: what is kept is bounded.
+            if self.hub.knows_host(host) {
+                self.taken.arrived(host, env.id);
+            }
+            self.hub.route_remote(env);
+        }
+    }
+
+    /// Another host took this host's broadcasts up to a number.
+    pub fn incoming_ack(&mut self, payload: &[u8]) {
+        let (Some(host), Some(upto)) = (
+            payload
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes),
+            payload
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes),
+        ) else {
+            return tracing::debug!("an acknowledgement that does not decode: dropped");
+        };
+        self.sent.acked(HostId(host), upto);
+        self.let_go();
+    }
+
+    /// A host joined: this host's broadcasts wait for it from now on.
+    pub fn host_joined(&mut self, host: HostId) {
+        self.sent.joined(host);
+    }
+
+    /// A host left or was forgotten: nothing waits for it, nothing is kept of it.
+    pub fn host_left(&mut self, host: HostId) {
+        self.sent.left(host);
+        self.taken.forget(host);
+        self.let_go();
+    }
+
+    /// Tells the Hub how many more of its broadcasts every other host took.
+    fn let_go(&mut self) {
+        let taken = self.sent.settle();
+        if taken > 0 {
+            self.hub
+                .uplink_sent(usize::try_from(taken).unwrap_or(usize::MAX));
+        }
+        if taken > 0 || self.sent.outstanding() == 0 {
+            self.progress = Instant::now();
+        }
+    }
+
+    /// Broadcasts no other host acknowledged for `limit` are presumed lost on the way (a
+    /// subscription that overflowed drops messages): their senders go on.
+    pub fn unstick(&mut self, limit: Duration) {
+        if self.sent.outstanding() > 0 && self.progress.elapsed() > limit {
+            tracing::warn!(
+                outstanding = self.sent.outstanding(),
+                "broadcasts to other hosts not acknowledged for {limit:?}: presumed lost"
+            );
+            self.sent.lost();
+            self.let_go();
         }
     }
 
@@ -332,6 +421,9 @@ impl Relay {
         self.lost.cancel();
         self.lost = CancellationToken::new();
         self.give_up(|_| true);
+        self.sent.lost();
+        self.taken.clear();
+        self.let_go();
     }
 
     /// Forgets the calls from other hosts not answered within twice the request timeout.

@@ -229,29 +229,25 @@ pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let event = bin(frame, &mut rd, "event")?;
     let key = bin(frame, &mut rd, "key")?;
     let body = bin(frame, &mut rd, "body")?;
-    let host = if fields > FIELDS {
-        Some(HostId(read_int(&mut rd, "host")?))
+    let (from, to) = if fields == FIELDS {
+        let from = match from {
+            (0, _, _) => Peer::Master,
+            (1, slot, generation) => Peer::Worker(WorkerId::new(slot, generation)),
+            (tag, _, _) => return Err(malformed(format!("unknown sender kind {tag}"))),
+        };
+        let to = Target::from_wire(to, None);
+        (
+            from,
+            to.ok_or_else(|| malformed(format!("bad target {to:?}")))?,
+        )
     } else {
-        None
+        let host = HostId(read_int(&mut rd, "host")?);
+        remote_ends(from, to, host)?
     };
     if !rd.is_empty() {
         return Err(malformed(format!("{} bytes after the envelope", rd.len())));
     }
     let kind = Kind::from_u8(kind).ok_or_else(|| malformed(format!("unknown kind {kind}")))?;
-    let from = match (from, host) {
-        ((0, _, _), _) => Peer::Master,
-        ((1, slot, generation), _) => Peer::Worker(WorkerId::new(slot, generation)),
-        ((2, _, _), Some(host)) => Peer::Remote { host, worker: None },
-        ((3, slot, generation), Some(host)) => Peer::Remote {
-            host,
-            worker: Some(WorkerId::new(slot, generation)),
-        },
-        ((tag, _, _), _) => return Err(malformed(format!("unknown sender kind {tag}"))),
-    };
-    let to = Target::from_wire(to, host).ok_or_else(|| malformed(format!("bad target {to:?}")))?;
-    if host.is_some() && from.host().is_none() && to.host().is_none() {
-        return Err(malformed("a host, and no end on another host".into()));
-    }
     for (field, name) in [("event", &event), ("key", &key)] {
         if name.len() > MAX_NAME {
             return Err(malformed(format!(
@@ -274,6 +270,31 @@ pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     })
 }
 
+/// The two ends of a frame with a host field: one of them, at least, on that host.
+#[cold]
+fn remote_ends(
+    from: (u8, u32, u64),
+    to: (u8, u64, u64),
+    host: HostId,
+) -> Result<(Peer, Target), Error> {
+    let from = match from {
+        (0, _, _) => Peer::Master,
+        (1, slot, generation) => Peer::Worker(WorkerId::new(slot, generation)),
+        (2, _, _) => Peer::Remote { host, worker: None },
+        (3, slot, generation) => Peer::Remote {
+            host,
+            worker: Some(WorkerId::new(slot, generation)),
+        },
+        (tag, _, _) => return Err(malformed(format!("unknown sender kind {tag}"))),
+    };
+    let to = Target::from_wire(to, Some(host));
+    let to = to.ok_or_else(|| malformed(format!("bad target {to:?}")))?;
+    if from.host().is_none() && to.host().is_none() {
+        return Err(malformed("a host, and no end on another host".into()));
+    }
+    Ok((from, to))
+}
+
 fn read_int<T: TryFrom<u64>>(rd: &mut &[u8], field: &str) -> Result<T, Error> {
     let value = read_uint(rd)
         .ok_or_else(|| malformed(format!("envelope {field}: not an unsigned integer")))?;
@@ -292,13 +313,10 @@ fn write_envelope(env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
         } => (3, id.slot.into(), id.generation),
     };
     let (to_kind, to_a, to_b) = env.to.to_wire();
-    let host = match (env.from.host(), env.to.host()) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(malformed(format!(
-                "a frame between two other hosts ({a} and {b})"
-            )))
-        }
-        (a, b) => a.or(b),
+    let host = if from_kind < 2 && !matches!(env.to, Target::Remote { .. }) {
+        None
+    } else {
+        Some(remote_host(env)?)
     };
     let fields = FIELDS + u32::from(host.is_some());
     dst.put_u8(0x90 | fields as u8); // fixarray
@@ -321,6 +339,17 @@ fn write_envelope(env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
         write_uint(dst, host.0);
     }
     Ok(())
+}
+
+/// The host field of a frame with an end on another host.
+#[cold]
+fn remote_host(env: &Envelope) -> Result<HostId, Error> {
+    match (env.from.host(), env.to.host()) {
+        (Some(a), Some(b)) if a != b => Err(malformed(format!(
+            "a frame between two other hosts ({a} and {b})"
+        ))),
+        (a, b) => a.or(b).ok_or_else(|| malformed("no host".into())),
+    }
 }
 
 impl Encoder<&Envelope> for FrameCodec {

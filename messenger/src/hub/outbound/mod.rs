@@ -81,6 +81,9 @@ impl Budget {
 pub(super) struct Ack {
     pub sender: Peer,
     pub bytes: u64,
+    /// The broadcast's sequence number, for a sender on another host (its `id`; see
+    /// `router/remote.rs`).
+    pub seq: u64,
 }
 
 /// A broadcast waiting for room in a peer's window.
@@ -94,8 +97,9 @@ pub(super) struct Outbound {
     tx: mpsc::UnboundedSender<Queued>,
     level: Arc<Level>,
     budget: Budget,
-    /// Broadcasts waiting for room in the window.
+    /// Broadcasts waiting for room in the window, and their bytes.
     backlog: VecDeque<Waiting>,
+    backlog_bytes: usize,
     /// When the backlog last moved (or started): nanoseconds, as `Level::progress`.
     backlog_progress: u64,
     /// The broadcasts sent and not yet credited: how many, and their bytes.
@@ -131,6 +135,7 @@ impl Outbound {
             level,
             budget,
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
             backlog_progress: 0,
             window: 0,
             window_bytes: 0,
@@ -146,8 +151,7 @@ impl Outbound {
 
     /// The bytes of the frames held for this peer (as [`held`](Outbound::held) counts them).
     pub fn held_bytes_all(&self) -> usize {
-        let backlog: usize = self.backlog.iter().map(|w| w.env.wire_len()).sum();
-        self.level.all_bytes() + backlog
+        self.level.all_bytes() + self.backlog_bytes
     }
 
     fn held_bytes(&self) -> usize {
@@ -239,12 +243,33 @@ impl Outbound {
             Arc::new(Ack {
                 sender,
                 bytes: cost(&env).into(),
+                seq: env.id,
             })
         });
+        self.backlog_bytes += size;
         self.backlog.push_back(Waiting {
             env,
             ack: ack.clone(),
         });
+    }
+
+    /// A broadcast from another host, whose sender no window holds back: queued as any other
+    /// while the backlog holds less than the budget (frames and bytes); `false`, and dropped,
+    /// past it.
+    pub fn broadcast_from_afar(
+        &mut self,
+        env: Envelope,
+        ack: &mut Option<Arc<Ack>>,
+        sender: Peer,
+    ) -> bool {
+        let size = env.wire_len();
+        let full = self.backlog.len() >= self.budget.frames
+            || (!self.backlog.is_empty() && self.backlog_bytes + size > self.budget.bytes);
+        if full {
+            return false;
+        }
+        self.broadcast(env, ack, sender);
+        true
     }
 
     fn window_has_room(&self, size: usize) -> bool {
@@ -277,6 +302,7 @@ impl Outbound {
             let Some(Waiting { env, ack }) = self.backlog.pop_front() else {
                 break;
             };
+            self.backlog_bytes -= size;
             self.windowed(env, size);
             released.push(ack);
         }

@@ -13,8 +13,13 @@ use crate::{Error, Peer};
 impl State {
     pub(super) fn broadcast(&mut self, env: Envelope) {
         let sender = env.from;
-        self.broadcast_out(&env);
         let mut ack = None;
+        if self.uplink.is_some() {
+            if sender.host().is_some() {
+                return self.broadcast_from_afar(env);
+            }
+            self.broadcast_out(&env, &mut ack);
+        }
         for id in self.members.workers() {
             if let Some(conn) = self.conns.get_mut(&Peer::Worker(id)) {
                 if conn.handlers.contains(&env.event) {
@@ -25,18 +30,22 @@ impl State {
         match ack {
             Some(ack) => self.release(ack),
             // Taken by every receiver at once.
-            None => self.owe_ack(sender, cost(&env).into()),
+            None => self.owe_ack(sender, cost(&env).into(), env.id),
         }
     }
 
     /// Lets go of one share of a broadcast's acknowledgement: the last one owes it its sender.
     pub(super) fn release(&mut self, ack: Arc<Ack>) {
         if let Ok(ack) = Arc::try_unwrap(ack) {
-            self.owe_ack(ack.sender, ack.bytes);
+            self.owe_ack(ack.sender, ack.bytes, ack.seq);
         }
     }
 
-    fn owe_ack(&mut self, sender: Peer, bytes: u64) {
+    fn owe_ack(&mut self, sender: Peer, bytes: u64, seq: u64) {
+        if let Some(host) = sender.host() {
+            // Another host's: its uplink hears which of them left every queue here.
+            return self.released_afar(host, seq);
+        }
         match &mut self.acks_hot {
             Some((hot, owed)) if *hot == sender => {
                 owed.0 += 1;
@@ -55,6 +64,7 @@ impl State {
     /// Tells each sender owed a batch's worth how many of its broadcasts have left every
     /// queue.
     pub(super) fn flush_acks(&mut self) {
+        self.tell_released();
         if let Some((peer, (frames, bytes))) = self.acks_hot.take() {
             let owed = self.acks.entry(peer).or_default();
             owed.0 += frames;

@@ -27,7 +27,7 @@ impl State {
             .filter(|id| self.handled(Peer::Worker(*id), event).is_some())
             .count();
         let remotes: Vec<(HostId, WorkerId)> = self.hosts.handlers(event).collect();
-        let turn = self.take_turn(event, locals + remotes.len(), Some(name))?;
+        let turn = self.take_turn(event, locals + remotes.len(), |_| Some(name))?;
         match turn.checked_sub(locals) {
             Some(i) => remotes.get(i).map(|&(host, id)| Peer::Remote {
                 host,
@@ -55,9 +55,8 @@ impl State {
                 .get(&Peer::Worker(*id))
                 .is_some_and(|conn| conn.handlers.contains(&event[..]))
         }));
-        let name = candidates
-            .first()
-            .and_then(|first| self.handled(Peer::Worker(*first), event).cloned());
+        let first = candidates.first().copied();
+        let name = |state: &State| state.handled(Peer::Worker(first?), event).cloned();
         let picked = self.take_turn(event, candidates.len(), name).map(|start| {
             let has_room = |id: &&WorkerId| {
                 self.conns
@@ -77,13 +76,13 @@ impl State {
     }
 
     /// Whose turn it is among `candidates` handlers of `event`: an index, or `None` if there
-    /// are none. `name` is the copy of the event's name a handler announced: the key kept (never
-    /// a slice of this frame).
+    /// are none. `name` gives the copy of the event's name a handler announced, the key kept
+    /// (never a slice of this frame): asked for only the first time.
     pub(super) fn take_turn(
         &mut self,
         event: &Bytes,
         candidates: usize,
-        name: Option<Bytes>,
+        name: impl FnOnce(&State) -> Option<Bytes>,
     ) -> Option<usize> {
         if candidates == 0 {
             return None;
@@ -91,10 +90,11 @@ impl State {
         let turn = match self.turns.get_mut(&event[..]) {
             Some(turn) => turn,
             None => {
+                let name = name(self)?;
                 if self.turns.len() > 2 * self.max_events {
                     self.turns.clear();
                 }
-                self.turns.entry(name?).or_insert(usize::MAX)
+                self.turns.entry(name).or_insert(usize::MAX)
             }
         };
         *turn = turn.wrapping_add(1);

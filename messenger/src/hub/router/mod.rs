@@ -37,6 +37,7 @@ use crate::{Config, Error, Peer, WorkerId};
 /// The body of the reply to a granted `Ready`: MessagePack nil.
 const NIL: &[u8] = &[0xc0];
 
+mod afar;
 mod broadcast;
 mod calls;
 mod ready;
@@ -49,6 +50,8 @@ pub(super) struct State {
     pub hosts: Hosts,
     /// The uplink to them, once joined.
     pub uplink: Option<Port>,
+    /// Broadcasts across hosts (`afar.rs`).
+    afar: afar::Afar,
     pending: Pending,
     once: OnceResults,
     /// Round-robin position per event, for `consume`; keyed by names that a Ready worker
@@ -88,6 +91,7 @@ impl State {
             // No other host, and room for none, until the Hub joins a cluster.
             hosts: Hosts::new(0),
             uplink: None,
+            afar: Default::default(),
             pending: Pending::default(),
             once: OnceResults::new(config.once_keys, config.once_bytes),
             turns: HashMap::default(),

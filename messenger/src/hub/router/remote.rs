@@ -29,20 +29,6 @@ impl State {
             .map_or_else(|| host.to_string(), str::to_owned)
     }
 
-    /// A broadcast sent on this host, for the other hosts too if any of them handles it. Not
-    /// held: one the uplink cannot take now is dropped and counted.
-    pub(super) fn broadcast_out(&mut self, env: &Envelope) {
-        let Some(port) = &self.uplink else {
-            return;
-        };
-        if env.from.host().is_some() || self.hosts.handled(&env.event).is_none() {
-            return;
-        }
-        if port.offer(Outgoing::Broadcast(env.clone())).is_err() {
-            port.dropped();
-        }
-    }
-
     /// Passes `env`, a call from this host, to `host`: `to` names who runs it there, `owed`
     /// the routes kept for its answers. A route that cannot be kept, or a host that cannot be
     /// reached, fails at once.
