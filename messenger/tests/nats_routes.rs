@@ -424,3 +424,31 @@ async fn calls_to_a_host_that_no_longer_answers_fail_at_once_naming_it() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_broadcasts_across_hosts_is_slowed_down_not_dropped() {
+    let server = NatsServer::start();
+    // Small queues, so that the flood outruns them many times over.
+    let small = Config::default().queue_frames(16).broadcast_window(8);
+    let (a, b) = (host("a", small.clone()).await, host("b", small).await);
+    let _ja = join(&a, &server, "flood", "a").await;
+    let _jb = join(&b, &server, "flood", "b").await;
+    sees(a.cluster.hub(), 2).await;
+    sees(b.cluster.hub(), 2).await;
+    let n = 5_000;
+    let sender = a.cluster.worker(0).clone();
+    for i in 0..n {
+        sender
+            .broadcast(Tick)
+            .await
+            .unwrap_or_else(|e| panic!("broadcast {i}: {e}"));
+    }
+    until("every worker of both hosts ran every broadcast", || {
+        let all: Vec<usize> = [&a.ticks, &b.ticks]
+            .iter()
+            .flat_map(|t| t.iter().map(|n| n.load(Ordering::SeqCst)))
+            .collect();
+        all.iter().all(|&got| got == n).then_some(())
+    })
+    .await;
+}
