@@ -242,7 +242,7 @@ pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
         )
     } else {
         let host = HostId(read_int(&mut rd, "host")?);
-        remote_ends(from, to, host)?
+        remote_ends_in(from, to, host)?
     };
     if !rd.is_empty() {
         return Err(malformed(format!("{} bytes after the envelope", rd.len())));
@@ -272,7 +272,7 @@ pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
 
 /// The two ends of a frame with a host field: one of them, at least, on that host.
 #[cold]
-fn remote_ends(
+fn remote_ends_in(
     from: (u8, u32, u64),
     to: (u8, u64, u64),
     host: HostId,
@@ -301,23 +301,10 @@ fn read_int<T: TryFrom<u64>>(rd: &mut &[u8], field: &str) -> Result<T, Error> {
     T::try_from(value).map_err(|_| malformed(format!("envelope {field}: {value} is out of range")))
 }
 
-/// Writes the envelope's MessagePack straight into the buffer. `Err` if its two ends are on two
-/// other hosts (one host field: the Hub never routes such a frame).
-fn write_envelope(env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
-    let (from_kind, from_slot, from_generation) = match env.from {
-        Peer::Master => (0, 0, 0),
-        Peer::Worker(id) => (1, id.slot.into(), id.generation),
-        Peer::Remote { worker: None, .. } => (2, 0, 0),
-        Peer::Remote {
-            worker: Some(id), ..
-        } => (3, id.slot.into(), id.generation),
-    };
-    let (to_kind, to_a, to_b) = env.to.to_wire();
-    let host = if from_kind < 2 && !matches!(env.to, Target::Remote { .. }) {
-        None
-    } else {
-        Some(remote_host(env)?)
-    };
+/// Writes the envelope's MessagePack straight into the buffer, with `host` as its 12th field
+/// if given.
+fn write_envelope(env: &Envelope, ends: Ends, host: Option<HostId>, dst: &mut BytesMut) {
+    let ((from_kind, from_slot, from_generation), (to_kind, to_a, to_b)) = ends;
     let fields = FIELDS + u32::from(host.is_some());
     dst.put_u8(0x90 | fields as u8); // fixarray
     for value in [
@@ -338,31 +325,59 @@ fn write_envelope(env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
     if let Some(host) = host {
         write_uint(dst, host.0);
     }
-    Ok(())
 }
 
-/// The host field of a frame with an end on another host.
+/// A frame's two ends as written: `(kind, slot, generation)` of the sender, the target's.
+type Ends = ((u64, u64, u64), (u8, u64, u64));
+
+/// The ends of a frame between two peers of this host.
+#[inline(always)]
+fn local_ends(env: &Envelope) -> Ends {
+    let from = match env.from {
+        Peer::Worker(id) => (1, id.slot.into(), id.generation),
+        _ => (0, 0, 0),
+    };
+    (from, env.to.to_wire())
+}
+
+/// The ends and the host field of a frame with an end on another host. `Err` if its two ends
+/// are on two other hosts (one host field: the Hub never routes such a frame).
 #[cold]
-fn remote_host(env: &Envelope) -> Result<HostId, Error> {
-    match (env.from.host(), env.to.host()) {
-        (Some(a), Some(b)) if a != b => Err(malformed(format!(
-            "a frame between two other hosts ({a} and {b})"
-        ))),
-        (a, b) => a.or(b).ok_or_else(|| malformed("no host".into())),
-    }
+fn remote_ends_out(env: &Envelope) -> Result<(Ends, HostId), Error> {
+    let from = match env.from {
+        Peer::Master => (0, 0, 0),
+        Peer::Worker(id) => (1, id.slot.into(), id.generation),
+        Peer::Remote { worker: None, .. } => (2, 0, 0),
+        Peer::Remote {
+            worker: Some(id), ..
+        } => (3, id.slot.into(), id.generation),
+    };
+    let host = match (env.from.host(), env.to.host()) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(malformed(format!(
+                "a frame between two other hosts ({a} and {b})"
+            )))
+        }
+        (a, b) => a.or(b).ok_or_else(|| malformed("no host".into()))?,
+    };
+    Ok(((from, env.to.to_wire()), host))
 }
 
 impl Encoder<&Envelope> for FrameCodec {
     type Error = Error;
 
     fn encode(&mut self, env: &Envelope, dst: &mut BytesMut) -> Result<(), Error> {
+        let (ends, host) =
+            if matches!(env.from, Peer::Remote { .. }) || matches!(env.to, Target::Remote { .. }) {
+                let (ends, host) = remote_ends_out(env)?;
+                (ends, Some(host))
+            } else {
+                (local_ends(env), None)
+            };
         let start = dst.len();
         dst.reserve(PREFIX + ENVELOPE_OVERHEAD + env.payload_len());
         dst.put_u32(0);
-        if let Err(e) = write_envelope(env, dst) {
-            dst.truncate(start);
-            return Err(e);
-        }
+        write_envelope(env, ends, host, dst);
         let len = dst.len() - start - PREFIX;
         if len > self.max_frame {
             dst.truncate(start);

@@ -256,6 +256,7 @@ impl Outbound {
     /// A broadcast from another host, whose sender no window holds back: queued as any other
     /// while the backlog holds less than the budget (frames and bytes); `false`, and dropped,
     /// past it.
+    #[inline(never)]
     pub fn broadcast_from_afar(
         &mut self,
         env: Envelope,

@@ -118,6 +118,7 @@ impl State {
     /// A broadcast from another host, for this host's Ready workers that handle it. Its
     /// sender's window is its own host's; what a worker's backlog cannot hold beyond the queue
     /// budget is dropped and counted.
+    #[inline(never)]
     pub(super) fn broadcast_from_afar(&mut self, env: Envelope) {
         let sender = env.from;
         let mut ack = None;

@@ -15,9 +15,6 @@ impl State {
         let sender = env.from;
         let mut ack = None;
         if self.uplink.is_some() {
-            if sender.host().is_some() {
-                return self.broadcast_from_afar(env);
-            }
             self.broadcast_out(&env, &mut ack);
         }
         for id in self.members.workers() {

@@ -141,7 +141,7 @@ impl State {
         }
         self.routed.count(&env);
         match (env.kind, env.to) {
-            (Kind::Broadcast, _) => self.broadcast(env),
+            (Kind::Broadcast, _) => self.broadcast_from_afar(env),
             // A worker picked there: it, or another that handles the event if it has gone.
             (Kind::Request, Target::Worker(id)) => {
                 let named = Peer::Worker(id);
