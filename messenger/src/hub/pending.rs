@@ -184,6 +184,16 @@ impl Pending {
         self.once.get(key).map(|(route, _)| *route)
     }
 
+    /// The keys whose run `responder` owes (for a responder that is not a connection: the
+    /// placeholder of runs being settled with other hosts).
+    pub fn once_owed_by(&self, responder: Peer) -> Vec<OnceKey> {
+        let owed = self
+            .once
+            .iter()
+            .filter(|(_, (route, _))| route.2 == responder);
+        owed.map(|(key, _)| key.clone()).collect()
+    }
+
     /// `key`'s run goes to `responder` (it was waiting to be decided): its answer is taken
     /// from that responder from now on.
     pub fn once_reroute(&mut self, key: &OnceKey, responder: Peer) {

@@ -103,8 +103,22 @@ impl State {
         }
     }
 
-    /// The uplink is gone: every broadcast it held or that waited for it is let go.
+    /// The uplink is gone: every broadcast it held or that waited for it is let go, and the
+    /// `consume_once` runs it was settling fail.
     pub fn uplink_gone(&mut self) {
+        if let Some(me) = self.uplink.as_ref().map(|port| port.me) {
+            let deciding = Peer::Remote {
+                host: me,
+                worker: None,
+            };
+            let error = crate::Error::HostUnreachable {
+                host: "the cluster".into(),
+                detail: "this host left it while a consume_once key was being settled".into(),
+            };
+            for key in self.pending.once_owed_by(deciding) {
+                self.once_settled(&key, Err(error.clone()));
+            }
+        }
         self.uplink = None;
         let afar = std::mem::take(&mut self.afar);
         for (ack, _) in afar.in_flight {
