@@ -180,6 +180,11 @@ impl Hosts {
         self.hosts.len()
     }
 
+    /// Whether a new host would be turned away.
+    pub fn is_full(&self) -> bool {
+        self.hosts.len() >= self.max_hosts
+    }
+
     pub fn max_hosts(&self) -> usize {
         self.max_hosts
     }

@@ -365,9 +365,9 @@ impl Hub {
     }
 
     /// An answer from `host` to a call made here, owed by `owed_by` (see `router/remote.rs`).
-    pub(crate) fn remote_answer(&self, host: HostId, env: Envelope, owed_by: Peer) {
+    pub(crate) fn remote_answer(&self, host: HostId, env: Envelope, caller: Peer, owed_by: Peer) {
         let mut state = self.lock();
-        state.remote_answer(host, env, owed_by);
+        state.remote_answer(host, env, caller, owed_by);
         state.finish();
     }
 
@@ -388,6 +388,13 @@ impl Hub {
     /// Whether `host` is known (heard from within its expiry).
     pub(crate) fn knows_host(&self, host: HostId) -> bool {
         self.lock().hosts.name(host).is_some()
+    }
+
+    /// Whether `host` is not in the cluster as this Hub knows it: not known, and not one left
+    /// out for want of room (the table is not full).
+    pub(crate) fn host_absent(&self, host: HostId) -> bool {
+        let state = self.lock();
+        state.hosts.name(host).is_none() && !state.hosts.is_full()
     }
 
     /// Fails the call `(caller, id)` owed by `owed_by`, if it still waits.

@@ -153,6 +153,13 @@ impl PortRx {
         Some(item)
     }
 
+    /// An item already there, if any, without waiting.
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        let item = self.rx.try_recv().ok()?;
+        self.shared.bytes.fetch_sub(item.bytes(), Ordering::Relaxed);
+        Some(item)
+    }
+
     pub fn set_up(&self, up: bool) {
         self.shared.connected.store(up, Ordering::Relaxed);
     }

@@ -98,7 +98,14 @@ pub(super) async fn start(
     announce(&hub, &client, &subject, &mut me, false).await;
     tracing::info!(host = %me.name, id = %me.id, cluster = %uplink.cluster, "joined over NATS");
     let run = Run {
-        relay: Relay::new(hub.clone(), client.clone(), id, subjects, store),
+        relay: Relay::new(
+            hub.clone(),
+            client.clone(),
+            id,
+            subjects,
+            store,
+            uplink.expiry,
+        ),
         hub,
         client,
         subject,
@@ -141,6 +148,9 @@ impl Run {
         mut hub_events: mpsc::UnboundedReceiver<HubEvent>,
         stop: CancellationToken,
     ) {
+        // However the task ends (a panic included), the Hub forgets the other hosts and lets go
+        // of what it held for them.
+        let _forget = Forget(self.hub.clone());
         let Subscriptions {
             mut members,
             mut broadcasts,
@@ -186,6 +196,7 @@ impl Run {
                         tracing::warn!("NATS connection lost: reconnecting; calls to other hosts in flight fail");
                         self.port.set_up(false);
                         self.relay.lost();
+                        self.abandon_queued("the NATS connection was lost");
                     }
                     other => tracing::debug!("NATS: {other}"),
                 },
@@ -203,13 +214,21 @@ impl Run {
                 },
             }
         }
-        // Leaving: nothing more goes to other hosts, what is in flight fails, and this host says
-        // so once, within a bound; then the connection closes with the client.
+        // Leaving: nothing more goes to other hosts, what is in flight or queued fails, and
+        // this host says so once, within a bound; then the connection closes with the client.
         self.port.set_up(false);
         self.relay.lost();
+        self.abandon_queued("this host is leaving the cluster");
         self.say(true).await;
         let _ = tokio::time::timeout(PUBLISH_TIMEOUT, self.client.flush()).await;
-        self.hub.forget_hosts();
+    }
+
+    /// Fails what waits in the Hub's queue for other hosts (nothing more is taken from it
+    /// while the connection is down).
+    fn abandon_queued(&mut self, why: &str) {
+        while let Some(item) = self.port.try_recv() {
+            self.relay.abandon(item, why);
+        }
     }
 
     async fn say(&mut self, leaving: bool) {
@@ -284,6 +303,15 @@ async fn announce(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("announcement not sent: {e}"),
         Err(_) => tracing::debug!("announcement not sent: the NATS client's queue is full"),
+    }
+}
+
+/// Makes the Hub forget the other hosts when dropped.
+struct Forget(Hub);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.forget_hosts();
     }
 }
 

@@ -7,12 +7,16 @@
 //!   whose create lands runs it, on a Ready worker of any host;
 //! - running: wait for the result, polling; an entry left by a host no longer in the cluster
 //!   (killed mid-run, or one that could not say the run failed) is deleted, at its revision,
-//!   and the create tried again;
+//!   and the create tried again. "No longer in the cluster" is trusted only once this host has
+//!   been in it for the membership expiry, with room in its table of hosts (before, a host it
+//!   does not know may just not be heard of yet);
 //! - done: that reply, for every caller, from then on ([`Value::Done`]).
 //!
-//! A failed run deletes the entry, so the next caller, on any host, runs it again. A create
-//! whose acknowledgement is lost (the server restarting) is ambiguous: the entry is read
-//! back, and names this attempt (a random number) if the create did land.
+//! A failed run deletes the entry (this host's entry only, at its revision), so the next
+//! caller, on any host, runs it again; a run on another host that outlasts the master's
+//! `request_timeout` counts as failed. A create whose acknowledgement is lost (the server
+//! restarting) is ambiguous: the entry is read back, and names this attempt (a random number)
+//! if the create did land; one that lands after the caller's deadline is taken back.
 //!
 //! The entry's key is a SHA-256 of the event's name and the key, in hex (bucket keys allow few
 //! characters, and a key may be 1 KiB of anything). The bucket keeps the last value of each key,
@@ -61,7 +65,23 @@ pub(super) async fn bucket(
         Err(e) => js.get_key_value(name.clone()).await.map_err(|_| e),
     };
     match made {
-        Ok(store) => Some(store),
+        Ok(store) => {
+            // The client makes buckets that refuse new keys once full: the oldest results are
+            // dropped instead, as this host's own table of them does.
+            let stream = format!("KV_{name}");
+            if let Ok(mut info) = js.get_stream(&stream).await {
+                if let Ok(info) = info.info().await {
+                    let mut config = info.config.clone();
+                    if config.discard != async_nats::jetstream::stream::DiscardPolicy::Old {
+                        config.discard = async_nats::jetstream::stream::DiscardPolicy::Old;
+                        if let Err(e) = js.update_stream(&config).await {
+                            tracing::warn!(bucket = %name, "the bucket refuses new keys once full: {e}");
+                        }
+                    }
+                }
+            }
+            Some(store)
+        }
         Err(e) => {
             tracing::warn!(
                 bucket = %name,
@@ -153,12 +173,16 @@ fn entry_key(event: &[u8], key: &[u8]) -> String {
 
 /// Settles `request`'s key for this host: tells the Hub it runs it, or the result, or why not,
 /// within `timeout`.
+///
+/// `trust_absence`: this host has been in the cluster for the membership expiry, so a host it
+/// does not know (its table not full) is gone, not yet heard of.
 pub(super) async fn settle(
     hub: Hub,
     store: Option<kv::Store>,
     me: HostId,
     request: Envelope,
     timeout: Duration,
+    trust_absence: bool,
 ) {
     let (event, key) = (request.event.clone(), request.key.clone());
     let answer = |result| hub.once_settled(event.clone(), key.clone(), result);
@@ -175,6 +199,15 @@ pub(super) async fn settle(
     let deadline = Instant::now() + timeout;
     loop {
         if Instant::now() >= deadline {
+            // A create of this attempt may have landed after all: take it back.
+            if let Ok(Some(entry)) = store.entry(&name).await {
+                let ours = Value::Running { host: me, nonce };
+                if Value::from_bytes(&entry.value) == Some(ours) {
+                    let _ = store
+                        .delete_expect_revision(&name, Some(entry.revision))
+                        .await;
+                }
+            }
             return answer(Err(Error::Timeout {
                 event: String::from_utf8_lossy(&event).into_owned(),
                 after: timeout,
@@ -182,11 +215,15 @@ pub(super) async fn settle(
             }));
         }
         let created = tokio::time::timeout_at(deadline, store.create(&name, running.clone())).await;
+        let mut failed = false;
         match created {
             Ok(Ok(_)) => return hub.once_won(request),
             Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             // Ambiguous, or failed: what the bucket holds says.
-            Ok(Err(e)) => tracing::debug!("consume_once: a create not acknowledged: {e}"),
+            Ok(Err(e)) => {
+                tracing::debug!("consume_once: a create not acknowledged: {e}");
+                failed = true;
+            }
             Err(_) => continue,
         }
         let entry = match tokio::time::timeout_at(deadline, store.entry(&name)).await {
@@ -199,7 +236,11 @@ pub(super) async fn settle(
             Err(_) => continue,
         };
         let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-            // Deleted (a failed run) or gone: try to create it again.
+            // Deleted (a failed run) or gone: try to create it again (after a pause, if the
+            // create failed: the server may be restarting, or the bucket refusing).
+            if failed {
+                tokio::time::sleep(POLL).await;
+            }
             continue;
         };
         match Value::from_bytes(&entry.value) {
@@ -221,7 +262,9 @@ pub(super) async fn settle(
                 // This attempt's create landed, its acknowledgement lost.
                 return hub.once_won(request);
             }
-            Some(Value::Running { host, .. }) if host == me || !hub.knows_host(host) => {
+            Some(Value::Running { host, .. })
+                if host == me || (trust_absence && hub.host_absent(host)) =>
+            {
                 // Left by a run that will never end: this host's (it runs nothing else under
                 // this key now) or a host gone from the cluster.
                 let _ = store
@@ -265,12 +308,20 @@ pub(super) async fn done(
                     .await
                     .map(|r| r.is_ok())
             }
-            None => {
-                let delete = store.delete(&name);
-                tokio::time::timeout(WRITE_TIMEOUT, delete)
-                    .await
-                    .map(|r| r.is_ok())
-            }
+            // Only the entry of this host's run: never a newer one of another host.
+            None => match tokio::time::timeout(WRITE_TIMEOUT, store.entry(&name)).await {
+                Ok(Ok(Some(entry))) => match Value::from_bytes(&entry.value) {
+                    Some(Value::Running { host, .. }) if host == me => {
+                        let delete = store.delete_expect_revision(&name, Some(entry.revision));
+                        tokio::time::timeout(WRITE_TIMEOUT, delete)
+                            .await
+                            .map(|r| r.is_ok())
+                    }
+                    _ => Ok(true),
+                },
+                Ok(Ok(None)) => Ok(true),
+                _ => Ok(false),
+            },
         };
         if written == Ok(true) {
             return;

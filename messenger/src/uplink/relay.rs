@@ -95,6 +95,10 @@ pub(super) struct Relay {
     taken: Taken,
     /// When the other hosts last took any of this host's broadcasts, or had none to take.
     progress: Instant,
+    /// When this host joined, and the membership expiry: until it has passed, a host not
+    /// known may just not be heard of yet.
+    joined: Instant,
+    expiry: Duration,
 }
 
 impl Relay {
@@ -104,6 +108,7 @@ impl Relay {
         me: HostId,
         subjects: Subjects,
         store: Option<kv::Store>,
+        expiry: Duration,
     ) -> Relay {
         let config = hub.config();
         let codec = FrameCodec::builder()
@@ -123,6 +128,8 @@ impl Relay {
             sent: Sent::default(),
             taken: Taken::default(),
             progress: Instant::now(),
+            joined: Instant::now(),
+            expiry,
         }
     }
 
@@ -139,6 +146,39 @@ impl Relay {
         Peer::Remote {
             host: self.me,
             worker: from.worker(),
+        }
+    }
+
+    /// Gives up an item the Hub handed over that will not be sent (the connection was lost,
+    /// or the uplink stops): a call or a `consume_once` key fails at once, saying why.
+    pub fn abandon(&mut self, item: Outgoing, why: &str) {
+        match item {
+            Outgoing::Call { host, env, owed } => {
+                let call = Call {
+                    hub: self.hub.clone(),
+                    host,
+                    caller: env.from,
+                    id: env.id,
+                    event: env.event.clone(),
+                    owed,
+                    map: matches!(env.to, Target::All { .. }),
+                };
+                call.fail_all(&call.unreachable(why));
+            }
+            Outgoing::Once(request) => {
+                let error = Error::HostUnreachable {
+                    host: "the NATS server".into(),
+                    detail: why.into(),
+                };
+                let (event, key) = (request.event.clone(), request.key.clone());
+                self.hub.once_settled(event, key, Err(error));
+            }
+            // Let go of by the Hub with the uplink, or lost with the connection: the other
+            // hosts' uplinks fail their callers, and windows go on (see `window.rs`).
+            Outgoing::Broadcast(_)
+            | Outgoing::Answer { .. }
+            | Outgoing::Released(_)
+            | Outgoing::OnceDone { .. } => {}
         }
     }
 
@@ -166,7 +206,10 @@ impl Relay {
             Outgoing::Answer { to, env } => self.answer(to, env).await,
             Outgoing::Once(request) => {
                 let (hub, store) = (self.hub.clone(), self.store.clone());
-                tokio::spawn(once::settle(hub, store, self.me, request, self.timeout));
+                let trust_absence = self.joined.elapsed() >= self.expiry;
+                let settle =
+                    once::settle(hub, store, self.me, request, self.timeout, trust_absence);
+                tokio::spawn(settle);
             }
             Outgoing::OnceDone { event, key, reply } => {
                 let store = self.store.clone();
@@ -489,6 +532,10 @@ impl Call {
             .new_codec();
         let mut buf = BytesMut::from(payload);
         while let Ok(Some(env)) = codec.decode(&mut buf) {
+            if env.id != self.id {
+                tracing::debug!(host = %self.host, "an answer for another call: dropped");
+                continue;
+            }
             if self.map && env.kind == Kind::Failure && env.from == Peer::Master {
                 // The host refused the whole share.
                 return self.fail_all(&env.error());
@@ -503,7 +550,7 @@ impl Call {
                     worker: None,
                 },
             };
-            self.hub.remote_answer(self.host, env, owed_by);
+            self.hub.remote_answer(self.host, env, self.caller, owed_by);
         }
         for &owed in &self.owed {
             let error = Error::WorkerGone {

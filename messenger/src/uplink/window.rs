@@ -120,8 +120,8 @@ impl Taken {
                 continue;
             };
             let upto = track.in_flight.first().copied().unwrap_or(track.next);
-            let due =
-                upto >= track.told + ACK_EVERY || (track.in_flight.is_empty() && upto > track.told);
+            let due = upto >= track.told.saturating_add(ACK_EVERY)
+                || (track.in_flight.is_empty() && upto > track.told);
             if due {
                 track.told = upto;
                 acks.push((host, upto));

@@ -62,6 +62,9 @@ impl State {
     /// queue.
     pub(super) fn flush_acks(&mut self) {
         self.tell_released();
+        if !self.once_unsaid.is_empty() {
+            self.tell_once_done();
+        }
         if let Some((peer, (frames, bytes))) = self.acks_hot.take() {
             let owed = self.acks.entry(peer).or_default();
             owed.0 += frames;

@@ -52,6 +52,8 @@ pub(super) struct State {
     pub uplink: Option<Port>,
     /// Broadcasts across hosts (`afar.rs`).
     afar: afar::Afar,
+    /// The ends of `consume_once` runs not yet handed to the uplink (`remote.rs`).
+    once_unsaid: std::collections::VecDeque<super::port::Outgoing>,
     pending: Pending,
     once: OnceResults,
     /// Round-robin position per event, for `consume`; keyed by names that a Ready worker
@@ -92,6 +94,7 @@ impl State {
             hosts: Hosts::new(0),
             uplink: None,
             afar: Default::default(),
+            once_unsaid: Default::default(),
             pending: Pending::default(),
             once: OnceResults::new(config.once_keys, config.once_bytes),
             turns: HashMap::default(),

@@ -183,7 +183,7 @@ impl State {
     /// An answer from `host` to a call made here, as that host's Hub stamped it (its sender in
     /// that host's terms, its caller in this one's as [`Target::Remote`]); `owed_by` is the
     /// route it answers.
-    pub fn remote_answer(&mut self, host: HostId, mut env: Envelope, owed_by: Peer) {
+    pub fn remote_answer(&mut self, host: HostId, mut env: Envelope, caller: Peer, owed_by: Peer) {
         let Some(me) = self.uplink.as_ref().map(|port| port.me) else {
             return;
         };
@@ -192,12 +192,16 @@ impl State {
             Peer::Master => None,
             Peer::Remote { .. } => return tracing::debug!("an answer relayed twice: dropped"),
         };
-        let caller = match env.to {
+        // For the call it answers: this host's caller, as the call was made.
+        let named = match env.to {
             Target::Remote { host, worker } if host == me => {
                 worker.map_or(Peer::Master, Peer::Worker)
             }
             to => return tracing::debug!(?to, "an answer for another host: dropped"),
         };
+        if named != caller {
+            return tracing::debug!(%named, %caller, "an answer naming another caller: dropped");
+        }
         env.from = Peer::Remote { host, worker };
         env.to = Target::caller(caller);
         self.answered_by(caller, owed_by, env);
@@ -269,7 +273,7 @@ impl State {
                 detail: "the connection is down: consume_once cannot be settled across hosts"
                     .into(),
             };
-            self.once_settled(&key, Err(error));
+            self.once_end(&key, Err(error));
         }
     }
 
@@ -293,7 +297,11 @@ impl State {
             ..request
         };
         match self.pick(&env.event) {
-            None => self.once_settled(&key, Err(no_handler)),
+            None => {
+                self.once_end(&key, Err(no_handler));
+                // Nothing ran: the next caller, on any host, may.
+                self.once_done(key, None);
+            }
             Some(Peer::Remote { host, worker }) => {
                 let owed = Peer::Remote { host, worker: None };
                 self.pending.once_reroute(&key, owed);
@@ -312,7 +320,7 @@ impl State {
                         host: self.host_name(host),
                         detail: "the uplink could not take the call".into(),
                     };
-                    self.once_settled(&key, Err(error));
+                    self.once_end(&key, Err(error));
                 }
             }
             Some(worker) => {
@@ -326,15 +334,24 @@ impl State {
                         event: env.event_name(),
                         peer: worker,
                     };
-                    self.once_settled(&key, Err(error));
+                    self.once_end(&key, Err(error));
                 }
             }
         }
     }
 
-    /// The end of `key`'s run as this host hears it: a result (another host's run, read from
-    /// the bucket), or a failure to settle or run it. Every caller waiting on it here gets it.
+    /// The uplink's word on `key` while it was being settled: a result (another host's run,
+    /// read from the bucket), or a failure to settle it. Ignored if the key is no longer being
+    /// settled (a word from before this host left and joined again, say).
     pub fn once_settled(&mut self, key: &OnceKey, result: Result<(Peer, Bytes), Error>) {
+        let settling = self.pending.once_route(key);
+        if settling.is_some_and(|(_, _, responder)| self.deciding(responder)) {
+            self.once_end(key, result);
+        }
+    }
+
+    /// The end of `key`'s run as this host hears it. Every caller waiting on it here gets it.
+    pub(super) fn once_end(&mut self, key: &OnceKey, result: Result<(Peer, Bytes), Error>) {
         let Some((caller, id, responder)) = self.pending.once_route(key) else {
             return;
         };
@@ -347,15 +364,35 @@ impl State {
         self.settle();
     }
 
-    /// Tells the other hosts how a run of this host ended (nothing without an uplink).
+    /// Tells the other hosts how a run of this host ended (nothing without an uplink). Never
+    /// dropped while connected: what the uplink's queue has no room for now is told at the
+    /// next flush.
     pub(super) fn once_done(&mut self, key: OnceKey, reply: Option<(Peer, Bytes)>) {
-        if let Some(port) = &self.uplink {
-            let (event, key) = key;
-            if let Err(refused) = port.offer(Outgoing::OnceDone { event, key, reply }) {
-                tracing::warn!(
-                    ?refused,
-                    "the end of a consume_once run not told to other hosts"
-                );
+        if self.uplink.is_none() {
+            return;
+        }
+        let (event, key) = key;
+        self.once_unsaid
+            .push_back(Outgoing::OnceDone { event, key, reply });
+        self.tell_once_done();
+    }
+
+    /// Hands the uplink the ends of runs not yet told.
+    pub(super) fn tell_once_done(&mut self) {
+        let Some(port) = &self.uplink else {
+            return self.once_unsaid.clear();
+        };
+        // In order: a failed run's end before the next run's.
+        while let Some(item) = self.once_unsaid.pop_front() {
+            match port.offer_back(item) {
+                Ok(()) => {}
+                Err((Refusal::Full, item)) => {
+                    self.once_unsaid.push_front(item);
+                    break;
+                }
+                // Down: the entry stays "running, by this host" until this host's next run of
+                // the key, or until it leaves (see `uplink/once.rs`).
+                Err((Refusal::Down, _)) => {}
             }
         }
     }
