@@ -381,6 +381,32 @@ async fn consume_once_runs_once_across_hosts_under_concurrent_callers() {
         1
     );
     assert_eq!(flaky.load(Ordering::SeqCst), 2);
+
+    // A key asked for before anyone handles it fails and leaves nothing "running" in the
+    // bucket: once a handler is there, a caller on the other host runs it.
+    match a.cluster.worker(0).consume_once("late", Local).await {
+        Err(Error::NoHandler { .. }) => {}
+        other => panic!("a key nobody handles: {other:?}"),
+    }
+    b.cluster.worker(1).on(|_: Local| async { 5 });
+    until("b announces its new handler", || {
+        let hosts = a.cluster.hub().hosts();
+        let handled = hosts.iter().any(|h| {
+            h.workers
+                .iter()
+                .any(|(_, e)| e.contains(&"local".to_owned()))
+        });
+        handled.then_some(())
+    })
+    .await;
+    assert_eq!(
+        a.cluster
+            .worker(1)
+            .consume_once("late", Local)
+            .await
+            .unwrap(),
+        5
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
