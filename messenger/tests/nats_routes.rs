@@ -400,8 +400,8 @@ async fn consume_once_runs_once_across_hosts_under_concurrent_callers() {
     })
     .await;
     assert_eq!(
-        a.cluster
-            .worker(1)
+        b.cluster
+            .worker(0)
             .consume_once("late", Local)
             .await
             .unwrap(),
