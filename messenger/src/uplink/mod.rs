@@ -58,7 +58,8 @@
 //! permissions).
 //!
 //! Files: the settings and the joined handle here, the announcement's bytes in
-//! `announcement.rs`, the connection's task in `link.rs`, calls and broadcasts in `relay.rs`,
+//! `announcement.rs`, the connection's task in `link.rs`, calls and broadcasts in `relay.rs`
+//! (a call to another host in `call.rs`, the frames of a message in `frames.rs`),
 //! `consume_once` in `once.rs`; the table of other hosts and the routes across hosts are the
 //! Hub's (`hub/hosts.rs`, `hub/router/remote.rs`).
 
@@ -71,6 +72,8 @@ use crate::hub::{HostId, Hub};
 use crate::{Error, Result};
 
 pub(crate) mod announcement;
+mod call;
+mod frames;
 mod link;
 mod once;
 mod relay;

@@ -24,13 +24,13 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rustc_hash::FxHashMap as HashMap;
 use tokio::time::Instant;
-use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use async_nats::jetstream::kv;
 
-use super::once;
+use super::call::Call;
 use super::window::{Sent, Taken};
+use super::{frames, once};
 use crate::hub::{HostId, Hub, Outgoing};
 use crate::wire::{Envelope, FrameCodec, Kind, Members, Target};
 use crate::{Error, Peer};
@@ -134,11 +134,7 @@ impl Relay {
     }
 
     fn encode(&mut self, envs: &[Envelope]) -> Result<Bytes, Error> {
-        let mut buf = BytesMut::new();
-        for env in envs {
-            self.codec.encode(env, &mut buf)?;
-        }
-        Ok(buf.freeze())
+        frames::encode(&mut self.codec, envs)
     }
 
     /// This host's peer as the others see it.
@@ -154,15 +150,7 @@ impl Relay {
     pub fn abandon(&mut self, item: Outgoing, why: &str) {
         match item {
             Outgoing::Call { host, env, owed } => {
-                let call = Call {
-                    hub: self.hub.clone(),
-                    host,
-                    caller: env.from,
-                    id: env.id,
-                    event: env.event.clone(),
-                    owed,
-                    map: matches!(env.to, Target::All { .. }),
-                };
+                let call = Call::new(self.hub.clone(), host, &env, owed);
                 call.fail_all(&call.unreachable(why));
             }
             Outgoing::Once(request) => {
@@ -229,57 +217,19 @@ impl Relay {
 
     /// Sends a call to `host` in a task of its own, which answers every route in `owed`.
     fn call(&mut self, host: HostId, env: Envelope, owed: Vec<Peer>) {
-        let (caller, id, event) = (env.from, env.id, env.event.clone());
-        let map = matches!(env.to, Target::All { .. });
+        let call = Call::new(self.hub.clone(), host, &env, owed);
         let stamped = Envelope {
             from: self.stamped(env.from),
             ..env
         };
-        let call = Call {
-            hub: self.hub.clone(),
-            host,
-            caller,
-            id,
-            event,
-            owed,
-            map,
-        };
-        let payload = match self.encode(std::slice::from_ref(&stamped)) {
-            Ok(payload) => payload,
-            Err(e) => return call.fail_all(&e),
-        };
-        let request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(self.timeout));
-        let (client, subject) = (self.client.clone(), self.subjects.host(host));
-        let (lost, timeout) = (self.lost.clone(), self.timeout);
-        tokio::spawn(async move {
-            let answered = tokio::select! {
-                answered = client.send_request(subject, request) => answered,
-                () = lost.cancelled() => {
-                    let detail = "the NATS connection was lost with the call in flight";
-                    return call.fail_all(&call.unreachable(detail));
-                }
-            };
-            match answered {
-                Ok(message) => call.answered(&message.payload),
-                Err(e) => {
-                    use async_nats::client::RequestErrorKind as Kind;
-                    let error = match e.kind() {
-                        Kind::NoResponders => {
-                            call.unreachable("nothing answers for it on NATS (stopped or killed?)")
-                        }
-                        Kind::TimedOut => Error::Timeout {
-                            event: String::from_utf8_lossy(&call.event).into_owned(),
-                            after: timeout,
-                            peer: Some(Peer::Remote { host, worker: None }),
-                        },
-                        Kind::Other => call.unreachable(&e.to_string()),
-                    };
-                    call.fail_all(&error);
-                }
+        match frames::encode(&mut self.codec, std::slice::from_ref(&stamped)) {
+            Ok(payload) => {
+                let (client, subject) = (self.client.clone(), self.subjects.host(host));
+                let run = call.run(client, subject, payload, self.timeout, self.lost.clone());
+                tokio::spawn(run);
             }
-        });
+            Err(e) => call.fail_all(&e),
+        }
     }
 
     /// An answer for `to`, a caller on another host, from a call run here.
@@ -439,21 +389,13 @@ impl Relay {
         self.hub.route_remote(env);
     }
 
+    /// A message's frames, or none if any of it is not a frame.
     fn decode(&mut self, payload: &[u8]) -> Vec<Envelope> {
-        let mut buf = BytesMut::from(payload);
-        let mut envs = Vec::new();
-        loop {
-            match self.codec.decode(&mut buf) {
-                Ok(Some(env)) => envs.push(env),
-                Ok(None) if buf.is_empty() => return envs,
-                Ok(None) => {
-                    tracing::debug!("a message from another host cut short: dropped");
-                    return Vec::new();
-                }
-                Err(e) => {
-                    tracing::debug!("a message from another host that does not decode: {e}");
-                    return Vec::new();
-                }
+        match frames::decode(&mut self.codec, payload) {
+            (envs, None) => envs,
+            (_, Some(problem)) => {
+                tracing::debug!("a message from another host {problem}: dropped");
+                Vec::new()
             }
         }
     }
@@ -491,75 +433,6 @@ impl Relay {
                 ..Envelope::new(Kind::Cancel, "", Bytes::new())
             };
             self.hub.route_remote(cancel);
-        }
-    }
-}
-
-/// A call to another host, as its task answers it.
-struct Call {
-    hub: Hub,
-    host: HostId,
-    caller: Peer,
-    id: u64,
-    event: Bytes,
-    /// The routes the Hub keeps for it.
-    owed: Vec<Peer>,
-    /// A `map`'s share: one answer per worker, each its own route.
-    map: bool,
-}
-
-impl Call {
-    fn unreachable(&self, detail: &str) -> Error {
-        Error::HostUnreachable {
-            host: self.hub.host_name(self.host),
-            detail: detail.to_owned(),
-        }
-    }
-
-    fn fail_all(&self, error: &Error) {
-        for &owed in &self.owed {
-            let event = self.event.clone();
-            self.hub
-                .remote_failed(self.caller, self.id, owed, event, error);
-        }
-    }
-
-    /// The host's answers: each to its route; a route left unanswered fails (a worker of a
-    /// `map` the host no longer had).
-    fn answered(&self, payload: &[u8]) {
-        let mut codec = FrameCodec::builder()
-            .max_frame(self.hub.config().max_frame)
-            .new_codec();
-        let mut buf = BytesMut::from(payload);
-        while let Ok(Some(env)) = codec.decode(&mut buf) {
-            if env.id != self.id {
-                tracing::debug!(host = %self.host, "an answer for another call: dropped");
-                continue;
-            }
-            if self.map && env.kind == Kind::Failure && env.from == Peer::Master {
-                // The host refused the whole share.
-                return self.fail_all(&env.error());
-            }
-            let owed_by = match self.map {
-                true => Peer::Remote {
-                    host: self.host,
-                    worker: env.from.worker(),
-                },
-                false => Peer::Remote {
-                    host: self.host,
-                    worker: None,
-                },
-            };
-            self.hub.remote_answer(self.host, env, self.caller, owed_by);
-        }
-        for &owed in &self.owed {
-            let error = Error::WorkerGone {
-                event: String::from_utf8_lossy(&self.event).into_owned(),
-                peer: owed,
-            };
-            let event = self.event.clone();
-            self.hub
-                .remote_failed(self.caller, self.id, owed, event, &error);
         }
     }
 }
