@@ -85,6 +85,19 @@ async fn sees(hub: &Hub, workers: usize) -> Vec<RemoteHost> {
     .await
 }
 
+/// Waits until `hub` knows a worker of another host that handles `event`.
+async fn hears_of_handler(hub: &Hub, event: &str) {
+    until(&format!("a handler of {event} on another host"), || {
+        let hosts = hub.hosts();
+        let workers = hosts.iter().flat_map(|h| &h.workers);
+        let handled = workers
+            .into_iter()
+            .any(|(_, e)| e.iter().any(|e| e == event));
+        handled.then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_consume_map_and_request_span_hosts() {
     let server = NatsServer::start();
@@ -177,16 +190,7 @@ async fn broadcast_consume_map_and_request_span_hosts() {
     }
     // An event only another host handles is consumed there; none handles it: NoHandler.
     b.cluster.worker(0).on(|_: Local| async { 7 });
-    until("b announces its new handler", || {
-        let hosts = a.cluster.hub().hosts();
-        let handled = hosts.iter().any(|h| {
-            h.workers
-                .iter()
-                .any(|(_, e)| e.contains(&"local".to_owned()))
-        });
-        handled.then_some(())
-    })
-    .await;
+    hears_of_handler(a.cluster.hub(), "local").await;
     assert_eq!(caller.consume(Local).await.unwrap(), 7);
     assert!(matches!(
         caller.consume(Slow).await,
@@ -389,16 +393,7 @@ async fn consume_once_runs_once_across_hosts_under_concurrent_callers() {
         other => panic!("a key nobody handles: {other:?}"),
     }
     b.cluster.worker(1).on(|_: Local| async { 5 });
-    until("b announces its new handler", || {
-        let hosts = a.cluster.hub().hosts();
-        let handled = hosts.iter().any(|h| {
-            h.workers
-                .iter()
-                .any(|(_, e)| e.contains(&"local".to_owned()))
-        });
-        handled.then_some(())
-    })
-    .await;
+    hears_of_handler(a.cluster.hub(), "local").await;
     assert_eq!(
         b.cluster
             .worker(0)
