@@ -35,6 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use multiprocess::{BoxError, Cluster, Event, Master, Messenger, Worker};
+
+#[path = "load/run.rs"]
+mod load;
+use load::run_load;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use serde_json::{json, Value};
@@ -361,43 +365,6 @@ where
         "master_faults_per_op": per_op(faults0.0, faults1.0).as_f64().map(|v| v / 1e6),
         "worker0_faults_per_op": per_op(faults0.1, faults1.1).as_f64().map(|v| v / 1e6),
     }))
-}
-
-/// `in_flight` tasks each calling `call` one after the other until `secs` have passed.
-/// Returns every call's latency and the time until the last call finished.
-async fn run_load<F, Fut>(
-    secs: f64,
-    in_flight: usize,
-    call: F,
-) -> Result<(Vec<Duration>, f64), BoxError>
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = messenger_result::Result<()>> + Send,
-{
-    let start = Instant::now();
-    let end = start + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(4096);
-                // One clock reading per call: it ends this call and starts the next.
-                let mut t = Instant::now();
-                while t < end {
-                    call().await?;
-                    let done = Instant::now();
-                    lat.push(done - t);
-                    t = done;
-                }
-                Ok::<_, multiprocess::CallError>(lat)
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok((all, start.elapsed().as_secs_f64()))
 }
 
 /// Broadcasts for about `secs`, then waits (60 s at most) until every worker counted them all.

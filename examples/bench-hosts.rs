@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 
 use multiprocess::uplink::Uplink;
 use multiprocess::{BoxError, Cluster, Event, Master, Messenger, Peer, Worker};
+
+#[path = "load/run.rs"]
+mod load;
+use load::run_load;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -240,40 +244,6 @@ where
         "ops_per_s": latencies.len() as f64 / elapsed,
         "latency_us": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
     }))
-}
-
-async fn run_load<F, Fut>(
-    secs: f64,
-    in_flight: usize,
-    call: F,
-) -> Result<(Vec<Duration>, f64), BoxError>
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), multiprocess::CallError>> + Send,
-{
-    let start = Instant::now();
-    let end = start + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(4096);
-                let mut t = Instant::now();
-                while t < end {
-                    call().await?;
-                    let done = Instant::now();
-                    lat.push(done - t);
-                    t = done;
-                }
-                Ok::<_, multiprocess::CallError>(lat)
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok((all, start.elapsed().as_secs_f64()))
 }
 
 /// Broadcasts for about `secs`, then waits (60 s at most) until `b`'s workers counted them all.
