@@ -473,3 +473,57 @@ async fn a_flood_of_broadcasts_across_hosts_is_slowed_down_not_dropped() {
     })
     .await;
 }
+
+/// Answers with that many bytes.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "sized", reply = serde_bytes::ByteBuf)]
+struct Sized {
+    reply: usize,
+    #[serde(with = "serde_bytes")]
+    padding: Vec<u8>,
+}
+
+/// Many calls in flight share NATS messages (a host's calls and answers taken in one go); one
+/// too large for a NATS message (the server's `max_payload`, 1 MiB here) fails at once with
+/// `FrameTooLarge`, whichever way it goes, and the others are not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_share_messages_and_one_too_large_for_nats_fails_at_once() {
+    let server = NatsServer::start();
+    let long = Config::default().request_timeout(Duration::from_secs(600));
+    let (a, b) = (host("a", long.clone()).await, host("b", long).await);
+    for worker in b.cluster.workers() {
+        worker.on(|s: Sized| async move { serde_bytes::ByteBuf::from(vec![7u8; s.reply]) });
+    }
+    let _ja = join(&a, &server, "sizes", "a").await;
+    let _jb = join(&b, &server, "sizes", "b").await;
+    sees(b.cluster.hub(), 2).await;
+    hears_of_handler(a.cluster.hub(), "sized").await;
+    let caller = a.cluster.worker(0).clone();
+    let sized = |reply: usize, padding: usize| Sized {
+        reply,
+        padding: vec![1; padding],
+    };
+
+    let calls = (0..512).map(|i| caller.consume(sized(i, i)));
+    let answers = tokio::time::timeout(DEADLINE, futures_util::future::join_all(calls))
+        .await
+        .expect("512 calls in flight answered");
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap().len(), i);
+    }
+
+    let mib = 1024 * 1024;
+    let too_large = |result: Result<serde_bytes::ByteBuf, Error>| match result {
+        Err(Error::FrameTooLarge { size, max }) => {
+            assert!(size > max && max == mib, "{size} {max}")
+        }
+        other => panic!("{:?}", other.map(|b| b.len())),
+    };
+    let call = tokio::time::timeout(DEADLINE, caller.consume(sized(0, 2 * mib)));
+    too_large(call.await.expect("a call too large fails at once"));
+    let answer = tokio::time::timeout(DEADLINE, caller.consume(sized(2 * mib, 0)));
+    too_large(answer.await.expect("an answer too large fails at once"));
+    // Just under the limit goes.
+    let near = caller.consume(sized(mib - 1024, 0)).await.unwrap();
+    assert_eq!(near.len(), mib - 1024);
+}

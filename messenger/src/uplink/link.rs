@@ -24,6 +24,10 @@ const SUBSCRIPTION_CAPACITY: usize = 1024;
 /// longer on NATS (a connection being re-established takes nothing from the queue).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The most items taken from the Hub's queue in one go, their calls and answers gathered into
+/// one message per host (`outbox.rs`).
+const BATCH: usize = 256;
+
 /// The longest reason kept for the log of ignored announcements (it may quote their bytes).
 const MAX_REASON: usize = 200;
 
@@ -90,6 +94,9 @@ pub(super) async fn start(
         acks: subscribe(subjects.acks(id))
             .await
             .map_err(|e| unreachable(&e))?,
+        answers: subscribe(subjects.answers_to(id))
+            .await
+            .map_err(|e| unreachable(&e))?,
     };
     let store = once::bucket(&client, &uplink.cluster, hub.config()).await;
     port.set_up(true);
@@ -127,6 +134,7 @@ struct Subscriptions {
     broadcasts: async_nats::Subscriber,
     calls: async_nats::Subscriber,
     acks: async_nats::Subscriber,
+    answers: async_nats::Subscriber,
 }
 
 struct Run {
@@ -156,17 +164,32 @@ impl Run {
             mut broadcasts,
             mut calls,
             mut acks,
+            mut answers,
         } = subscriptions;
         let mut heartbeat = tokio::time::interval(self.expiry / 3);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let timeout = self.hub.config().request_timeout;
+        let mut expiry = tokio::time::interval(
+            (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        );
+        expiry.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut refused = Refused::default();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                Some(item) = self.port.recv() => self.relay.outgoing(item).await,
+                Some(item) = self.port.recv() => {
+                    self.relay.outgoing(item).await;
+                    // What else waits goes in the same messages.
+                    for _ in 1..BATCH {
+                        let Some(item) = self.port.try_recv() else { break };
+                        self.relay.outgoing(item).await;
+                    }
+                }
                 Some(message) = broadcasts.next() => self.relay.incoming_broadcast(&message.payload),
-                Some(message) = calls.next() => self.relay.incoming_call(message).await,
+                Some(message) = calls.next() => self.relay.incoming_calls(message),
+                Some(message) = answers.next() => self.relay.incoming_answers(&message),
                 Some(message) = acks.next() => self.relay.incoming_ack(&message.payload),
+                _ = expiry.tick() => self.relay.expire(),
                 _ = heartbeat.tick() => {
                     self.say(false).await;
                     for (id, name) in self.hub.expire_hosts(self.expiry) {
@@ -190,6 +213,7 @@ impl Run {
                     async_nats::Event::Connected => {
                         tracing::info!("NATS connection (re)established: announcing this host");
                         self.port.set_up(true);
+                        self.relay.connected();
                         self.say(false).await;
                     }
                     async_nats::Event::Disconnected => {
@@ -213,6 +237,7 @@ impl Run {
                     }
                 },
             }
+            self.relay.flush().await;
         }
         // Leaving: nothing more goes to other hosts, what is in flight or queued fails, and
         // this host says so once, within a bound; then the connection closes with the client.

@@ -59,7 +59,8 @@
 //!
 //! Files: the settings and the joined handle here, the announcement's bytes in
 //! `announcement.rs`, the connection's task in `link.rs`, calls and broadcasts in `relay.rs`
-//! (a call to another host in `call.rs`, the frames of a message in `frames.rs`),
+//! (this host's calls waiting for answers in `calls.rs`, the messages they and the answers go in
+//! in `outbox.rs`, the frames of a message in `frames.rs`),
 //! `consume_once` in `once.rs`; the table of other hosts and the routes across hosts are the
 //! Hub's (`hub/hosts.rs`, `hub/router/remote.rs`).
 
@@ -72,10 +73,11 @@ use crate::hub::{HostId, Hub};
 use crate::{Error, Result};
 
 pub(crate) mod announcement;
-mod call;
+mod calls;
 mod frames;
 mod link;
 mod once;
+mod outbox;
 mod relay;
 mod window;
 

@@ -2,15 +2,17 @@
 //! what other hosts send comes into the Hub.
 //!
 //! Subjects, for cluster `C`: broadcasts on `multiprocess.C.broadcast` (every host hears every
-//! other's), calls to a host on `multiprocess.C.host.<its id>` as NATS requests, the answer on
-//! the request's reply subject. A message is the messenger's own frames (`wire`): one for a
-//! broadcast or a call, one or more for an answer (a `map`'s share is every worker's answer),
-//! the sender stamped by its Hub as [`Peer::Remote`].
+//! other's), calls to a host on `multiprocess.C.host.<its id>`, their answers on
+//! `multiprocess.C.answers.<caller's host>.<callee's host>.<batch>` (the calls' reply
+//! subject). A message is the messenger's own frames (`wire`): one broadcast; or the calls
+//! to one host, or the answers to one host's callers, that the uplink took from its Hub in one
+//! go (`outbox.rs`), the sender stamped by its Hub as [`Peer::Remote`]. A `map`'s share is
+//! answered as the host's member list, then each worker's answer as it comes.
 //!
-//! A call in flight fails at once when the NATS connection is lost (the client would keep it
-//! until its timeout), and is never sent twice: whether it ran there is unknown, so it is the
+//! A call in flight fails at once when the NATS connection is lost, or when NATS says nothing
+//! took its message, and is never sent twice: whether it ran there is unknown, so it is the
 //! caller's to try again. A call waits at most the Hub's [`Config::request_timeout`] for
-//! another host, whatever the caller's own deadline.
+//! another host (checked every tenth of it, at least every second), whatever the caller's own deadline.
 //!
 //! What other hosts cost here is bounded: the calls from them being run at once
 //! ([`MAX_INBOUND`]; one more is answered `Busy`), each forgotten after twice the request
@@ -24,11 +26,11 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rustc_hash::FxHashMap as HashMap;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use async_nats::jetstream::kv;
 
-use super::call::Call;
+use super::calls::{Calls, Settle};
+use super::outbox::{self, Outbox, To};
 use super::window::{Sent, Taken};
 use super::{frames, once};
 use crate::hub::{HostId, Hub, Outgoing};
@@ -47,6 +49,7 @@ pub(super) struct Subjects {
     pub broadcast: String,
     prefix: String,
     acks: String,
+    answers: String,
 }
 
 impl Subjects {
@@ -56,7 +59,29 @@ impl Subjects {
             broadcast: format!("multiprocess.{cluster}.broadcast"),
             prefix: format!("multiprocess.{cluster}.host."),
             acks: format!("multiprocess.{cluster}.acks."),
+            answers: format!("multiprocess.{cluster}.answers."),
         }
+    }
+
+    /// Where `host`'s answers to the calls of `me` in message `batch` go.
+    pub fn answers(&self, me: HostId, host: HostId, batch: u64) -> String {
+        format!("{}{me}.{host}.{batch}", self.answers)
+    }
+
+    /// Every answer to this host's calls.
+    pub fn answers_to(&self, me: HostId) -> String {
+        format!("{}{me}.>", self.answers)
+    }
+
+    /// The host and the batch an answer's subject names, if it is one of `me`'s.
+    fn answer_source(&self, me: HostId, subject: &str) -> Option<(HostId, u64)> {
+        let rest = subject
+            .strip_prefix(self.answers.as_str())?
+            .strip_prefix(me.to_string().as_str())?
+            .strip_prefix('.')?;
+        let (host, batch) = rest.split_once('.')?;
+        let host = u64::from_str_radix(host, 16).ok()?;
+        Some((HostId(host), batch.parse().ok()?))
     }
 
     /// Where calls to `host` go.
@@ -70,12 +95,13 @@ impl Subjects {
     }
 }
 
-/// A call from another host being run here: where its answer goes.
+/// A call from another host being run here: where its answers go.
 struct Inbound {
     reply: async_nats::Subject,
     since: Instant,
-    /// A `map`'s share: the answers so far, and how many are to come once the member list says.
-    gather: Option<(Option<usize>, Vec<Envelope>)>,
+    /// A `map`'s share: how many answers are to come once the member list says, and how many
+    /// went.
+    map: Option<(Option<usize>, usize)>,
 }
 
 pub(super) struct Relay {
@@ -86,8 +112,10 @@ pub(super) struct Relay {
     codec: FrameCodec,
     timeout: Duration,
     inbound: HashMap<(Peer, u64), Inbound>,
-    /// Fires when the connection is lost: every call in flight then fails.
-    lost: CancellationToken,
+    /// This host's calls waiting for other hosts' answers.
+    calls: Calls,
+    /// What goes out at the next [`Relay::flush`].
+    outbox: Outbox,
     /// The bucket that settles `consume_once` keys, if the server has JetStream.
     store: Option<kv::Store>,
     /// This host's broadcasts until the others took them, and theirs until delivered here.
@@ -115,6 +143,7 @@ impl Relay {
             .max_frame(config.max_frame)
             .new_codec();
         let timeout = config.request_timeout;
+        let outbox = Outbox::new(max_payload(&client));
         Relay {
             hub,
             client,
@@ -123,7 +152,8 @@ impl Relay {
             codec,
             timeout,
             inbound: HashMap::default(),
-            lost: CancellationToken::new(),
+            calls: Calls::default(),
+            outbox,
             store,
             sent: Sent::default(),
             taken: Taken::default(),
@@ -135,6 +165,11 @@ impl Relay {
 
     fn encode(&mut self, envs: &[Envelope]) -> Result<Bytes, Error> {
         frames::encode(&mut self.codec, envs)
+    }
+
+    /// The server's `max_payload` may differ after a reconnection.
+    pub fn connected(&mut self) {
+        self.outbox.set_max(max_payload(&self.client));
     }
 
     /// This host's peer as the others see it.
@@ -150,8 +185,12 @@ impl Relay {
     pub fn abandon(&mut self, item: Outgoing, why: &str) {
         match item {
             Outgoing::Call { host, env, owed } => {
-                let call = Call::new(self.hub.clone(), host, &env, owed);
-                call.fail_all(&call.unreachable(why));
+                let error = self.unreachable(host, why);
+                for owed_by in owed {
+                    let event = env.event.clone();
+                    self.hub
+                        .remote_failed(env.from, env.id, owed_by, event, &error);
+                }
             }
             Outgoing::Once(request) => {
                 let error = Error::HostUnreachable {
@@ -191,7 +230,7 @@ impl Relay {
                 }
             }
             Outgoing::Call { host, env, owed } => self.call(host, env, owed),
-            Outgoing::Answer { to, env } => self.answer(to, env).await,
+            Outgoing::Answer { to, env } => self.answer(to, env),
             Outgoing::Once(request) => {
                 let (hub, store) = (self.hub.clone(), self.store.clone());
                 let trust_absence = self.joined.elapsed() >= self.expiry;
@@ -215,67 +254,144 @@ impl Relay {
         }
     }
 
-    /// Sends a call to `host` in a task of its own, which answers every route in `owed`.
-    fn call(&mut self, host: HostId, env: Envelope, owed: Vec<Peer>) {
-        let call = Call::new(self.hub.clone(), host, &env, owed);
-        let stamped = Envelope {
-            from: self.stamped(env.from),
-            ..env
-        };
-        match frames::encode(&mut self.codec, std::slice::from_ref(&stamped)) {
-            Ok(payload) => {
-                let (client, subject) = (self.client.clone(), self.subjects.host(host));
-                let run = call.run(client, subject, payload, self.timeout, self.lost.clone());
-                tokio::spawn(run);
-            }
-            Err(e) => call.fail_all(&e),
+    fn unreachable(&self, host: HostId, detail: &str) -> Error {
+        Error::HostUnreachable {
+            host: self.hub.host_name(host),
+            detail: detail.to_owned(),
         }
     }
 
-    /// An answer for `to`, a caller on another host, from a call run here.
-    async fn answer(&mut self, to: Peer, mut env: Envelope) {
+    /// Tells the Hub what ended calls of this host.
+    fn settle(&self, settles: Vec<Settle>) {
+        for settle in settles {
+            match settle {
+                Settle::Answer {
+                    host,
+                    env,
+                    caller,
+                    owed_by,
+                } => self.hub.remote_answer(host, env, caller, owed_by),
+                Settle::Fail {
+                    caller,
+                    id,
+                    owed_by,
+                    event,
+                    error,
+                } => self.hub.remote_failed(caller, id, owed_by, event, &error),
+            }
+        }
+    }
+
+    /// A call to `host`, into the next message there; every route in `owed` is answered.
+    fn call(&mut self, host: HostId, env: Envelope, owed: Vec<Peer>) {
+        let stamped = Envelope {
+            from: self.stamped(env.from),
+            ..env.clone()
+        };
+        match self.outbox.call(&mut self.codec, host, &stamped) {
+            Ok(batch) => self.calls.sent(host, &env, owed, batch),
+            Err(error) => {
+                for owed_by in owed {
+                    let event = env.event.clone();
+                    self.hub
+                        .remote_failed(env.from, env.id, owed_by, event, &error);
+                }
+            }
+        }
+    }
+
+    /// An answer for `to`, a caller on another host, from a call run here (or the member list
+    /// of a `map`'s share): into the next message to `to`'s host.
+    fn answer(&mut self, to: Peer, mut env: Envelope) {
         let key = (to, env.id);
+        let Some(host) = to.host() else {
+            return;
+        };
         let Some(inbound) = self.inbound.get_mut(&key) else {
             return tracing::debug!(%to, "an answer for another host that nobody waits for");
         };
         env.to = Target::caller(to);
-        let done = match &mut inbound.gather {
-            None => Some(vec![env]),
-            Some((expected, answers)) => {
+        let done = match &mut inbound.map {
+            None => true,
+            Some((expected, answered)) => {
                 match env.kind {
                     Kind::Members => {
                         *expected = Members::from_bytes(&env.body).ok().map(|m| m.workers.len())
                     }
                     // The whole call refused: that alone is the answer.
                     Kind::Failure if env.from == Peer::Master => *expected = Some(0),
-                    _ => {}
+                    _ => *answered += 1,
                 }
-                if env.kind != Kind::Members {
-                    answers.push(env);
-                }
-                let complete = expected.is_some_and(|n| answers.len() >= n);
-                complete.then(|| std::mem::take(answers))
+                expected.is_some_and(|n| *answered >= n)
             }
         };
-        let Some(answers) = done else {
-            return;
-        };
-        let Some(inbound) = self.inbound.remove(&key) else {
-            return;
-        };
-        match self.encode(&answers) {
-            Ok(bytes) => {
-                let sent = tokio::time::timeout(
-                    PUBLISH_TIMEOUT,
-                    self.client.publish(inbound.reply, bytes),
-                )
-                .await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    tracing::debug!(%to, "an answer for another host not sent");
-                }
-            }
-            Err(e) => tracing::warn!(%to, "an answer for another host not sent: {e}"),
+        let reply = inbound.reply.clone();
+        if done {
+            self.inbound.remove(&key);
         }
+        if let Err(error) = self.outbox.answer(&mut self.codec, host, &reply, &env) {
+            // Too large for a NATS message: the caller is told so rather than left waiting.
+            let max = self.codec.max_frame();
+            let mut failure = Envelope::failure(env.id, env.from, env.event, &error, max);
+            failure.to = env.to;
+            if let Err(e) = self.outbox.answer(&mut self.codec, host, &reply, &failure) {
+                tracing::warn!(%to, "an answer for another host not sent: {e}");
+            }
+        }
+    }
+
+    /// Sends what was gathered for other hosts. A message of calls that cannot be sent fails
+    /// its calls at once.
+    pub async fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        for message in self.outbox.take() {
+            let outbox::Message { to, payload } = message;
+            match to {
+                To::Calls { host, batch } => {
+                    let subject = self.subjects.host(host);
+                    let reply = self.subjects.answers(self.me, host, batch);
+                    let publish = self.client.publish_with_reply(subject, reply, payload);
+                    let sent = tokio::time::timeout(PUBLISH_TIMEOUT, publish).await;
+                    let detail = match sent {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => format!("not sent: {e}"),
+                        Err(_) => "not sent: the NATS client's queue is full".to_owned(),
+                    };
+                    let error = self.unreachable(host, &detail);
+                    let mut settles = Vec::new();
+                    self.calls.batch_failed(host, batch, &error, &mut settles);
+                    self.settle(settles);
+                }
+                To::Answers { reply } => self.publish(reply.to_string(), payload).await,
+            }
+        }
+    }
+
+    /// Answers from another host to this host's calls.
+    pub fn incoming_answers(&mut self, message: &async_nats::Message) {
+        let Some((host, batch)) = self.subjects.answer_source(self.me, &message.subject) else {
+            return tracing::debug!(subject = %message.subject, "answers on a subject not this host's: dropped");
+        };
+        let mut settles = Vec::new();
+        if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            let error =
+                self.unreachable(host, "nothing answers for it on NATS (stopped or killed?)");
+            self.calls.batch_failed(host, batch, &error, &mut settles);
+        } else {
+            for env in self.decode(&message.payload) {
+                self.calls.answered(self.me, host, env, &mut settles);
+            }
+        }
+        self.settle(settles);
+    }
+
+    /// Fails this host's calls that waited longer than the request timeout.
+    pub fn expire(&mut self) {
+        let mut settles = Vec::new();
+        self.calls.expire(self.timeout, &mut settles);
+        self.settle(settles);
     }
 
     /// A broadcast from another host.
@@ -350,43 +466,44 @@ impl Relay {
         }
     }
 
-    /// A call from another host.
-    pub async fn incoming_call(&mut self, message: async_nats::Message) {
+    /// Calls from another host: each frame one, all from that host (or none is taken).
+    pub fn incoming_calls(&mut self, message: async_nats::Message) {
         let Some(reply) = message.reply else {
-            return tracing::debug!("a call from another host with no reply subject: dropped");
+            return tracing::debug!("calls from another host with no reply subject: dropped");
         };
-        let mut envs = self.decode(&message.payload).into_iter();
-        let (Some(env), None) = (envs.next(), envs.next()) else {
-            return tracing::debug!("a call from another host that is not one frame: dropped");
+        let envs = self.decode(&message.payload);
+        let host = envs.first().and_then(|env| env.from.host());
+        let sound = |env: &Envelope| env.kind == Kind::Request && env.from.host() == host;
+        let Some(host) = host.filter(|h| *h != self.me && envs.iter().all(sound)) else {
+            return tracing::debug!(?host, "calls from another host that are not: dropped");
         };
-        let from = env.from;
-        if env.kind != Kind::Request || !from.host().is_some_and(|h| h != self.me) {
-            return tracing::debug!(%from, "a call from another host that is not one: dropped");
-        }
-        if self.inbound.len() >= MAX_INBOUND && !self.inbound.contains_key(&(from, env.id)) {
-            let error = Error::Busy {
-                event: env.event_name(),
-                peer: Peer::Remote {
-                    host: self.me,
-                    worker: None,
-                },
-            };
-            let max = self.codec.max_frame();
-            let mut failure = Envelope::failure(env.id, Peer::Master, env.event, &error, max);
-            failure.to = Target::caller(from);
-            if let Ok(bytes) = self.encode(&[failure]) {
-                self.publish(reply.to_string(), bytes).await;
+        for env in envs {
+            let from = env.from;
+            if self.inbound.len() >= MAX_INBOUND && !self.inbound.contains_key(&(from, env.id)) {
+                let error = Error::Busy {
+                    event: env.event_name(),
+                    peer: Peer::Remote {
+                        host: self.me,
+                        worker: None,
+                    },
+                };
+                let max = self.codec.max_frame();
+                let mut failure = Envelope::failure(env.id, Peer::Master, env.event, &error, max);
+                failure.to = Target::caller(from);
+                if let Err(e) = self.outbox.answer(&mut self.codec, host, &reply, &failure) {
+                    tracing::debug!(%from, "a refusal for another host not sent: {e}");
+                }
+                continue;
             }
-            return;
+            let map = matches!(env.to, Target::All { .. }).then_some((None, 0));
+            let inbound = Inbound {
+                reply: reply.clone(),
+                since: Instant::now(),
+                map,
+            };
+            self.inbound.insert((from, env.id), inbound);
+            self.hub.route_remote(env);
         }
-        let gather = matches!(env.to, Target::All { .. }).then(|| (None, Vec::new()));
-        let inbound = Inbound {
-            reply,
-            since: Instant::now(),
-            gather,
-        };
-        self.inbound.insert((from, env.id), inbound);
-        self.hub.route_remote(env);
     }
 
     /// A message's frames, or none if any of it is not a frame.
@@ -403,8 +520,16 @@ impl Relay {
     /// The connection is lost: the calls in flight fail now, and those run for other hosts
     /// are given up (their callers' uplinks fail them).
     pub fn lost(&mut self) {
-        self.lost.cancel();
-        self.lost = CancellationToken::new();
+        let mut settles = Vec::new();
+        let detail = "the NATS connection was lost with the call in flight";
+        let hub = self.hub.clone();
+        let error_for = |host| Error::HostUnreachable {
+            host: hub.host_name(host),
+            detail: detail.to_owned(),
+        };
+        self.calls.fail_all(error_for, &mut settles);
+        self.settle(settles);
+        self.outbox.clear();
         self.give_up(|_| true);
         self.sent.lost();
         self.taken.clear();
@@ -434,5 +559,13 @@ impl Relay {
             };
             self.hub.route_remote(cancel);
         }
+    }
+}
+
+/// The most bytes the server takes in one message (1 MiB unless configured otherwise).
+fn max_payload(client: &async_nats::Client) -> usize {
+    match client.server_info().max_payload {
+        0 => 1024 * 1024,
+        max => max,
     }
 }
