@@ -491,8 +491,9 @@ async fn calls_in_flight_share_messages_and_one_too_large_for_nats_fails_at_once
     let server = NatsServer::start();
     let long = Config::default().request_timeout(Duration::from_secs(600));
     let (a, b) = (host("a", long.clone()).await, host("b", long).await);
+    let echo = |s: Sized| async move { serde_bytes::ByteBuf::from(vec![7u8; s.reply]) };
     for worker in b.cluster.workers() {
-        worker.on(|s: Sized| async move { serde_bytes::ByteBuf::from(vec![7u8; s.reply]) });
+        worker.on(echo);
     }
     let _ja = join(&a, &server, "sizes", "a").await;
     let _jb = join(&b, &server, "sizes", "b").await;
@@ -526,4 +527,17 @@ async fn calls_in_flight_share_messages_and_one_too_large_for_nats_fails_at_once
     // Just under the limit goes.
     let near = caller.consume(sized(mib - 1024, 0)).await.unwrap();
     assert_eq!(near.len(), mib - 1024);
+    // A map's share too large for one message is answered in several (host a's own workers
+    // answer the map too).
+    for worker in a.cluster.workers() {
+        worker.on(echo);
+    }
+    let entries = tokio::time::timeout(DEADLINE, caller.map(sized(mib * 3 / 4, 0)))
+        .await
+        .expect("a large map answered")
+        .unwrap();
+    assert_eq!(entries.len(), 4);
+    for entry in entries {
+        assert_eq!(entry.len(), mib * 3 / 4);
+    }
 }

@@ -1,19 +1,10 @@
-//! A NATS message between hosts is a run of the messenger's own frames (`wire`).
+//! A NATS message between hosts is a run of the messenger's own frames (`wire`), written by
+//! `outbox.rs`.
 
-use bytes::{Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
 
 use crate::wire::{Envelope, FrameCodec};
-use crate::Error;
-
-/// `envs` as one message.
-pub(super) fn encode(codec: &mut FrameCodec, envs: &[Envelope]) -> Result<Bytes, Error> {
-    let mut buf = BytesMut::new();
-    for env in envs {
-        codec.encode(env, &mut buf)?;
-    }
-    Ok(buf.freeze())
-}
 
 /// The frames of a message, and what was wrong with the rest of it, if anything (cut short,
 /// or not a frame).

@@ -1,6 +1,7 @@
-//! Calls and answers for other hosts, gathered into one NATS message per destination: the
-//! frames the uplink takes from the Hub in one go (up to [`super::link`]'s batch) leave as a
-//! message per host they go to, each at most the server's `max_payload`.
+//! Broadcasts, calls and answers for other hosts, gathered into one NATS message per
+//! destination: the frames the uplink takes from the Hub in one go (up to `link.rs`'s batch)
+//! leave as one message of broadcasts and one per host that calls or answers go to, each at
+//! most the server's `max_payload`, in the order they were taken.
 //!
 //! One message for many frames is what makes calls across hosts cheap: the NATS server, the
 //! client and the kernel work per message, and under load a host's calls to another arrive in
@@ -18,6 +19,8 @@ use crate::Error;
 /// Where a message goes.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum To {
+    /// Broadcasts, for every other host.
+    Broadcasts,
     /// Calls to `host`, numbered `batch`.
     Calls { host: HostId, batch: u64 },
     /// Answers for callers of another host, on a reply subject it gave.
@@ -40,6 +43,7 @@ pub(super) struct Outbox {
     /// The most bytes a message may carry (the server's `max_payload`).
     max: usize,
     batches: u64,
+    broadcasts: Option<Open>,
     calls: HashMap<HostId, Open>,
     /// Keyed by the callers' host: any reply subject it gave reaches it.
     answers: HashMap<HostId, Open>,
@@ -51,10 +55,27 @@ impl Outbox {
         Outbox {
             max,
             batches: 0,
+            broadcasts: None,
             calls: HashMap::default(),
             answers: HashMap::default(),
             full: Vec::new(),
         }
+    }
+
+    /// Adds `env`, a broadcast for every other host.
+    pub fn broadcast(&mut self, codec: &mut FrameCodec, env: &Envelope) -> Result<(), Error> {
+        let open = self.broadcasts.get_or_insert_with(|| Open {
+            to: To::Broadcasts,
+            buf: BytesMut::new(),
+        });
+        if let Some(frame) = add(open, codec, env, self.max)? {
+            let fresh = Open {
+                to: To::Broadcasts,
+                buf: frame,
+            };
+            self.full.push(close(std::mem::replace(open, fresh)));
+        }
+        Ok(())
     }
 
     /// Adds `env`, a call to `host`: the batch it goes in, or why it cannot go.
@@ -79,7 +100,7 @@ impl Outbox {
         }
         match open.to {
             To::Calls { batch, .. } => Ok(batch),
-            To::Answers { .. } => unreachable!("a host's calls are numbered"),
+            To::Broadcasts | To::Answers { .. } => unreachable!("a host's calls are numbered"),
         }
     }
 
@@ -112,6 +133,7 @@ impl Outbox {
     /// Every message gathered, to be sent now.
     pub fn take(&mut self) -> Vec<Message> {
         let mut out = std::mem::take(&mut self.full);
+        out.extend(self.broadcasts.take().map(close));
         out.extend(self.calls.drain().map(|(_, open)| close(open)));
         out.extend(self.answers.drain().map(|(_, open)| close(open)));
         out
@@ -122,13 +144,17 @@ impl Outbox {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.full.is_empty() && self.calls.is_empty() && self.answers.is_empty()
+        self.full.is_empty()
+            && self.broadcasts.is_none()
+            && self.calls.is_empty()
+            && self.answers.is_empty()
     }
 
     /// Forgets what was gathered (the connection was lost: the calls in it fail with the
     /// others in flight).
     pub fn clear(&mut self) {
         self.full.clear();
+        self.broadcasts = None;
         self.calls.clear();
         self.answers.clear();
     }
@@ -201,13 +227,13 @@ mod tests {
         let mut sent = outbox.take();
         sent.sort_by_key(|m| match m.to {
             To::Calls { batch, .. } => batch,
-            To::Answers { .. } => u64::MAX,
+            To::Broadcasts | To::Answers { .. } => u64::MAX,
         });
         let batches: Vec<(u64, usize)> = sent
             .iter()
             .map(|m| match m.to {
                 To::Calls { batch, .. } => (batch, m.payload.len()),
-                To::Answers { .. } => unreachable!(),
+                To::Broadcasts | To::Answers { .. } => unreachable!(),
             })
             .collect();
         assert_eq!(batches.len(), 3);

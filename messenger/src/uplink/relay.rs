@@ -7,7 +7,8 @@
 //! subject). A message is the messenger's own frames (`wire`): one broadcast; or the calls
 //! to one host, or the answers to one host's callers, that the uplink took from its Hub in one
 //! go (`outbox.rs`), the sender stamped by its Hub as [`Peer::Remote`]. A `map`'s share is
-//! answered as the host's member list, then each worker's answer as it comes.
+//! answered as the host's member list and each worker's answer, in one message (or, past a
+//! few KiB, as they come).
 //!
 //! A call in flight fails at once when the NATS connection is lost, or when NATS says nothing
 //! took its message, and is never sent twice: whether it ran there is unknown, so it is the
@@ -99,10 +100,24 @@ impl Subjects {
 struct Inbound {
     reply: async_nats::Subject,
     since: Instant,
-    /// A `map`'s share: how many answers are to come once the member list says, and how many
-    /// went.
-    map: Option<(Option<usize>, usize)>,
+    /// A `map`'s share.
+    map: Option<Share>,
 }
+
+/// A `map`'s share being answered: its answers are held until the last (one message for the
+/// whole share, as a small one is), or until they pass [`HELD_BYTES`] (then they go as they
+/// come: a share too large for one NATS message is answered in several).
+#[derive(Default)]
+struct Share {
+    /// How many answers are to come, once the member list says.
+    expected: Option<usize>,
+    answered: usize,
+    held: Vec<Envelope>,
+    held_bytes: usize,
+}
+
+/// The most bytes of a share's answers held back.
+const HELD_BYTES: usize = 4096;
 
 pub(super) struct Relay {
     hub: Hub,
@@ -163,10 +178,6 @@ impl Relay {
         }
     }
 
-    fn encode(&mut self, envs: &[Envelope]) -> Result<Bytes, Error> {
-        frames::encode(&mut self.codec, envs)
-    }
-
     /// The server's `max_payload` may differ after a reconnection.
     pub fn connected(&mut self) {
         self.outbox.set_max(max_payload(&self.client));
@@ -215,9 +226,8 @@ impl Relay {
             Outgoing::Broadcast(mut env) => {
                 env.from = self.stamped(env.from);
                 env.id = self.sent.number();
-                match self.encode(std::slice::from_ref(&env)) {
-                    Ok(bytes) => self.publish(self.subjects.broadcast.clone(), bytes).await,
-                    Err(e) => tracing::warn!("a broadcast for other hosts not sent: {e}"),
+                if let Err(e) = self.outbox.broadcast(&mut self.codec, &env) {
+                    tracing::warn!("a broadcast for other hosts not sent: {e}");
                 }
                 self.let_go();
             }
@@ -311,31 +321,47 @@ impl Relay {
             return tracing::debug!(%to, "an answer for another host that nobody waits for");
         };
         env.to = Target::caller(to);
-        let done = match &mut inbound.map {
-            None => true,
-            Some((expected, answered)) => {
+        let reply = inbound.reply.clone();
+        let (done, envs) = match &mut inbound.map {
+            None => (true, vec![env]),
+            Some(share) => {
                 match env.kind {
                     Kind::Members => {
-                        *expected = Members::from_bytes(&env.body).ok().map(|m| m.workers.len())
+                        share.expected =
+                            Members::from_bytes(&env.body).ok().map(|m| m.workers.len())
                     }
                     // The whole call refused: that alone is the answer.
-                    Kind::Failure if env.from == Peer::Master => *expected = Some(0),
-                    _ => *answered += 1,
+                    Kind::Failure if env.from == Peer::Master => share.expected = Some(0),
+                    _ => share.answered += 1,
                 }
-                expected.is_some_and(|n| *answered >= n)
+                share.held_bytes += env.wire_len();
+                share.held.push(env);
+                let done = share.expected.is_some_and(|n| share.answered >= n);
+                if done || share.held_bytes > HELD_BYTES {
+                    share.held_bytes = 0;
+                    (done, std::mem::take(&mut share.held))
+                } else {
+                    (false, Vec::new())
+                }
             }
         };
-        let reply = inbound.reply.clone();
         if done {
             self.inbound.remove(&key);
         }
-        if let Err(error) = self.outbox.answer(&mut self.codec, host, &reply, &env) {
+        for env in envs {
+            self.answer_to(host, &reply, env);
+        }
+    }
+
+    fn answer_to(&mut self, host: HostId, reply: &async_nats::Subject, env: Envelope) {
+        let to = env.to;
+        if let Err(error) = self.outbox.answer(&mut self.codec, host, reply, &env) {
             // Too large for a NATS message: the caller is told so rather than left waiting.
             let max = self.codec.max_frame();
             let mut failure = Envelope::failure(env.id, env.from, env.event, &error, max);
-            failure.to = env.to;
-            if let Err(e) = self.outbox.answer(&mut self.codec, host, &reply, &failure) {
-                tracing::warn!(%to, "an answer for another host not sent: {e}");
+            failure.to = to;
+            if let Err(e) = self.outbox.answer(&mut self.codec, host, reply, &failure) {
+                tracing::warn!(?to, "an answer for another host not sent: {e}");
             }
         }
     }
@@ -363,6 +389,10 @@ impl Relay {
                     let mut settles = Vec::new();
                     self.calls.batch_failed(host, batch, &error, &mut settles);
                     self.settle(settles);
+                }
+                To::Broadcasts => {
+                    let subject = self.subjects.broadcast.clone();
+                    self.publish(subject, payload).await;
                 }
                 To::Answers { reply } => self.publish(reply.to_string(), payload).await,
             }
@@ -495,7 +525,7 @@ impl Relay {
                 }
                 continue;
             }
-            let map = matches!(env.to, Target::All { .. }).then_some((None, 0));
+            let map = matches!(env.to, Target::All { .. }).then(Share::default);
             let inbound = Inbound {
                 reply: reply.clone(),
                 since: Instant::now(),
