@@ -243,41 +243,59 @@ pub(super) async fn settle(
             }
             continue;
         };
-        match Value::from_bytes(&entry.value) {
-            Some(Value::Done {
-                host,
-                worker,
-                reply,
-            }) => {
-                let from = match host == me {
-                    true => worker.map_or(Peer::Master, Peer::Worker),
-                    false => Peer::Remote { host, worker },
-                };
-                return answer(Ok((from, reply)));
-            }
-            Some(Value::Running {
-                host,
-                nonce: theirs,
-            }) if host == me && theirs == nonce => {
-                // This attempt's create landed, its acknowledgement lost.
-                return hub.once_won(request);
-            }
-            Some(Value::Running { host, .. })
-                if host == me || (trust_absence && hub.host_absent(host)) =>
-            {
-                // Left by a run that will never end: this host's (it runs nothing else under
-                // this key now) or a host gone from the cluster.
+        let gone = |host| trust_absence && hub.host_absent(host);
+        match read(&entry.value, me, nonce, gone) {
+            Read::Settled(from, reply) => return answer(Ok((from, reply))),
+            Read::Won => return hub.once_won(request),
+            Read::Clear => {
                 let _ = store
                     .delete_expect_revision(&name, Some(entry.revision))
                     .await;
             }
-            Some(Value::Running { .. }) => tokio::time::sleep(POLL).await,
-            None => {
-                tracing::warn!("consume_once: an entry that is not one of ours: replaced");
-                let _ = store
-                    .delete_expect_revision(&name, Some(entry.revision))
-                    .await;
-            }
+            Read::Wait => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// What an entry read back means to attempt `nonce` of host `me`.
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    /// Run: its reply, from this peer.
+    Settled(Peer, Bytes),
+    /// This attempt's create landed (its acknowledgement may have been lost): run it.
+    Won,
+    /// Left by a run that will never end, or not an entry of ours: delete it at its revision
+    /// and try again.
+    Clear,
+    /// Another host runs it: read again later.
+    Wait,
+}
+
+/// Reads an entry: `gone` says whether a host is gone from the cluster (trusted).
+fn read(value: &Bytes, me: HostId, nonce: u64, gone: impl Fn(HostId) -> bool) -> Read {
+    match Value::from_bytes(value) {
+        Some(Value::Done {
+            host,
+            worker,
+            reply,
+        }) => {
+            let from = match host == me {
+                true => worker.map_or(Peer::Master, Peer::Worker),
+                false => Peer::Remote { host, worker },
+            };
+            Read::Settled(from, reply)
+        }
+        Some(Value::Running {
+            host,
+            nonce: theirs,
+        }) if host == me && theirs == nonce => Read::Won,
+        // This host's own earlier attempt (it runs nothing else under this key now), or a
+        // host gone from the cluster.
+        Some(Value::Running { host, .. }) if host == me || gone(host) => Read::Clear,
+        Some(Value::Running { .. }) => Read::Wait,
+        None => {
+            tracing::warn!("consume_once: an entry that is not one of ours: replaced");
+            Read::Clear
         }
     }
 }
@@ -366,6 +384,53 @@ mod tests {
         ] {
             assert_eq!(Value::from_bytes(&Bytes::copy_from_slice(junk)), None);
         }
+    }
+
+    /// The entry is read back before concluding anything: after a create whose
+    /// acknowledgement was lost (a server restarting), an entry naming this very attempt means
+    /// the create landed; any other attempt of this host, or a host gone, is cleared; a live
+    /// host's run is waited on; a result is every caller's.
+    #[test]
+    fn an_entry_read_back_settles_an_ambiguous_create() {
+        let (me, other, nonce) = (HostId(1), HostId(2), 77);
+        let running = |host, nonce| Value::Running { host, nonce }.to_bytes();
+        let alive = |_| false;
+        let all_gone = |_| true;
+        assert_eq!(read(&running(me, nonce), me, nonce, alive), Read::Won);
+        assert_eq!(read(&running(me, nonce + 1), me, nonce, alive), Read::Clear);
+        assert_eq!(read(&running(other, nonce), me, nonce, alive), Read::Wait);
+        assert_eq!(
+            read(&running(other, nonce), me, nonce, all_gone),
+            Read::Clear
+        );
+        let done = |host, worker| {
+            Value::Done {
+                host,
+                worker,
+                reply: Bytes::from_static(b"r"),
+            }
+            .to_bytes()
+        };
+        let w = WorkerId::new(2, 5);
+        let reply = Bytes::from_static(b"r");
+        assert_eq!(
+            read(&done(me, Some(w)), me, nonce, alive),
+            Read::Settled(Peer::Worker(w), reply.clone())
+        );
+        assert_eq!(
+            read(&done(other, None), me, nonce, alive),
+            Read::Settled(
+                Peer::Remote {
+                    host: other,
+                    worker: None
+                },
+                reply
+            )
+        );
+        assert_eq!(
+            read(&Bytes::from_static(b"junk"), me, nonce, alive),
+            Read::Clear
+        );
     }
 
     #[test]

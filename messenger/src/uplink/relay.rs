@@ -17,7 +17,7 @@
 //!
 //! What other hosts cost here is bounded: the calls from them being run at once
 //! ([`MAX_INBOUND`]; one more is answered `Busy`), each forgotten after twice the request
-//! timeout if never answered; their frames at most `max_frame` each, in the client's bounded
+//! timeout if never answered, a `map`'s share holding back at most [`HELD_BYTES`] and a frame; their frames at most `max_frame` each, in the client's bounded
 //! subscription buffers.
 //!
 //! [`Config::request_timeout`]: crate::Config::request_timeout

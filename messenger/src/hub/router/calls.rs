@@ -13,12 +13,12 @@ impl State {
     /// A Ready worker that handles `event`, on this host or (joined and connected) another,
     /// taking turns among them all: spread evenly per worker, not per host.
     pub(super) fn pick(&mut self, event: &Bytes) -> Option<Peer> {
-        let Some(name) = self
-            .hosts
-            .handled(event)
-            .filter(|_| self.uplink_up())
-            .cloned()
-        else {
+        // Not joined (or cut off): no lookup among other hosts at all.
+        let remote = match self.uplink_up() {
+            true => self.hosts.handled(event).cloned(),
+            false => None,
+        };
+        let Some(name) = remote else {
             return self.pick_local(event).map(Peer::Worker);
         };
         let locals = self
