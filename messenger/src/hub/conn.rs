@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use tokio_util::sync::CancellationToken;
 
 use super::outbound::Outbound;
+use crate::{Peer, WorkerId};
 
 /// A connected peer.
 pub(super) struct Conn {
@@ -58,5 +59,70 @@ impl Conn {
             out,
             stop: Stop::default(),
         }
+    }
+}
+
+/// The connections of this host's peers, by peer: the master's and each worker's. Looked up
+/// several times per frame routed, so a worker's is keyed by its [`WorkerId`] alone (a small
+/// key the lookups inline), never by the wider [`Peer`].
+#[derive(Default)]
+pub(super) struct Conns {
+    master: Option<Conn>,
+    workers: HashMap<WorkerId, Conn>,
+}
+
+impl Conns {
+    #[inline]
+    pub fn get(&self, peer: &Peer) -> Option<&Conn> {
+        match peer {
+            Peer::Master => self.master.as_ref(),
+            Peer::Worker(id) => self.workers.get(id),
+            Peer::Remote { .. } => None,
+        }
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, peer: &Peer) -> Option<&mut Conn> {
+        match peer {
+            Peer::Master => self.master.as_mut(),
+            Peer::Worker(id) => self.workers.get_mut(id),
+            Peer::Remote { .. } => None,
+        }
+    }
+
+    pub fn contains_key(&self, peer: &Peer) -> bool {
+        self.get(peer).is_some()
+    }
+
+    /// Keeps `conn` as `peer`'s (another host's peer has none here: not kept).
+    pub fn insert(&mut self, peer: Peer, conn: Conn) {
+        match peer {
+            Peer::Master => self.master = Some(conn),
+            Peer::Worker(id) => {
+                self.workers.insert(id, conn);
+            }
+            Peer::Remote { .. } => debug_assert!(false, "a connection for another host's peer"),
+        }
+    }
+
+    pub fn remove(&mut self, peer: &Peer) -> Option<Conn> {
+        match peer {
+            Peer::Master => self.master.take(),
+            Peer::Worker(id) => self.workers.remove(id),
+            Peer::Remote { .. } => None,
+        }
+    }
+
+    /// Every connected peer.
+    pub fn keys(&self) -> impl Iterator<Item = Peer> + '_ {
+        let master = self.master.as_ref().map(|_| Peer::Master);
+        master
+            .into_iter()
+            .chain(self.workers.keys().map(|id| Peer::Worker(*id)))
+    }
+
+    /// Each worker's connection.
+    pub fn workers(&self) -> impl Iterator<Item = (WorkerId, &Conn)> {
+        self.workers.iter().map(|(id, conn)| (*id, conn))
     }
 }

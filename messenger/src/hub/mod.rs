@@ -203,9 +203,8 @@ impl Hub {
         let state = self.lock();
         let mut peers: Vec<_> = state
             .conns
-            .iter()
-            .filter_map(|(peer, conn)| {
-                let id = peer.worker()?;
+            .workers()
+            .map(|(id, conn)| {
                 let at = if state.members.is_ready(id) {
                     PeerState::Ready
                 } else if conn.retired {
@@ -213,13 +212,13 @@ impl Hub {
                 } else {
                     PeerState::Starting
                 };
-                Some(PeerStats {
+                PeerStats {
                     id,
                     state: at,
                     queued_frames: conn.out.held(),
                     queued_bytes: conn.out.held_bytes_all(),
                     delivered: conn.out.delivered(),
-                })
+                }
             })
             .collect();
         peers.sort_by_key(|p| p.id);

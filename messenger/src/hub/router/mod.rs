@@ -22,7 +22,7 @@ use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::conn::{Conn, Stop};
+use super::conn::{Conn, Conns, Stop};
 use super::hosts::Hosts;
 use super::members::{Admission, Members};
 use super::once::OnceResults;
@@ -44,7 +44,7 @@ mod ready;
 mod remote;
 
 pub(super) struct State {
-    pub conns: HashMap<Peer, Conn>,
+    pub conns: Conns,
     pub members: Members,
     /// The other hosts, in a cluster joined over an uplink.
     pub hosts: Hosts,
@@ -88,7 +88,7 @@ pub(super) struct State {
 impl State {
     pub fn new(config: &Config, admission: Admission) -> State {
         State {
-            conns: HashMap::default(),
+            conns: Conns::default(),
             members: Members::default(),
             // No other host, and room for none, until the Hub joins a cluster.
             hosts: Hosts::new(0),
@@ -159,7 +159,7 @@ impl State {
             Kind::Request => self.request(env),
             Kind::Reply | Kind::Failure => self.answered(env),
             Kind::Cancel => {
-                let responders = self.conns.keys().copied();
+                let responders = self.conns.keys();
                 self.pending.cancel((from, env.id), responders);
             }
             Kind::Credit => self.credit(from, &env),

@@ -170,7 +170,7 @@ impl State {
                 self.request(env)
             }
             (Kind::Cancel, _) => {
-                let responders = self.conns.keys().copied();
+                let responders = self.conns.keys();
                 self.pending.cancel((from, env.id), responders);
             }
             (kind, to) => {
