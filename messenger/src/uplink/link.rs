@@ -169,10 +169,10 @@ impl Run {
         let mut heartbeat = tokio::time::interval(self.expiry / 3);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let timeout = self.hub.config().request_timeout;
-        let mut expiry = tokio::time::interval(
+        let mut overdue = tokio::time::interval(
             (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)),
         );
-        expiry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        overdue.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut refused = Refused::default();
         loop {
             tokio::select! {
@@ -189,7 +189,8 @@ impl Run {
                 Some(message) = calls.next() => self.relay.incoming_calls(message),
                 Some(message) = answers.next() => self.relay.incoming_answers(&message),
                 Some(message) = acks.next() => self.relay.incoming_ack(&message.payload),
-                _ = expiry.tick() => self.relay.expire(),
+                // Calls to other hosts past the request timeout fail.
+                _ = overdue.tick() => self.relay.expire(),
                 _ = heartbeat.tick() => {
                     self.say(false).await;
                     for (id, name) in self.hub.expire_hosts(self.expiry) {
