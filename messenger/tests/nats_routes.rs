@@ -541,3 +541,68 @@ async fn calls_in_flight_share_messages_and_one_too_large_for_nats_fails_at_once
         assert_eq!(entry.len(), mib * 3 / 4);
     }
 }
+
+/// Answered at once, except by slot 1 of host b, which never answers.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "lazy", reply = u32)]
+struct Lazy;
+
+/// A host that leaves fails this host's calls in flight to it at once; a slow worker of a
+/// `map`'s share costs only its own entry (the others' answers are not held back for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_worker_costs_only_its_entry_and_a_host_leaving_fails_calls_to_it_at_once() {
+    let server = NatsServer::start();
+    let short = Config::default().request_timeout(Duration::from_secs(3));
+    let (a, b) = (host("a", short.clone()).await, host("b", short).await);
+    // How many calls b's lazy worker took.
+    let lazy_runs = Arc::new(AtomicUsize::new(0));
+    for (host, cluster) in [("a", &a.cluster), ("b", &b.cluster)] {
+        for (slot, worker) in cluster.workers().iter().enumerate() {
+            let runs = lazy_runs.clone();
+            worker.on(move |_: Lazy| {
+                let runs = runs.clone();
+                async move {
+                    if host == "b" && slot == 1 {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
+                    slot as u32
+                }
+            });
+        }
+    }
+    let _ja = join(&a, &server, "lazy", "a").await;
+    let jb = join(&b, &server, "lazy", "b").await;
+    sees(a.cluster.hub(), 2).await;
+    hears_of_handler(a.cluster.hub(), "lazy").await;
+    let caller = a.cluster.worker(0).clone();
+
+    let entries = caller.map_peers(Lazy).await.unwrap();
+    let outcome: Vec<(Option<u64>, Result<u32, String>)> = entries
+        .into_iter()
+        .map(|(peer, r)| (peer.host().map(|h| h.0), r.map_err(|e| e.to_string())))
+        .collect();
+    assert_eq!(outcome.len(), 4, "{outcome:?}");
+    assert_eq!(outcome[0].1, Ok(0));
+    assert_eq!(outcome[1].1, Ok(1));
+    assert_eq!(outcome[2].1, Ok(0), "b's quick worker: {outcome:?}");
+    assert!(outcome[3].1.is_err(), "b's lazy worker: {outcome:?}");
+
+    // A call in flight to b's lazy worker (the caller's own deadline made long), then b
+    // leaves: the call fails at once, naming b (not at the request timeout, as `Timeout`).
+    let patient = caller.with_timeout(Duration::from_secs(600));
+    let in_flight = tokio::spawn(async move { patient.request_at("b", 1, Lazy).await });
+    until("the call runs on b", || {
+        (lazy_runs.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    jb.leave().await;
+    let ended = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .expect("the call ends")
+        .unwrap();
+    match ended {
+        Err(Error::HostUnreachable { host, .. }) => assert_eq!(host, "b"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -283,10 +283,20 @@ impl Pending {
     /// Forgets `peer`: what it asked is dropped (a `consume_once` run it started goes on), what
     /// it owed is returned to be failed, with who waits for each.
     pub fn forget(&mut self, peer: Peer) -> Vec<(Owed, Answered)> {
+        let forgotten = self.forget_where(|p| p == peer);
+        forgotten
+            .into_iter()
+            .map(|(_, owed, answered)| (owed, answered))
+            .collect()
+    }
+
+    /// Forgets every peer `gone` names, as [`forget`](Pending::forget): what each owed comes
+    /// with the peer that owed it.
+    pub fn forget_where(&mut self, gone: impl Fn(Peer) -> bool) -> Vec<(Peer, Owed, Answered)> {
         let waits: Vec<Caller> = self
             .once_waits
             .keys()
-            .filter(|(caller, _)| *caller == peer)
+            .filter(|(caller, _)| gone(*caller))
             .copied()
             .collect();
         for caller in waits {
@@ -295,13 +305,13 @@ impl Pending {
         let routes: Vec<Route> = self
             .forwards
             .keys()
-            .filter(|(caller, _, responder)| *caller == peer || *responder == peer)
+            .filter(|(caller, _, responder)| gone(*caller) || gone(*responder))
             .copied()
             .collect();
         let mut failed = Vec::new();
         for route in routes {
             let (caller, id, responder) = route;
-            if responder != peer {
+            if !gone(responder) {
                 // Asked by the leaving peer: dropped, unless others wait on it.
                 if self
                     .forwards
@@ -318,11 +328,12 @@ impl Pending {
             };
             self.end_call(caller);
             let answered = match forward.to {
-                AnswerTo::Caller if caller == peer => continue,
+                AnswerTo::Caller if gone(caller) => continue,
                 AnswerTo::Caller => Answered::Caller((caller, id)),
                 AnswerTo::Once(key) => self.once_done(key),
             };
             failed.push((
+                responder,
                 Owed {
                     event: forward.event,
                 },

@@ -70,14 +70,22 @@ impl Calls {
             batch,
             since: Instant::now(),
         };
-        // The same caller and id to the same host twice: the Hub keeps one route for both
-        // (the later call's), so the later one is waited for.
-        if self
-            .waiting
-            .insert((host, env.from, env.id), waiting)
-            .is_some()
-        {
-            tracing::debug!(%host, caller = %env.from, id = env.id, "a call sent twice");
+        // The same caller and id to the same host twice (a caller reusing an id): one entry
+        // owes every route of both, so that each is answered.
+        match self.waiting.entry((host, env.from, env.id)) {
+            Entry::Vacant(entry) => {
+                entry.insert(waiting);
+            }
+            Entry::Occupied(mut entry) => {
+                tracing::debug!(%host, caller = %env.from, id = env.id, "a call sent twice");
+                let old = entry.get_mut();
+                for owed in waiting.owed {
+                    if !old.owed.contains(&owed) {
+                        old.owed.push(owed);
+                    }
+                }
+                old.batch = waiting.batch;
+            }
         }
     }
 
@@ -169,6 +177,11 @@ impl Calls {
             error,
             out,
         );
+    }
+
+    /// The calls to `host` fail with `error` (it left the cluster).
+    pub fn host_gone(&mut self, host: HostId, error: &Error, out: &mut Vec<Settle>) {
+        self.fail_where(|key, _| key.0 == host, error, out);
     }
 
     /// Every call fails with the error `error_for` its host gives.

@@ -191,11 +191,15 @@ impl Run {
                 Some(message) = acks.next() => self.relay.incoming_ack(&message.payload),
                 // Calls to other hosts past the request timeout fail.
                 _ = overdue.tick() => self.relay.expire(),
+                // A `map` share's answers held back long enough go.
+                () = sleep_until(self.relay.hold_until()), if self.relay.hold_until().is_some() => {
+                    self.relay.release_held();
+                }
                 _ = heartbeat.tick() => {
                     self.say(false).await;
                     for (id, name) in self.hub.expire_hosts(self.expiry) {
                         tracing::warn!(host = %name, %id, "host not heard from for {:?}: forgotten", self.expiry);
-                        self.relay.host_left(id);
+                        self.relay.host_left(id, &name);
                     }
                     refused.report();
                     self.relay.sweep();
@@ -289,7 +293,7 @@ impl Run {
             }
             Heard::Left => {
                 tracing::info!(%host, %id, "host left");
-                self.relay.host_left(id);
+                self.relay.host_left(id, &host);
             }
             Heard::Changed => tracing::debug!(%host, %id, "host's workers changed"),
             Heard::Full => refused.note(format!("host {host} ({id}) is one more than max_hosts")),
@@ -329,6 +333,14 @@ async fn announce(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("announcement not sent: {e}"),
         Err(_) => tracing::debug!("announcement not sent: the NATS client's queue is full"),
+    }
+}
+
+/// Sleeps until `at` (for ever without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

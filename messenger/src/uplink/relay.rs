@@ -2,23 +2,27 @@
 //! what other hosts send comes into the Hub.
 //!
 //! Subjects, for cluster `C`: broadcasts on `multiprocess.C.broadcast` (every host hears every
-//! other's), calls to a host on `multiprocess.C.host.<its id>`, their answers on
-//! `multiprocess.C.answers.<caller's host>.<callee's host>.<batch>` (the calls' reply
-//! subject). A message is the messenger's own frames (`wire`): one broadcast; or the calls
-//! to one host, or the answers to one host's callers, that the uplink took from its Hub in one
-//! go (`outbox.rs`), the sender stamped by its Hub as [`Peer::Remote`]. A `map`'s share is
-//! answered as the host's member list and each worker's answer, in one message (or, past a
-//! few KiB, as they come).
+//! other's), calls to a host on `multiprocess.C.host.<its id>` with the reply subject
+//! `multiprocess.C.answers.<caller's host>.<callee's host>.<batch>`, their answers on a reply
+//! subject of that caller's host (only the batch's number tells NATS's "no responders" apart).
+//! A message is the messenger's own frames (`wire`, read in `frames.rs`): the broadcasts, the
+//! calls to one host, or the answers to one host's callers, that the uplink took from its Hub
+//! in one go (`outbox.rs`), the sender stamped by its Hub as [`Peer::Remote`]. A `map`'s share
+//! is answered as the host's member list and each worker's answer, held back to go in one
+//! message for at most [`HOLD`] and [`HELD_BYTES`].
 //!
-//! A call in flight fails at once when the NATS connection is lost, or when NATS says nothing
-//! took its message, and is never sent twice: whether it ran there is unknown, so it is the
-//! caller's to try again. A call waits at most the Hub's [`Config::request_timeout`] for
-//! another host (checked every tenth of it, at least every second), whatever the caller's own deadline.
+//! A call in flight fails at once when the NATS connection is lost, when NATS says nothing
+//! took its message, or when its host leaves, and is never sent twice: whether it ran there is
+//! unknown, so it is the caller's to try again. A call waits at most the Hub's
+//! [`Config::request_timeout`] for another host (checked every tenth of it, at least every
+//! second), whatever the caller's own deadline.
 //!
 //! What other hosts cost here is bounded: the calls from them being run at once
 //! ([`MAX_INBOUND`]; one more is answered `Busy`), each forgotten after twice the request
-//! timeout if never answered, a `map`'s share holding back at most [`HELD_BYTES`] and a frame; their frames at most `max_frame` each, in the client's bounded
-//! subscription buffers.
+//! timeout if never answered, a `map`'s share holding back at most [`HELD_BYTES`] and a frame;
+//! their frames at most `max_frame` each (a frame that does not decode costs only itself), in
+//! the client's bounded subscription buffers, each pinning at most twice its size of its
+//! message.
 //!
 //! [`Config::request_timeout`]: crate::Config::request_timeout
 
@@ -74,15 +78,13 @@ impl Subjects {
         format!("{}{me}.>", self.answers)
     }
 
-    /// The host and the batch an answer's subject names, if it is one of `me`'s.
-    fn answer_source(&self, me: HostId, subject: &str) -> Option<(HostId, u64)> {
-        let rest = subject
-            .strip_prefix(self.answers.as_str())?
-            .strip_prefix(me.to_string().as_str())?
-            .strip_prefix('.')?;
-        let (host, batch) = rest.split_once('.')?;
-        let host = u64::from_str_radix(host, 16).ok()?;
-        Some((HostId(host), batch.parse().ok()?))
+    /// What an answers subject names: the caller's host, the callee's, the batch.
+    fn answer_parts(&self, subject: &str) -> Option<(HostId, HostId, u64)> {
+        let mut parts = subject.strip_prefix(self.answers.as_str())?.split('.');
+        let mut host = || u64::from_str_radix(parts.next()?, 16).ok().map(HostId);
+        let (caller, callee) = (host()?, host()?);
+        let batch = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some((caller, callee, batch))
     }
 
     /// Where calls to `host` go.
@@ -105,8 +107,9 @@ struct Inbound {
 }
 
 /// A `map`'s share being answered: its answers are held until the last (one message for the
-/// whole share, as a small one is), or until they pass [`HELD_BYTES`] (then they go as they
-/// come: a share too large for one NATS message is answered in several).
+/// whole share, as a small one is), at most [`HOLD`] (a slow worker does not hold up the
+/// others' answers) and [`HELD_BYTES`] (a share too large for one NATS message is answered in
+/// several).
 #[derive(Default)]
 struct Share {
     /// How many answers are to come, once the member list says.
@@ -119,6 +122,9 @@ struct Share {
 /// The most bytes of a share's answers held back.
 const HELD_BYTES: usize = 4096;
 
+/// The longest a share's answers are held back.
+const HOLD: Duration = Duration::from_millis(2);
+
 pub(super) struct Relay {
     hub: Hub,
     client: async_nats::Client,
@@ -129,6 +135,9 @@ pub(super) struct Relay {
     inbound: HashMap<(Peer, u64), Inbound>,
     /// This host's calls waiting for other hosts' answers.
     calls: Calls,
+    /// The `map` shares whose answers are held back, and until when.
+    holding: Vec<(Peer, u64)>,
+    hold_until: Option<Instant>,
     /// What goes out at the next [`Relay::flush`].
     outbox: Outbox,
     /// The bucket that settles `consume_once` keys, if the server has JetStream.
@@ -168,6 +177,8 @@ impl Relay {
             timeout,
             inbound: HashMap::default(),
             calls: Calls::default(),
+            holding: Vec::new(),
+            hold_until: None,
             outbox,
             store,
             sent: Sent::default(),
@@ -341,6 +352,10 @@ impl Relay {
                     share.held_bytes = 0;
                     (done, std::mem::take(&mut share.held))
                 } else {
+                    if share.held.len() == 1 {
+                        self.holding.push(key);
+                        self.hold_until.get_or_insert_with(|| Instant::now() + HOLD);
+                    }
                     (false, Vec::new())
                 }
             }
@@ -350,6 +365,33 @@ impl Relay {
         }
         for env in envs {
             self.answer_to(host, &reply, env);
+        }
+    }
+
+    /// When the answers held back must go, if any are.
+    pub fn hold_until(&self) -> Option<Instant> {
+        self.hold_until
+    }
+
+    /// Sends the answers held back (into the next messages).
+    pub fn release_held(&mut self) {
+        self.hold_until = None;
+        for key in std::mem::take(&mut self.holding) {
+            let Some(inbound) = self.inbound.get_mut(&key) else {
+                continue;
+            };
+            let Some(share) = inbound.map.as_mut().filter(|s| !s.held.is_empty()) else {
+                continue;
+            };
+            share.held_bytes = 0;
+            let held = std::mem::take(&mut share.held);
+            let reply = inbound.reply.clone();
+            let Some(host) = key.0.host() else {
+                continue;
+            };
+            for env in held {
+                self.answer_to(host, &reply, env);
+            }
         }
     }
 
@@ -401,7 +443,8 @@ impl Relay {
 
     /// Answers from another host to this host's calls.
     pub fn incoming_answers(&mut self, message: &async_nats::Message) {
-        let Some((host, batch)) = self.subjects.answer_source(self.me, &message.subject) else {
+        let parts = self.subjects.answer_parts(&message.subject);
+        let Some((_, host, batch)) = parts.filter(|(caller, ..)| *caller == self.me) else {
             return tracing::debug!(subject = %message.subject, "answers on a subject not this host's: dropped");
         };
         let mut settles = Vec::new();
@@ -425,7 +468,7 @@ impl Relay {
     }
 
     /// A broadcast from another host.
-    pub fn incoming_broadcast(&mut self, payload: &[u8]) {
+    pub fn incoming_broadcast(&mut self, payload: &Bytes) {
         for env in self.decode(payload) {
             let Some(host) = env.from.host().filter(|h| *h != self.me) else {
                 continue;
@@ -465,7 +508,15 @@ impl Relay {
     }
 
     /// A host left or was forgotten: nothing waits for it, nothing is kept of it.
-    pub fn host_left(&mut self, host: HostId) {
+    pub fn host_left(&mut self, host: HostId, name: &str) {
+        // Its calls from this host are never answered now.
+        let error = Error::HostUnreachable {
+            host: name.to_owned(),
+            detail: "it left the cluster with the call in flight".to_owned(),
+        };
+        let mut settles = Vec::new();
+        self.calls.host_gone(host, &error, &mut settles);
+        self.settle(settles);
         self.sent.left(host);
         self.taken.forget(host);
         self.let_go();
@@ -496,19 +547,22 @@ impl Relay {
         }
     }
 
-    /// Calls from another host: each frame one, all from that host (or none is taken).
+    /// Calls from another host: each frame one, from the host whose answers subject the
+    /// message names as its reply (a frame that is not, is dropped).
     pub fn incoming_calls(&mut self, message: async_nats::Message) {
-        let Some(reply) = message.reply else {
-            return tracing::debug!("calls from another host with no reply subject: dropped");
+        let host = message.reply.as_ref().and_then(|reply| {
+            let (caller, callee, _) = self.subjects.answer_parts(reply)?;
+            (callee == self.me && caller != self.me).then_some(caller)
+        });
+        let (Some(host), Some(reply)) = (host, message.reply) else {
+            return tracing::debug!("calls from another host without its answers subject: dropped");
         };
-        let envs = self.decode(&message.payload);
-        let host = envs.first().and_then(|env| env.from.host());
-        let sound = |env: &Envelope| env.kind == Kind::Request && env.from.host() == host;
-        let Some(host) = host.filter(|h| *h != self.me && envs.iter().all(sound)) else {
-            return tracing::debug!(?host, "calls from another host that are not: dropped");
-        };
-        for env in envs {
+        for env in self.decode(&message.payload) {
             let from = env.from;
+            if env.kind != Kind::Request || from.host() != Some(host) {
+                tracing::debug!(%from, kind = ?env.kind, "a call from another host that is not one: dropped");
+                continue;
+            }
             if self.inbound.len() >= MAX_INBOUND && !self.inbound.contains_key(&(from, env.id)) {
                 let error = Error::Busy {
                     event: env.event_name(),
@@ -536,15 +590,13 @@ impl Relay {
         }
     }
 
-    /// A message's frames, or none if any of it is not a frame.
-    fn decode(&mut self, payload: &[u8]) -> Vec<Envelope> {
-        match frames::decode(&mut self.codec, payload) {
-            (envs, None) => envs,
-            (_, Some(problem)) => {
-                tracing::debug!("a message from another host {problem}: dropped");
-                Vec::new()
-            }
+    /// A message's frames that decode (what does not is logged and skipped).
+    fn decode(&self, payload: &Bytes) -> Vec<Envelope> {
+        let (envs, problem) = frames::decode(payload, self.codec.max_frame());
+        if let Some(problem) = problem {
+            tracing::debug!("a message from another host, {problem}: skipped");
         }
+        envs
     }
 
     /// The connection is lost: the calls in flight fail now, and those run for other hosts

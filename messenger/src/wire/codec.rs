@@ -204,7 +204,7 @@ fn bin(frame: &Bytes, rd: &mut &[u8], field: &str) -> Result<Bytes, Error> {
 }
 
 /// Reads an envelope; `event`, `key` and `body` are slices of `frame`.
-pub(super) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
+pub(crate) fn decode_envelope(frame: &Bytes) -> Result<Envelope, Error> {
     let mut rd: &[u8] = frame;
     let fields =
         read_array_len(&mut rd).ok_or_else(|| malformed("not an envelope: no array".into()))?;

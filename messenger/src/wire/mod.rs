@@ -42,6 +42,8 @@ mod codec;
 mod msgpack;
 
 pub use bodies::{Credit, Hello, Members};
+#[cfg(feature = "nats")]
+pub(crate) use codec::decode_envelope;
 pub use codec::{Builder, FrameCodec};
 
 /// The protocol version sent in the first frame of every connection. 3: broadcast credit

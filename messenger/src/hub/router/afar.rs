@@ -104,7 +104,8 @@ impl State {
     }
 
     /// The uplink is gone: every broadcast it held or that waited for it is let go, and the
-    /// `consume_once` runs it was settling fail.
+    /// `consume_once` runs it was settling fail, as does every call owed by another host (the
+    /// uplink answers them all when it stops, but not if its task panicked).
     pub fn uplink_gone(&mut self) {
         if let Some(me) = self.uplink.as_ref().map(|port| port.me) {
             let deciding = Peer::Remote {
@@ -118,6 +119,15 @@ impl State {
             for key in self.pending.once_owed_by(deciding) {
                 self.once_settled(&key, Err(error.clone()));
             }
+        }
+        for (peer, owed, answered) in self.pending.forget_where(|peer| peer.host().is_some()) {
+            let error = crate::Error::HostUnreachable {
+                host: peer
+                    .host()
+                    .map_or_else(String::new, |host| self.host_name(host)),
+                detail: "this host left the cluster with the call in flight".into(),
+            };
+            self.fail_owed(peer, owed.event, answered, &error);
         }
         self.uplink = None;
         let afar = std::mem::take(&mut self.afar);

@@ -183,6 +183,26 @@ impl State {
         }
     }
 
+    /// Fails what `peer` owed, for whoever waits on it (a `consume_once` run: every waiter).
+    pub(super) fn fail_owed(
+        &mut self,
+        peer: Peer,
+        event: Bytes,
+        answered: Answered,
+        error: &Error,
+    ) {
+        match answered {
+            Answered::Caller((caller, id)) => self.fail(caller, id, peer, event, error),
+            Answered::Once(key, waiters) => {
+                self.once_done(key, None);
+                for (caller, id) in waiters {
+                    self.fail(caller, id, peer, event.clone(), error);
+                }
+            }
+            Answered::Unknown => {}
+        }
+    }
+
     /// Closes the peers found to be closed while routing (closing one may find more).
     pub(super) fn settle(&mut self) {
         while let Some((peer, reason)) = self.closing.pop() {
@@ -212,17 +232,7 @@ impl State {
                 event: String::from_utf8_lossy(&owed.event).into(),
                 peer,
             };
-            let event = owed.event;
-            match answered {
-                Answered::Caller((caller, id)) => self.fail(caller, id, peer, event, &error),
-                Answered::Once(key, waiters) => {
-                    self.once_done(key, None);
-                    for (caller, id) in waiters {
-                        self.fail(caller, id, peer, event.clone(), &error);
-                    }
-                }
-                Answered::Unknown => {}
-            }
+            self.fail_owed(peer, owed.event, answered, &error);
         }
         if let Peer::Worker(id) = peer {
             tracing::info!(
