@@ -29,7 +29,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use tokio::time::Instant;
 
 use async_nats::jetstream::kv;
@@ -136,7 +136,7 @@ pub(super) struct Relay {
     /// This host's calls waiting for other hosts' answers.
     calls: Calls,
     /// The `map` shares whose answers are held back, and until when.
-    holding: Vec<(Peer, u64)>,
+    holding: HashSet<(Peer, u64)>,
     hold_until: Option<Instant>,
     /// What goes out at the next [`Relay::flush`].
     outbox: Outbox,
@@ -177,7 +177,7 @@ impl Relay {
             timeout,
             inbound: HashMap::default(),
             calls: Calls::default(),
-            holding: Vec::new(),
+            holding: HashSet::default(),
             hold_until: None,
             outbox,
             store,
@@ -353,7 +353,7 @@ impl Relay {
                     (done, std::mem::take(&mut share.held))
                 } else {
                     if share.held.len() == 1 {
-                        self.holding.push(key);
+                        self.holding.insert(key);
                         self.hold_until.get_or_insert_with(|| Instant::now() + HOLD);
                     }
                     (false, Vec::new())
@@ -362,6 +362,13 @@ impl Relay {
         };
         if done {
             self.inbound.remove(&key);
+            // Nothing else held back: no wake-up to release it.
+            if self.hold_until.is_some() {
+                self.holding.remove(&key);
+                if self.holding.is_empty() {
+                    self.hold_until = None;
+                }
+            }
         }
         for env in envs {
             self.answer_to(host, &reply, env);
