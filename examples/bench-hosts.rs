@@ -12,6 +12,9 @@
 //! cargo run --release --features nats --example bench-hosts -- --url nats://127.0.0.1:4222
 //! ```
 //!
+//! Every worker runs a current-thread runtime (`worker_threads(1)`), as `baseline-nats`'s
+//! requester does.
+//!
 //! Tests (each about `--seconds`, after a short warm-up), from the lead:
 //! - `consume`, `consume64`: `consume(rpid)` one at a time, and 64 in flight;
 //! - `map`, `map64`: `map(pid)` (one entry per worker of both hosts);
@@ -106,6 +109,10 @@ fn main() -> Result<(), BoxError> {
     let master_args = args.clone();
     Cluster::builder()
         .workers(workers)
+        // One runtime thread per worker, as the bare requester of `baseline-nats` has: the
+        // lead alone on host a would otherwise get two, and a multi-thread runtime's
+        // cross-thread wake-ups cost a call one at a time about as much as a hop.
+        .worker_threads(1)
         .kill_timeout(Duration::from_secs(5))
         .nats(uplink)
         .master(move |m| master(m, master_args, remote))
