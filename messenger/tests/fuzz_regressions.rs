@@ -80,3 +80,9 @@ fn hub() {
 fn announcement() {
     replay("announcement", messenger::uplink::fuzz_announcement);
 }
+
+#[cfg(feature = "nats")]
+#[test]
+fn frames() {
+    replay("frames", messenger::uplink::fuzz_frames);
+}
