@@ -492,7 +492,8 @@ async fn calls_in_flight_share_messages_and_one_too_large_for_nats_fails_at_once
     let long = Config::default().request_timeout(Duration::from_secs(600));
     let (a, b) = (host("a", long.clone()).await, host("b", long).await);
     let echo = |s: Sized| async move { serde_bytes::ByteBuf::from(vec![7u8; s.reply]) };
-    for worker in b.cluster.workers() {
+    // Every worker handles it (the map below asks all four); the calls name host b's slots.
+    for worker in a.cluster.workers().iter().chain(b.cluster.workers()) {
         worker.on(echo);
     }
     let _ja = join(&a, &server, "sizes", "a").await;
@@ -505,7 +506,7 @@ async fn calls_in_flight_share_messages_and_one_too_large_for_nats_fails_at_once
         padding: vec![1; padding],
     };
 
-    let calls = (0..512).map(|i| caller.consume(sized(i, i)));
+    let calls = (0..512).map(|i| caller.request_at("b", i as u32 % 2, sized(i, i)));
     let answers = tokio::time::timeout(DEADLINE, futures_util::future::join_all(calls))
         .await
         .expect("512 calls in flight answered");
@@ -520,18 +521,17 @@ async fn calls_in_flight_share_messages_and_one_too_large_for_nats_fails_at_once
         }
         other => panic!("{:?}", other.map(|b| b.len())),
     };
-    let call = tokio::time::timeout(DEADLINE, caller.consume(sized(0, 2 * mib)));
+    let call = tokio::time::timeout(DEADLINE, caller.request_at("b", 0, sized(0, 2 * mib)));
     too_large(call.await.expect("a call too large fails at once"));
-    let answer = tokio::time::timeout(DEADLINE, caller.consume(sized(2 * mib, 0)));
+    let answer = tokio::time::timeout(DEADLINE, caller.request_at("b", 1, sized(2 * mib, 0)));
     too_large(answer.await.expect("an answer too large fails at once"));
     // Just under the limit goes.
-    let near = caller.consume(sized(mib - 1024, 0)).await.unwrap();
+    let near = caller
+        .request_at("b", 0, sized(mib - 1024, 0))
+        .await
+        .unwrap();
     assert_eq!(near.len(), mib - 1024);
-    // A map's share too large for one message is answered in several (host a's own workers
-    // answer the map too).
-    for worker in a.cluster.workers() {
-        worker.on(echo);
-    }
+    // A map's share too large for one message is answered in several.
     let entries = tokio::time::timeout(DEADLINE, caller.map(sized(mib * 3 / 4, 0)))
         .await
         .expect("a large map answered")

@@ -320,6 +320,7 @@ impl Hub {
     /// Forgets every other host, and the uplink: this one left, and may join again.
     pub(crate) fn forget_hosts(&self) {
         let mut state = self.lock();
+        // Forgotten first: what fails next (and may be run again) is routed to this host.
         state.hosts = hosts::Hosts::new(0);
         state.uplink_gone();
         state.finish();

@@ -62,7 +62,14 @@ pub(super) struct Calls {
 impl Calls {
     /// `env`, a call from this host (its caller in this host's terms), went to `host` in
     /// message `batch`.
-    pub fn sent(&mut self, host: HostId, env: &Envelope, owed: Vec<Peer>, batch: u64) {
+    pub fn sent(
+        &mut self,
+        host: HostId,
+        env: &Envelope,
+        owed: Vec<Peer>,
+        batch: u64,
+        out: &mut Vec<Settle>,
+    ) {
         let waiting = Waiting {
             event: env.event.clone(),
             owed,
@@ -79,12 +86,22 @@ impl Calls {
             Entry::Occupied(mut entry) => {
                 tracing::debug!(%host, caller = %env.from, id = env.id, "a call sent twice");
                 let old = entry.get_mut();
+                if old.map != waiting.map {
+                    // Answered one way or the other, not both: the older one fails.
+                    let old = std::mem::replace(old, waiting);
+                    let error = Error::Malformed {
+                        detail: "the same call id used again before it was answered".into(),
+                    };
+                    for owed_by in old.owed {
+                        out.push(fail(env.from, env.id, owed_by, &old.event, error.clone()));
+                    }
+                    return;
+                }
                 for owed in waiting.owed {
                     if !old.owed.contains(&owed) {
                         old.owed.push(owed);
                     }
                 }
-                old.batch = waiting.batch;
             }
         }
     }
@@ -299,7 +316,7 @@ mod tests {
             run_here: false,
         };
         let owed = slots.iter().map(|&s| owed(s)).collect();
-        calls.sent(THERE, &call(all), owed, 1);
+        calls.sent(THERE, &call(all), owed, 1, &mut Vec::new());
     }
 
     fn members(slots: &[u32]) -> Envelope {
@@ -332,6 +349,7 @@ mod tests {
                 worker: None,
             }],
             1,
+            &mut Vec::new(),
         );
         let mut out = Vec::new();
         let reply = answer(Kind::Reply, Peer::Worker(worker(0)), Bytes::new());
@@ -430,9 +448,21 @@ mod tests {
         }];
         let mut other = call(Target::Worker(worker(0)));
         other.id = 8;
-        calls.sent(THERE, &call(Target::Worker(worker(0))), one.clone(), 1);
-        calls.sent(THERE, &other, one.clone(), 2);
-        calls.sent(HostId(3), &call(Target::Worker(worker(0))), one, 1);
+        calls.sent(
+            THERE,
+            &call(Target::Worker(worker(0))),
+            one.clone(),
+            1,
+            &mut Vec::new(),
+        );
+        calls.sent(THERE, &other, one.clone(), 2, &mut Vec::new());
+        calls.sent(
+            HostId(3),
+            &call(Target::Worker(worker(0))),
+            one,
+            1,
+            &mut Vec::new(),
+        );
         let mut out = Vec::new();
         let error = Error::HostUnreachable {
             host: "there".into(),
@@ -459,6 +489,44 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 2);
+        assert!(calls.waiting.is_empty());
+    }
+
+    #[test]
+    fn an_id_used_again_owes_every_route_or_fails_the_older_call() {
+        let mut calls = Calls::default();
+        let host = vec![Peer::Remote {
+            host: THERE,
+            worker: None,
+        }];
+        let mut out = Vec::new();
+        calls.sent(
+            THERE,
+            &call(Target::Worker(worker(0))),
+            host.clone(),
+            1,
+            &mut out,
+        );
+        // A map under the same id: answered another way, so the consume fails now.
+        let all = Target::All {
+            epoch: 0,
+            run_here: false,
+        };
+        calls.sent(THERE, &call(all), vec![owed(0), owed(1)], 2, &mut out);
+        assert_eq!(routes(&out), [(false, host[0])]);
+        // The same kind again: one entry owes the routes of both.
+        out.clear();
+        calls.sent(THERE, &call(all), vec![owed(1), owed(2)], 3, &mut out);
+        assert!(out.is_empty());
+        calls.answered(ME, THERE, members(&[0, 1, 2]), &mut out);
+        for slot in 0..3 {
+            let reply = answer(Kind::Reply, Peer::Worker(worker(slot)), Bytes::new());
+            calls.answered(ME, THERE, reply, &mut out);
+        }
+        assert_eq!(
+            routes(&out),
+            [(true, owed(0)), (true, owed(1)), (true, owed(2))]
+        );
         assert!(calls.waiting.is_empty());
     }
 

@@ -24,7 +24,6 @@ pub(super) fn decode(payload: &Bytes, max_frame: usize) -> (Vec<Envelope>, Optio
             break;
         };
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        let (start, end) = (at + PREFIX, at + PREFIX + len);
         if len > max_frame {
             problem = Some(
                 Error::FrameTooLarge {
@@ -35,6 +34,7 @@ pub(super) fn decode(payload: &Bytes, max_frame: usize) -> (Vec<Envelope>, Optio
             );
             break;
         }
+        let (start, end) = (at + PREFIX, at + PREFIX + len);
         if end > payload.len() {
             problem = Some("cut short".to_owned());
             break;

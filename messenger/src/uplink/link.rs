@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -199,6 +199,7 @@ impl Run {
                     self.say(false).await;
                     for (id, name) in self.hub.expire_hosts(self.expiry) {
                         tracing::warn!(host = %name, %id, "host not heard from for {:?}: forgotten", self.expiry);
+                        self.take_answers(&mut answers);
                         self.relay.host_left(id, &name);
                     }
                     refused.report();
@@ -232,7 +233,8 @@ impl Run {
                 message = members.next() => match message {
                     Some(message) => {
                         // A newcomer learns of this host now, not at its next heartbeat.
-                        if self.heard(&message.payload, &mut refused) == Some(Heard::Joined) {
+                        let heard = self.heard(&message.payload, &mut refused, &mut answers);
+                        if heard == Some(Heard::Joined) {
                             self.say(false).await;
                         }
                     }
@@ -272,8 +274,26 @@ impl Run {
         .await;
     }
 
+    /// Takes in the answers from other hosts already received (at most what the client
+    /// buffers).
+    fn take_answers(&mut self, answers: &mut async_nats::Subscriber) {
+        for _ in 0..SUBSCRIPTION_CAPACITY {
+            let Some(Some(message)) = answers.next().now_or_never() else {
+                break;
+            };
+            self.relay.incoming_answers(&message);
+        }
+    }
+
     /// Takes in an announcement: what it changed, if it was another host's and sound.
-    fn heard(&mut self, payload: &[u8], refused: &mut Refused) -> Option<Heard> {
+    /// `answers`: the answers already here from a host that leaves are taken in first (they
+    /// came before it said so).
+    fn heard(
+        &mut self,
+        payload: &[u8],
+        refused: &mut Refused,
+        answers: &mut async_nats::Subscriber,
+    ) -> Option<Heard> {
         let ann = match announcement::decode(payload) {
             Ok(ann) => ann,
             Err(reason) => {
@@ -293,6 +313,7 @@ impl Run {
             }
             Heard::Left => {
                 tracing::info!(%host, %id, "host left");
+                self.take_answers(answers);
                 self.relay.host_left(id, &host);
             }
             Heard::Changed => tracing::debug!(%host, %id, "host's workers changed"),

@@ -310,7 +310,11 @@ impl Relay {
             ..env.clone()
         };
         match self.outbox.call(&mut self.codec, host, &stamped) {
-            Ok(batch) => self.calls.sent(host, &env, owed, batch),
+            Ok(batch) => {
+                let mut settles = Vec::new();
+                self.calls.sent(host, &env, owed, batch, &mut settles);
+                self.settle(settles);
+            }
             Err(error) => {
                 for owed_by in owed {
                     let event = env.event.clone();
@@ -641,6 +645,7 @@ impl Relay {
             .collect();
         for (caller, id) in gone {
             self.inbound.remove(&(caller, id));
+            self.holding.remove(&(caller, id));
             let cancel = Envelope {
                 id,
                 from: caller,

@@ -120,16 +120,17 @@ impl State {
                 self.once_settled(&key, Err(error.clone()));
             }
         }
+        self.uplink = None;
+        // With no uplink, what fails here and is run again stays on this host.
         for (peer, owed, answered) in self.pending.forget_where(|peer| peer.host().is_some()) {
             let error = crate::Error::HostUnreachable {
                 host: peer
                     .host()
-                    .map_or_else(String::new, |host| self.host_name(host)),
+                    .map_or_else(String::new, |host| host.to_string()),
                 detail: "this host left the cluster with the call in flight".into(),
             };
             self.fail_owed(peer, owed.event, answered, &error);
         }
-        self.uplink = None;
         let afar = std::mem::take(&mut self.afar);
         for (ack, _) in afar.in_flight {
             self.release(ack);
