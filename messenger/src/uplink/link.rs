@@ -9,7 +9,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::once;
-use super::relay::{Relay, Subjects};
+use super::relay::Relay;
+use super::subjects::Subjects;
 use super::{announcement, Uplink};
 use crate::hub::{Heard, HostId, Hub, HubEvent, PortRx};
 use crate::{Error, Result};

@@ -59,8 +59,9 @@
 //!
 //! Files: the settings and the joined handle here, the announcement's bytes in
 //! `announcement.rs`, the connection's task in `link.rs`, calls and broadcasts in `relay.rs`
-//! (this host's calls waiting for answers in `calls.rs`, the messages they and the answers go in
-//! in `outbox.rs`, the frames of a message in `frames.rs`),
+//! (on the subjects of `subjects.rs`; this host's calls waiting for answers in `calls.rs`, the
+//! calls of other hosts run here in `served.rs`, the messages they all go in in `outbox.rs`,
+//! the frames of a message in `frames.rs`, the broadcasts' acknowledgements in `window.rs`),
 //! `consume_once` in `once.rs`; the table of other hosts and the routes across hosts are the
 //! Hub's (`hub/hosts.rs`, `hub/router/remote.rs`).
 
@@ -79,6 +80,8 @@ mod link;
 mod once;
 mod outbox;
 mod relay;
+mod served;
+mod subjects;
 mod window;
 
 /// The longest [`Joined::leave`] waits for the uplink's task (which bounds each of its own

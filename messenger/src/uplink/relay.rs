@@ -9,7 +9,7 @@
 //! calls to one host, or the answers to one host's callers, that the uplink took from its Hub
 //! in one go (`outbox.rs`), the sender stamped by its Hub as [`Peer::Remote`]. A `map`'s share
 //! is answered as the host's member list and each worker's answer, held back to go in one
-//! message for at most [`HOLD`] and [`HELD_BYTES`].
+//! message for at most 2 ms and 4 KiB (`served.rs`).
 //!
 //! A call in flight fails at once when the NATS connection is lost, when NATS says nothing
 //! took its message, or when its host leaves, and is never sent twice: whether it ran there is
@@ -19,7 +19,7 @@
 //!
 //! What other hosts cost here is bounded: the calls from them being run at once
 //! ([`MAX_INBOUND`]; one more is answered `Busy`), each forgotten after twice the request
-//! timeout if never answered, a `map`'s share holding back at most [`HELD_BYTES`] and a frame;
+//! timeout if never answered, a `map`'s share holding back at most 4 KiB and a frame;
 //! their frames at most `max_frame` each (a frame that does not decode costs only itself), in
 //! the client's bounded subscription buffers, each pinning at most twice its size of its
 //! message.
@@ -29,17 +29,18 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use tokio::time::Instant;
 
 use async_nats::jetstream::kv;
 
 use super::calls::{Calls, Settle};
 use super::outbox::{self, Outbox, To};
+use super::served::Served;
+use super::subjects::Subjects;
 use super::window::{Sent, Taken};
 use super::{frames, once};
 use crate::hub::{HostId, Hub, Outgoing};
-use crate::wire::{Envelope, FrameCodec, Kind, Members, Target};
+use crate::wire::{Envelope, FrameCodec, Kind, Target};
 use crate::{Error, Peer};
 
 /// The most calls from other hosts run here at once.
@@ -48,83 +49,6 @@ pub(super) const MAX_INBOUND: usize = 16 * 1024;
 /// How long a broadcast or an answer may wait for room in the NATS client's queue.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The subjects of a cluster.
-pub(super) struct Subjects {
-    pub members: String,
-    pub broadcast: String,
-    prefix: String,
-    acks: String,
-    answers: String,
-}
-
-impl Subjects {
-    pub fn of(cluster: &str) -> Subjects {
-        Subjects {
-            members: format!("multiprocess.{cluster}.members"),
-            broadcast: format!("multiprocess.{cluster}.broadcast"),
-            prefix: format!("multiprocess.{cluster}.host."),
-            acks: format!("multiprocess.{cluster}.acks."),
-            answers: format!("multiprocess.{cluster}.answers."),
-        }
-    }
-
-    /// Where `host`'s answers to the calls of `me` in message `batch` go.
-    pub fn answers(&self, me: HostId, host: HostId, batch: u64) -> String {
-        format!("{}{me}.{host}.{batch}", self.answers)
-    }
-
-    /// Every answer to this host's calls.
-    pub fn answers_to(&self, me: HostId) -> String {
-        format!("{}{me}.>", self.answers)
-    }
-
-    /// What an answers subject names: the caller's host, the callee's, the batch.
-    fn answer_parts(&self, subject: &str) -> Option<(HostId, HostId, u64)> {
-        let mut parts = subject.strip_prefix(self.answers.as_str())?.split('.');
-        let mut host = || u64::from_str_radix(parts.next()?, 16).ok().map(HostId);
-        let (caller, callee) = (host()?, host()?);
-        let batch = parts.next()?.parse().ok()?;
-        parts.next().is_none().then_some((caller, callee, batch))
-    }
-
-    /// Where calls to `host` go.
-    pub fn host(&self, host: HostId) -> String {
-        format!("{}{host}", self.prefix)
-    }
-
-    /// Where the acknowledgements of `host`'s broadcasts go (see `window.rs`).
-    pub fn acks(&self, host: HostId) -> String {
-        format!("{}{host}", self.acks)
-    }
-}
-
-/// A call from another host being run here: where its answers go.
-struct Inbound {
-    reply: async_nats::Subject,
-    since: Instant,
-    /// A `map`'s share.
-    map: Option<Share>,
-}
-
-/// A `map`'s share being answered: its answers are held until the last (one message for the
-/// whole share, as a small one is), at most [`HOLD`] (a slow worker does not hold up the
-/// others' answers) and [`HELD_BYTES`] (a share too large for one NATS message is answered in
-/// several).
-#[derive(Default)]
-struct Share {
-    /// How many answers are to come, once the member list says.
-    expected: Option<usize>,
-    answered: usize,
-    held: Vec<Envelope>,
-    held_bytes: usize,
-}
-
-/// The most bytes of a share's answers held back.
-const HELD_BYTES: usize = 4096;
-
-/// The longest a share's answers are held back.
-const HOLD: Duration = Duration::from_millis(2);
-
 pub(super) struct Relay {
     hub: Hub,
     client: async_nats::Client,
@@ -132,12 +56,10 @@ pub(super) struct Relay {
     subjects: Subjects,
     codec: FrameCodec,
     timeout: Duration,
-    inbound: HashMap<(Peer, u64), Inbound>,
+    /// Calls from other hosts being run here.
+    served: Served,
     /// This host's calls waiting for other hosts' answers.
     calls: Calls,
-    /// The `map` shares whose answers are held back, and until when.
-    holding: HashSet<(Peer, u64)>,
-    hold_until: Option<Instant>,
     /// What goes out at the next [`Relay::flush`].
     outbox: Outbox,
     /// The bucket that settles `consume_once` keys, if the server has JetStream.
@@ -175,10 +97,8 @@ impl Relay {
             subjects,
             codec,
             timeout,
-            inbound: HashMap::default(),
+            served: Served::default(),
             calls: Calls::default(),
-            holding: HashSet::default(),
-            hold_until: None,
             outbox,
             store,
             sent: Sent::default(),
@@ -326,81 +246,31 @@ impl Relay {
     }
 
     /// An answer for `to`, a caller on another host, from a call run here (or the member list
-    /// of a `map`'s share): into the next message to `to`'s host.
+    /// of a `map`'s share): into the next message to `to`'s host, or held back.
     fn answer(&mut self, to: Peer, mut env: Envelope) {
-        let key = (to, env.id);
         let Some(host) = to.host() else {
             return;
         };
-        let Some(inbound) = self.inbound.get_mut(&key) else {
-            return tracing::debug!(%to, "an answer for another host that nobody waits for");
-        };
         env.to = Target::caller(to);
-        let reply = inbound.reply.clone();
-        let (done, envs) = match &mut inbound.map {
-            None => (true, vec![env]),
-            Some(share) => {
-                match env.kind {
-                    Kind::Members => {
-                        share.expected =
-                            Members::from_bytes(&env.body).ok().map(|m| m.workers.len())
-                    }
-                    // The whole call refused: that alone is the answer.
-                    Kind::Failure if env.from == Peer::Master => share.expected = Some(0),
-                    _ => share.answered += 1,
-                }
-                share.held_bytes += env.wire_len();
-                share.held.push(env);
-                let done = share.expected.is_some_and(|n| share.answered >= n);
-                if done || share.held_bytes > HELD_BYTES {
-                    share.held_bytes = 0;
-                    (done, std::mem::take(&mut share.held))
-                } else {
-                    if share.held.len() == 1 {
-                        self.holding.insert(key);
-                        self.hold_until.get_or_insert_with(|| Instant::now() + HOLD);
-                    }
-                    (false, Vec::new())
-                }
+        if let Some((reply, envs)) = self.served.answer((to, env.id), env) {
+            for env in envs {
+                self.answer_to(host, &reply, env);
             }
-        };
-        if done {
-            self.inbound.remove(&key);
-            // Nothing else held back: no wake-up to release it.
-            if self.hold_until.is_some() {
-                self.holding.remove(&key);
-                if self.holding.is_empty() {
-                    self.hold_until = None;
-                }
-            }
-        }
-        for env in envs {
-            self.answer_to(host, &reply, env);
         }
     }
 
     /// When the answers held back must go, if any are.
     pub fn hold_until(&self) -> Option<Instant> {
-        self.hold_until
+        self.served.hold_until()
     }
 
     /// Sends the answers held back (into the next messages).
     pub fn release_held(&mut self) {
-        self.hold_until = None;
-        for key in std::mem::take(&mut self.holding) {
-            let Some(inbound) = self.inbound.get_mut(&key) else {
+        for (caller, reply, envs) in self.served.release() {
+            let Some(host) = caller.host() else {
                 continue;
             };
-            let Some(share) = inbound.map.as_mut().filter(|s| !s.held.is_empty()) else {
-                continue;
-            };
-            share.held_bytes = 0;
-            let held = std::mem::take(&mut share.held);
-            let reply = inbound.reply.clone();
-            let Some(host) = key.0.host() else {
-                continue;
-            };
-            for env in held {
+            for env in envs {
                 self.answer_to(host, &reply, env);
             }
         }
@@ -574,7 +444,7 @@ impl Relay {
                 tracing::debug!(%from, kind = ?env.kind, "a call from another host that is not one: dropped");
                 continue;
             }
-            if self.inbound.len() >= MAX_INBOUND && !self.inbound.contains_key(&(from, env.id)) {
+            if self.served.len() >= MAX_INBOUND && !self.served.contains(&(from, env.id)) {
                 let error = Error::Busy {
                     event: env.event_name(),
                     peer: Peer::Remote {
@@ -590,13 +460,8 @@ impl Relay {
                 }
                 continue;
             }
-            let map = matches!(env.to, Target::All { .. }).then(Share::default);
-            let inbound = Inbound {
-                reply: reply.clone(),
-                since: Instant::now(),
-                map,
-            };
-            self.inbound.insert((from, env.id), inbound);
+            let map = matches!(env.to, Target::All { .. });
+            self.served.insert((from, env.id), reply.clone(), map);
             self.hub.route_remote(env);
         }
     }
@@ -633,19 +498,13 @@ impl Relay {
     pub fn sweep(&mut self) {
         let now = Instant::now();
         let limit = self.timeout.saturating_mul(2);
-        self.give_up(|inbound| now.saturating_duration_since(inbound.since) > limit);
+        self.give_up(|since| now.saturating_duration_since(since) > limit);
     }
 
-    fn give_up(&mut self, which: impl Fn(&Inbound) -> bool) {
-        let gone: Vec<(Peer, u64)> = self
-            .inbound
-            .iter()
-            .filter(|(_, inbound)| which(inbound))
-            .map(|(key, _)| *key)
-            .collect();
-        for (caller, id) in gone {
-            self.inbound.remove(&(caller, id));
-            self.holding.remove(&(caller, id));
+    /// Forgets the calls from other hosts running since an instant `which` names: their
+    /// routes here are cancelled.
+    fn give_up(&mut self, which: impl Fn(Instant) -> bool) {
+        for (caller, id) in self.served.give_up(which) {
             let cancel = Envelope {
                 id,
                 from: caller,
