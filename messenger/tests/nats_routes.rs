@@ -606,3 +606,31 @@ async fn a_slow_worker_costs_only_its_entry_and_a_host_leaving_fails_calls_to_it
         other => panic!("{other:?}"),
     }
 }
+
+/// A caller that gives up a call to another host (its own deadline) frees what the call held
+/// at once: here its share of `max_calls`, which would otherwise stay taken until the master's
+/// request timeout (600 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_frees_its_routes_on_both_hosts() {
+    let server = NatsServer::start();
+    // Both Hubs hold a caller to 4 calls at once: this host's routes and the other's.
+    let long = Config::default()
+        .request_timeout(Duration::from_secs(600))
+        .max_calls(4);
+    let (a, b) = (host("a", long.clone()).await, host("b", long).await);
+    for worker in b.cluster.workers() {
+        worker.on(|_: Lazy| std::future::pending::<u32>());
+    }
+    let _ja = join(&a, &server, "cancel", "a").await;
+    let _jb = join(&b, &server, "cancel", "b").await;
+    sees(a.cluster.hub(), 2).await;
+    hears_of_handler(a.cluster.hub(), "lazy").await;
+    let impatient = a.cluster.worker(0).with_timeout(Duration::from_millis(500));
+    // Twice as many calls as the caller may have in flight, one after the other.
+    for i in 0..8 {
+        match impatient.request_at("b", 1, Lazy).await {
+            Err(Error::Timeout { .. }) => {}
+            other => panic!("call {i}: {other:?}"),
+        }
+    }
+}

@@ -397,6 +397,14 @@ impl Hub {
         state.hosts.name(host).is_none() && !state.hosts.is_full()
     }
 
+    /// Drops the routes of `caller`'s call `id` owed by `owed` (other hosts' peers): the caller
+    /// gave up.
+    pub(crate) fn remote_cancelled(&self, caller: Peer, id: u64, owed: Vec<Peer>) {
+        let mut state = self.lock();
+        state.pending.cancel((caller, id), owed.into_iter());
+        state.finish();
+    }
+
     /// Fails the call `(caller, id)` owed by `owed_by`, if it still waits.
     pub(crate) fn remote_failed(
         &self,

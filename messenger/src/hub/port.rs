@@ -28,6 +28,9 @@ pub(crate) enum Outgoing {
         env: Envelope,
         owed: Vec<Peer>,
     },
+    /// A caller of this host gave up its call `id`: the routes other hosts owe it are dropped,
+    /// and those hosts told.
+    Cancel { caller: Peer, id: u64 },
     /// An answer (or a `map`'s member list) for a caller on another host.
     Answer { to: Peer, env: Envelope },
     /// Other hosts' broadcasts that have left every queue here: (their host, their sequence
@@ -53,6 +56,7 @@ impl Outgoing {
             | Outgoing::Answer { env, .. }
             | Outgoing::Once(env) => env.wire_len(),
             Outgoing::Released(seqs) => seqs.len() * 16,
+            Outgoing::Cancel { .. } => 16,
             Outgoing::OnceDone { event, key, reply } => {
                 event.len() + key.len() + reply.as_ref().map_or(0, |(_, body)| body.len())
             }

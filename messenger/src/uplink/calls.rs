@@ -196,6 +196,22 @@ impl Calls {
         );
     }
 
+    /// `caller` gave up its call `id`: the calls of it to `hosts` are forgotten, and returned
+    /// (each host and the routes it owed).
+    pub fn cancel(
+        &mut self,
+        caller: Peer,
+        id: u64,
+        hosts: impl Iterator<Item = HostId>,
+    ) -> Vec<(HostId, Vec<Peer>)> {
+        hosts
+            .filter_map(|host| {
+                let waiting = self.waiting.remove(&(host, caller, id))?;
+                Some((host, waiting.owed))
+            })
+            .collect()
+    }
+
     /// The calls to `host` fail with `error` (it left the cluster).
     pub fn host_gone(&mut self, host: HostId, error: &Error, out: &mut Vec<Settle>) {
         self.fail_where(|key, _| key.0 == host, error, out);

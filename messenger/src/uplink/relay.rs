@@ -15,7 +15,8 @@
 //! took its message, or when its host leaves, and is never sent twice: whether it ran there is
 //! unknown, so it is the caller's to try again. A call waits at most the Hub's
 //! [`Config::request_timeout`] for another host (checked every tenth of it, at least every
-//! second), whatever the caller's own deadline.
+//! second); a caller that gives up sooner has it forgotten here and there (a `Cancel` frame
+//! in the next message of calls to that host).
 //!
 //! What other hosts cost here is bounded: the calls from them being run at once
 //! ([`MAX_INBOUND`]; one more is answered `Busy`), each forgotten after twice the request
@@ -145,6 +146,7 @@ impl Relay {
             // Let go of by the Hub with the uplink, or lost with the connection: the other
             // hosts' uplinks fail their callers, and windows go on (see `window.rs`).
             Outgoing::Broadcast(_)
+            | Outgoing::Cancel { .. }
             | Outgoing::Answer { .. }
             | Outgoing::Released(_)
             | Outgoing::OnceDone { .. } => {}
@@ -172,6 +174,7 @@ impl Relay {
             }
             Outgoing::Call { host, env, owed } => self.call(host, env, owed),
             Outgoing::Answer { to, env } => self.answer(to, env),
+            Outgoing::Cancel { caller, id } => self.cancel(caller, id),
             Outgoing::Once(request) => {
                 let (hub, store) = (self.hub.clone(), self.store.clone());
                 let trust_absence = self.joined.elapsed() >= self.expiry;
@@ -241,6 +244,23 @@ impl Relay {
                     self.hub
                         .remote_failed(env.from, env.id, owed_by, event, &error);
                 }
+            }
+        }
+    }
+
+    /// A caller of this host gave up its call `id`: what other hosts owed it is dropped here,
+    /// and each of them is told (in the next message of calls there), so that it forgets it
+    /// too.
+    fn cancel(&mut self, caller: Peer, id: u64) {
+        for (host, owed) in self.calls.cancel(caller, id, self.sent.hosts()) {
+            self.hub.remote_cancelled(caller, id, owed);
+            let cancel = Envelope {
+                id,
+                from: self.stamped(caller),
+                ..Envelope::new(Kind::Cancel, "", Bytes::new())
+            };
+            if let Err(e) = self.outbox.call(&mut self.codec, host, &cancel) {
+                tracing::debug!(%host, "a cancellation not sent: {e}");
             }
         }
     }
@@ -440,6 +460,12 @@ impl Relay {
         };
         for env in self.decode(&message.payload) {
             let from = env.from;
+            if env.kind == Kind::Cancel && from.host() == Some(host) {
+                // Its caller gave up: forgotten here, its routes here dropped.
+                self.served.forget(&(from, env.id));
+                self.hub.route_remote(env);
+                continue;
+            }
             if env.kind != Kind::Request || from.host() != Some(host) {
                 tracing::debug!(%from, kind = ?env.kind, "a call from another host that is not one: dropped");
                 continue;

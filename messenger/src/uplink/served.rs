@@ -130,6 +130,13 @@ impl Served {
         out
     }
 
+    /// Forgets a call (its caller gave up).
+    pub fn forget(&mut self, key: &Key) {
+        if self.calls.remove(key).is_some() {
+            self.unhold(key);
+        }
+    }
+
     /// Forgets the calls running since an instant `which` names: their keys.
     pub fn give_up(&mut self, which: impl Fn(Instant) -> bool) -> Vec<Key> {
         let gone: Vec<Key> = self

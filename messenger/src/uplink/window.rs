@@ -37,6 +37,11 @@ impl Sent {
     }
 
     /// A host joined: it takes the broadcasts published from now on.
+    /// The other hosts of the cluster.
+    pub fn hosts(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.cursors.keys().copied()
+    }
+
     pub fn joined(&mut self, host: HostId) {
         self.cursors.entry(host).or_insert(self.next);
     }

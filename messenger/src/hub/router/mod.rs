@@ -28,7 +28,7 @@ use super::members::{Admission, Members};
 use super::once::OnceResults;
 use super::outbound::{AnswerRoom, Budget, Outbound};
 use super::pending::{Answered, Pending};
-use super::port::Port;
+use super::port::{Outgoing, Port};
 use super::HubEvent;
 use crate::stats::Routed;
 use crate::wire::{Envelope, Kind, ENVELOPE_OVERHEAD};
@@ -54,7 +54,7 @@ pub(super) struct State {
     afar: afar::Afar,
     /// The ends of `consume_once` runs not yet handed to the uplink (`remote.rs`).
     once_unsaid: std::collections::VecDeque<super::port::Outgoing>,
-    pending: Pending,
+    pub(super) pending: Pending,
     once: OnceResults,
     /// Round-robin position per event, for `consume`; keyed by names that a Ready worker
     /// handles (the copies it announced), and cleared when it grows past what can be handled.
@@ -161,6 +161,14 @@ impl State {
             Kind::Cancel => {
                 let responders = self.conns.keys();
                 self.pending.cancel((from, env.id), responders);
+                // What other hosts owe it, if anything: the uplink knows (best effort: a
+                // cancellation that finds no room is let go).
+                if let Some(port) = &self.uplink {
+                    let _ = port.offer(Outgoing::Cancel {
+                        caller: from,
+                        id: env.id,
+                    });
+                }
             }
             Kind::Credit => self.credit(from, &env),
             Kind::Hello | Kind::Members | Kind::RunHere => {
