@@ -1,6 +1,7 @@
 //! This host's calls to other hosts, while they wait for their answers: which routes of the
 //! Hub each still owes, and what ends it (its answers, its host gone, the connection lost, its
-//! time up). Plain data: what to tell the Hub is returned as [`Settle`]s, applied by the relay.
+//! time up, its caller giving up). Plain data: what to tell the Hub is returned as [`Settle`]s,
+//! applied by the relay.
 //!
 //! A call is known by (its host, its caller here, its id): a `map` sends one call per host
 //! under the same caller and id. It went out in a numbered message to that host (a batch of
