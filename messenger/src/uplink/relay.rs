@@ -25,11 +25,14 @@
 //! the client's bounded subscription buffers, each pinning at most twice its size of its
 //! message.
 //!
+//! Here: the relay, this host's calls and what ends them; `relay/broadcasts.rs`: broadcasts
+//! and their acknowledgements; `relay/inbound.rs`: calls from other hosts run here.
+//!
 //! [`Config::request_timeout`]: crate::Config::request_timeout
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use async_nats::jetstream::kv;
@@ -41,8 +44,11 @@ use super::subjects::Subjects;
 use super::window::{Sent, Taken};
 use super::{frames, once};
 use crate::hub::{HostId, Hub, Outgoing};
-use crate::wire::{Envelope, FrameCodec, Kind, Target};
+use crate::wire::{Envelope, FrameCodec, Kind};
 use crate::{Error, Peer};
+
+mod broadcasts;
+mod inbound;
 
 /// The most calls from other hosts run here at once.
 pub(super) const MAX_INBOUND: usize = 16 * 1024;
@@ -156,22 +162,8 @@ impl Relay {
     /// Sends what the Hub handed over.
     pub async fn outgoing(&mut self, item: Outgoing) {
         match item {
-            Outgoing::Broadcast(mut env) => {
-                env.from = self.stamped(env.from);
-                env.id = self.sent.number();
-                if let Err(e) = self.outbox.broadcast(&mut self.codec, &env) {
-                    tracing::warn!("a broadcast for other hosts not sent: {e}");
-                }
-                self.let_go();
-            }
-            Outgoing::Released(seqs) => {
-                for (host, upto) in self.taken.released(&seqs) {
-                    let mut ack = BytesMut::with_capacity(16);
-                    ack.put_u64(self.me.0);
-                    ack.put_u64(upto);
-                    self.publish(self.subjects.acks(host), ack.freeze()).await;
-                }
-            }
+            Outgoing::Broadcast(env) => self.broadcast(env),
+            Outgoing::Released(seqs) => self.released(&seqs).await,
             Outgoing::Call { host, env, owed } => self.call(host, env, owed),
             Outgoing::Answer { to, env } => self.answer(to, env),
             Outgoing::Cancel { caller, id } => self.cancel(caller, id),
@@ -265,50 +257,6 @@ impl Relay {
         }
     }
 
-    /// An answer for `to`, a caller on another host, from a call run here (or the member list
-    /// of a `map`'s share): into the next message to `to`'s host, or held back.
-    fn answer(&mut self, to: Peer, mut env: Envelope) {
-        let Some(host) = to.host() else {
-            return;
-        };
-        env.to = Target::caller(to);
-        if let Some((reply, envs)) = self.served.answer((to, env.id), env) {
-            for env in envs {
-                self.answer_to(host, &reply, env);
-            }
-        }
-    }
-
-    /// When the answers held back must go, if any are.
-    pub fn hold_until(&self) -> Option<Instant> {
-        self.served.hold_until()
-    }
-
-    /// Sends the answers held back (into the next messages).
-    pub fn release_held(&mut self) {
-        for (caller, reply, envs) in self.served.release() {
-            let Some(host) = caller.host() else {
-                continue;
-            };
-            for env in envs {
-                self.answer_to(host, &reply, env);
-            }
-        }
-    }
-
-    fn answer_to(&mut self, host: HostId, reply: &async_nats::Subject, env: Envelope) {
-        let to = env.to;
-        if let Err(error) = self.outbox.answer(&mut self.codec, host, reply, &env) {
-            // Too large for a NATS message: the caller is told so rather than left waiting.
-            let max = self.codec.max_frame();
-            let mut failure = Envelope::failure(env.id, env.from, env.event, &error, max);
-            failure.to = to;
-            if let Err(e) = self.outbox.answer(&mut self.codec, host, reply, &failure) {
-                tracing::warn!(?to, "an answer for another host not sent: {e}");
-            }
-        }
-    }
-
     /// Sends what was gathered for other hosts. A message of calls that cannot be sent fails
     /// its calls at once.
     pub async fn flush(&mut self) {
@@ -368,46 +316,6 @@ impl Relay {
         self.settle(settles);
     }
 
-    /// A broadcast from another host.
-    pub fn incoming_broadcast(&mut self, payload: &Bytes) {
-        for env in self.decode(payload) {
-            let Some(host) = env.from.host().filter(|h| *h != self.me) else {
-                continue;
-            };
-            if env.kind != Kind::Broadcast {
-                continue;
-            }
-            // Only a host of the cluster is owed acknowledgements: what is kept is bounded.
-            if self.hub.knows_host(host) {
-                self.taken.arrived(host, env.id);
-            }
-            self.hub.route_remote(env);
-        }
-    }
-
-    /// Another host took this host's broadcasts up to a number.
-    pub fn incoming_ack(&mut self, payload: &[u8]) {
-        let (Some(host), Some(upto)) = (
-            payload
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes),
-            payload
-                .get(8..16)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes),
-        ) else {
-            return tracing::debug!("an acknowledgement that does not decode: dropped");
-        };
-        self.sent.acked(HostId(host), upto);
-        self.let_go();
-    }
-
-    /// A host joined: this host's broadcasts wait for it from now on.
-    pub fn host_joined(&mut self, host: HostId) {
-        self.sent.joined(host);
-    }
-
     /// A host left or was forgotten: nothing waits for it, nothing is kept of it.
     pub fn host_left(&mut self, host: HostId, name: &str) {
         // Its calls from this host are never answered now.
@@ -421,75 +329,6 @@ impl Relay {
         self.sent.left(host);
         self.taken.forget(host);
         self.let_go();
-    }
-
-    /// Tells the Hub how many more of its broadcasts every other host took.
-    fn let_go(&mut self) {
-        let taken = self.sent.settle();
-        if taken > 0 {
-            self.hub
-                .uplink_sent(usize::try_from(taken).unwrap_or(usize::MAX));
-        }
-        if taken > 0 || self.sent.outstanding() == 0 {
-            self.progress = Instant::now();
-        }
-    }
-
-    /// Broadcasts no other host acknowledged for `limit` are presumed lost on the way (a
-    /// subscription that overflowed drops messages): their senders go on.
-    pub fn unstick(&mut self, limit: Duration) {
-        if self.sent.outstanding() > 0 && self.progress.elapsed() > limit {
-            tracing::warn!(
-                outstanding = self.sent.outstanding(),
-                "broadcasts to other hosts not acknowledged for {limit:?}: presumed lost"
-            );
-            self.sent.lost();
-            self.let_go();
-        }
-    }
-
-    /// Calls from another host: each frame one, from the host whose answers subject the
-    /// message names as its reply (a frame that is not, is dropped).
-    pub fn incoming_calls(&mut self, message: async_nats::Message) {
-        let host = message.reply.as_ref().and_then(|reply| {
-            let (caller, callee, _) = self.subjects.answer_parts(reply)?;
-            (callee == self.me && caller != self.me).then_some(caller)
-        });
-        let (Some(host), Some(reply)) = (host, message.reply) else {
-            return tracing::debug!("calls from another host without its answers subject: dropped");
-        };
-        for env in self.decode(&message.payload) {
-            let from = env.from;
-            if env.kind == Kind::Cancel && from.host() == Some(host) {
-                // Its caller gave up: forgotten here, its routes here dropped.
-                self.served.forget(&(from, env.id));
-                self.hub.route_remote(env);
-                continue;
-            }
-            if env.kind != Kind::Request || from.host() != Some(host) {
-                tracing::debug!(%from, kind = ?env.kind, "a call from another host that is not one: dropped");
-                continue;
-            }
-            if self.served.len() >= MAX_INBOUND && !self.served.contains(&(from, env.id)) {
-                let error = Error::Busy {
-                    event: env.event_name(),
-                    peer: Peer::Remote {
-                        host: self.me,
-                        worker: None,
-                    },
-                };
-                let max = self.codec.max_frame();
-                let mut failure = Envelope::failure(env.id, Peer::Master, env.event, &error, max);
-                failure.to = Target::caller(from);
-                if let Err(e) = self.outbox.answer(&mut self.codec, host, &reply, &failure) {
-                    tracing::debug!(%from, "a refusal for another host not sent: {e}");
-                }
-                continue;
-            }
-            let map = matches!(env.to, Target::All { .. });
-            self.served.insert((from, env.id), reply.clone(), map);
-            self.hub.route_remote(env);
-        }
     }
 
     /// A message's frames that decode (what does not is logged and skipped).
@@ -518,26 +357,6 @@ impl Relay {
         self.sent.lost();
         self.taken.clear();
         self.let_go();
-    }
-
-    /// Forgets the calls from other hosts not answered within twice the request timeout.
-    pub fn sweep(&mut self) {
-        let now = Instant::now();
-        let limit = self.timeout.saturating_mul(2);
-        self.give_up(|since| now.saturating_duration_since(since) > limit);
-    }
-
-    /// Forgets the calls from other hosts running since an instant `which` names: their
-    /// routes here are cancelled.
-    fn give_up(&mut self, which: impl Fn(Instant) -> bool) {
-        for (caller, id) in self.served.give_up(which) {
-            let cancel = Envelope {
-                id,
-                from: caller,
-                ..Envelope::new(Kind::Cancel, "", Bytes::new())
-            };
-            self.hub.route_remote(cancel);
-        }
     }
 }
 
