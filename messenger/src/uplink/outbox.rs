@@ -68,14 +68,9 @@ impl Outbox {
             to: To::Broadcasts,
             buf: BytesMut::new(),
         });
-        if let Some(frame) = add(open, codec, env, self.max)? {
-            let fresh = Open {
-                to: To::Broadcasts,
-                buf: frame,
-            };
-            self.full.push(close(std::mem::replace(open, fresh)));
-        }
-        Ok(())
+        add(open, codec, env, self.max, &mut self.full, || {
+            To::Broadcasts
+        })
     }
 
     /// Adds `env`, a call to `host`: the batch it goes in, or why it cannot go.
@@ -90,14 +85,8 @@ impl Outbox {
             to: next(batches, host),
             buf: BytesMut::new(),
         });
-        let spilled = add(open, codec, env, self.max)?;
-        if let Some(frame) = spilled {
-            let fresh = Open {
-                to: next(&mut self.batches, host),
-                buf: frame,
-            };
-            self.full.push(close(std::mem::replace(open, fresh)));
-        }
+        let next_batch = || next(&mut self.batches, host);
+        add(open, codec, env, self.max, &mut self.full, next_batch)?;
         match open.to {
             To::Calls { batch, .. } => Ok(batch),
             To::Broadcasts | To::Answers { .. } => unreachable!("a host's calls are numbered"),
@@ -118,16 +107,10 @@ impl Outbox {
             },
             buf: BytesMut::new(),
         });
-        if let Some(frame) = add(open, codec, env, self.max)? {
-            let fresh = Open {
-                to: To::Answers {
-                    reply: reply.clone(),
-                },
-                buf: frame,
-            };
-            self.full.push(close(std::mem::replace(open, fresh)));
-        }
-        Ok(())
+        let again = || To::Answers {
+            reply: reply.clone(),
+        };
+        add(open, codec, env, self.max, &mut self.full, again)
     }
 
     /// Every message gathered, to be sent now.
@@ -177,14 +160,17 @@ fn close(open: Open) -> Message {
     }
 }
 
-/// Encodes `env` at the end of `open`: `Some(frame)` when it does not fit beside what is there
-/// (the frame is taken back out, to start the next message), `Err` when it does not fit alone.
+/// Encodes `env` at the end of `open`. When it does not fit beside what is there, it starts
+/// the next message (for `next`), and the full one goes to `full`; `Err` when it does not fit
+/// alone.
 fn add(
     open: &mut Open,
     codec: &mut FrameCodec,
     env: &Envelope,
     max: usize,
-) -> Result<Option<BytesMut>, Error> {
+    full: &mut Vec<Message>,
+    next: impl FnOnce() -> To,
+) -> Result<(), Error> {
     let start = open.buf.len();
     if let Err(e) = codec.encode(env, &mut open.buf) {
         open.buf.truncate(start);
@@ -196,9 +182,13 @@ fn add(
         return Err(Error::FrameTooLarge { size, max });
     }
     if open.buf.len() > max {
-        return Ok(Some(open.buf.split_off(start)));
+        let fresh = Open {
+            to: next(),
+            buf: open.buf.split_off(start),
+        };
+        full.push(close(std::mem::replace(open, fresh)));
     }
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -135,11 +135,7 @@ impl Relay {
         match item {
             Outgoing::Call { host, env, owed } => {
                 let error = self.unreachable(host, why);
-                for owed_by in owed {
-                    let event = env.event.clone();
-                    self.hub
-                        .remote_failed(env.from, env.id, owed_by, event, &error);
-                }
+                self.fail_unsent(&env, owed, &error);
             }
             Outgoing::Once(request) => {
                 let error = Error::HostUnreachable {
@@ -230,13 +226,16 @@ impl Relay {
                 self.calls.sent(host, &env, owed, batch, &mut settles);
                 self.settle(settles);
             }
-            Err(error) => {
-                for owed_by in owed {
-                    let event = env.event.clone();
-                    self.hub
-                        .remote_failed(env.from, env.id, owed_by, event, &error);
-                }
-            }
+            Err(error) => self.fail_unsent(&env, owed, &error),
+        }
+    }
+
+    /// Fails every route `owed` of `env`, a call that will not be sent.
+    fn fail_unsent(&self, env: &Envelope, owed: Vec<Peer>, error: &Error) {
+        for owed_by in owed {
+            let event = env.event.clone();
+            self.hub
+                .remote_failed(env.from, env.id, owed_by, event, error);
         }
     }
 
