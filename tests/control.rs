@@ -147,6 +147,11 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
     usage(&["bogus"], "unknown command \"bogus\"");
     usage(&["scale", "many"], "scale to \"many\" workers?");
     usage(&[], "no command");
+    usage(&["scale"], "scale needs a number of workers");
+    usage(
+        &["--timeout", "0", "status"],
+        "--timeout needs a number of seconds",
+    );
     let out = cli(&socket, &["scale", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -155,9 +160,12 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
         stderr(&out)
     );
 
-    // Nothing there.
+    // Nothing there, or not a socket.
     let out = cli(&dir.path().join("nobody.sock"), &["status"]);
-    assert_unreachable(&out, "no master answers at");
+    assert_unreachable(&out, "no socket at");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    assert_unreachable(&cli(&file, &["status"]), "is not a socket");
 
     // Something there, but not a master.
     let other = dir.path().join("other.sock");
@@ -191,14 +199,18 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
         assert!(queued.len() < 1000, "the backlog never filled");
     }
     let out = cli(&stuck, &["--timeout", "0.5", "status"]);
-    assert_unreachable(&out, "no master answers at");
+    assert_unreachable(&out, "no answer from");
     // One that takes the connection and never answers.
     let silent = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
     let silent_path = dir.path().join("silent.sock");
     silent.bind(&SockAddr::unix(&silent_path).unwrap()).unwrap();
     silent.listen(8).unwrap();
     let out = cli(&silent_path, &["--timeout", "0.5", "status"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_unreachable(&out, "no answer from");
+    assert!(stderr(&out).contains("within 500ms"), "{}", stderr(&out));
+    // A reload too: it waits for its rollout only once a master has answered.
+    let out = cli(&silent_path, &["--timeout", "0.5", "reload"]);
+    assert_unreachable(&out, "within 500ms");
     let out = cli(&silent_path, &["--timeout", "forever", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     drop((listener, queued, silent));
@@ -259,4 +271,136 @@ fn a_master_that_stops_mid_call_is_a_clear_error() {
     helper.signal(Signal::SIGKILL);
     let out = reload.join().unwrap();
     assert_unreachable(&out, "closed the connection without answering");
+}
+
+#[test]
+fn a_stopped_master_is_given_up_on_and_does_not_act_on_orders_later() {
+    let (helper, _dir, socket) = start(1, &[]);
+    helper.signal(Signal::SIGSTOP);
+    for args in [
+        &["--timeout", "1", "reload"][..],
+        &["--timeout", "1", "stop"],
+        &["--timeout", "1", "scale", "2"],
+    ] {
+        let out = cli(&socket, args);
+        assert_unreachable(&out, "no answer from");
+        assert!(
+            stderr(&out).contains("within 1s"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    helper.signal(Signal::SIGCONT);
+    // The stop and the scale, read past their deadlines: refused, not carried out (the reload
+    // was never sent: the master did not answer first).
+    let (first, _) = helper
+        .out
+        .wait_line_from(0, "an order refused as late", |l| {
+            l.contains("past its deadline is not carried out")
+        });
+    helper
+        .out
+        .wait_line_from(first + 1, "a second order refused as late", |l| {
+            l.contains("past its deadline is not carried out")
+        });
+    let out = cli(&socket, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["phase"], "Running", "{status}");
+    assert_eq!(status["slots"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["totals"]["reloads_succeeded"], 0, "{status}");
+    // The protocol says why to a client that sets a deadline already past.
+    let conn = UnixStream::connect(&socket).unwrap();
+    (&conn)
+        .write_all(b"{\"cmd\":\"stop\",\"before\":1}\n")
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(&conn).read_line(&mut answer).unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("past its deadline"),
+        "{answer}"
+    );
+    assert_eq!(cli(&socket, &["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn the_workers_of_removed_slots_are_listed_while_they_drain() {
+    // A drain waits for a request of a minute, well within the kill timeout.
+    let (helper, _dir, socket) = start(2, &[("HELPER_KILL_TIMEOUT_MS", "300000".into())]);
+    let port = helper.port;
+    let mut slow = Vec::new();
+    let mut from = 0;
+    loop {
+        slow.push(std::thread::spawn(move || {
+            request(port, "GET", "/slow?ms=60000")
+        }));
+        let (i, line) = helper
+            .out
+            .wait_line_from(from, "a slow request started", |l| {
+                l.contains("slow request started")
+            });
+        from = i + 1;
+        // Slot 1 is the one scaling down takes away.
+        if line.contains("slot=1 ") {
+            break;
+        }
+        assert!(slow.len() < 64, "no request reached slot 1");
+    }
+    let out = cli(&socket, &["scale", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "scaled to 1 worker\n");
+
+    let out = cli(&socket, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["slots"].as_array().unwrap().len(), 1, "{status}");
+    let removed = status["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{status}");
+    assert_eq!(removed[0]["slot"], 1, "{status}");
+    let worker = &removed[0]["workers"][0];
+    assert_eq!(worker["state"], "Draining", "{status}");
+    assert!(worker["rss_bytes"].as_u64().unwrap() > 0, "{status}");
+
+    let table = stdout(&cli(&socket, &["status"]));
+    assert!(
+        table.starts_with("1 worker Ready of 1 slot, running"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("1 (removed)") && l.contains(" draining ")),
+        "{table}"
+    );
+    // The cluster goes down with its requests: their answers do not matter.
+    drop(helper);
+    for request in slow {
+        let _ = request.join();
+    }
+}
+
+#[test]
+fn a_stop_right_after_a_reload_ends_every_worker_cleanly() {
+    let (mut helper, _dir, socket) = start(2, &[]);
+    let reload = UnixStream::connect(&socket).unwrap();
+    let stop = UnixStream::connect(&socket).unwrap();
+    // The reload starts new workers, which the stop then drains (or refuses Ready): none may
+    // fail for it, for want of a listener or of being Ready.
+    (&reload).write_all(b"{\"cmd\":\"reload\"}\n").unwrap();
+    (&stop).write_all(b"{\"cmd\":\"stop\"}\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&stop).read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    assert!(helper.wait_exit().success());
+    assert!(
+        helper
+            .out
+            .position(|l| l.contains("ERROR") || l.contains("worker fails"))
+            .is_none(),
+        "a worker failed"
+    );
 }

@@ -232,6 +232,20 @@ fn every_worker_is_merged_and_promtool_reads_it() {
     assert!(s.value("multiprocess_resident_memory_bytes", &[("slot", "master")]) > 0.0);
     assert_eq!(s.value("multiprocess_metrics_unanswered", &[]), 0.0);
     assert_eq!(s.value("multiprocess_metrics_dropped_series", &[]), 0.0);
+    // The master's housekeeping (heartbeats, this scrape's collection) under a kind of its own,
+    // apart from the service's calls; no call of the service's failed, and the family of
+    // failures is there all the same.
+    assert!(s.value("multiprocess_calls_total", &[("kind", "control")]) >= 2.0);
+    assert!(s
+        .all("multiprocess_calls_total", &[("kind", "request_worker")])
+        .is_empty());
+    assert!(s.all("multiprocess_call_errors_total", &[]).is_empty());
+    assert!(
+        s.text
+            .contains("# TYPE multiprocess_call_errors_total counter\n"),
+        "{}",
+        s.text
+    );
 
     // Anything but GET /metrics.
     let other = Conn::connect(port).unwrap().request("GET", "/").unwrap();

@@ -8,12 +8,17 @@
 //! ← {"ok":true,"status":{"phase":"Running","slots":[{"slot":0,"restarts":0,"backoff_ms":null,
 //!    "workers":[{"generation":1,"pid":4242,"state":"Ready","uptime_ms":5120,
 //!                "rss_bytes":5242880,"cpu_seconds":0.31,"cpu_percent":2.5,"messages":1200}]}],
-//!    "totals":{"restarts_exited":0,"restarts_unhealthy":0,"restarts_recycled":0,
+//!    "removed":[],"totals":{"restarts_exited":0,"restarts_unhealthy":0,"restarts_recycled":0,
 //!              "reloads_succeeded":1,"reloads_failed":0}}}
 //! → {"cmd":"reload"}            ← {"ok":true} once the rollout is over, or {"ok":false,"error":"..."}
 //! → {"cmd":"scale","workers":4} ← {"ok":true,"workers":4}
 //! → {"cmd":"stop"}              ← {"ok":true}, then the master drains and exits
 //! ```
+//!
+//! A request may carry `"before"`, a deadline in milliseconds since the Unix epoch: one read
+//! past it is answered `{"ok":false,...}` and not carried out (the CLI sets it to when it gives
+//! up waiting, so that a master stopped meanwhile does not stop, scale or reload later, having
+//! told no one).
 //!
 //! Anything else (a line that is not UTF-8 or not a request) gets `{"ok":false,"error":"..."}`
 //! and the connection goes on; a line over 64 KiB is answered so and closes it, as does a
@@ -35,7 +40,7 @@ use tokio::sync::Semaphore;
 use crate::error::Error;
 use crate::master::Master;
 use crate::procfs::ProcStat;
-use crate::status::Status;
+use crate::status::{SlotStatus, Status};
 
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CLIENTS: usize = 16;
@@ -247,23 +252,31 @@ async fn send(write: &mut (impl AsyncWriteExt + Unpin), answer: &Value) -> std::
 }
 
 async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
-    let request: Request = match serde_json::from_str(text) {
-        Ok(request) => request,
+    let (request, before) = match parse(text) {
+        Ok(parsed) => parsed,
         Err(e) => {
             return json!({"ok": false, "error": format!(
                 "not a request ({e}); send one JSON object per line: {{\"cmd\":\"status\"}}, \
-                 \"reload\", \"stop\", or {{\"cmd\":\"scale\",\"workers\":N}}"
+                 \"reload\", \"stop\", or {{\"cmd\":\"scale\",\"workers\":N}}, each \
+                 with \"before\": a deadline in milliseconds since the Unix epoch if wanted"
             )})
         }
     };
+    if let Some(late) = before.and_then(too_late) {
+        // The client gave up waiting (the master was stopped, say): it was told the order
+        // failed, so carrying it out now would surprise whoever sent it.
+        tracing::warn!("a control order read {late:?} past its deadline is not carried out");
+        return json!({"ok": false, "error": format!(
+            "read {late:?} past its deadline: not carried out"
+        )});
+    }
     let failed = |e: Error| json!({"ok": false, "error": e.to_string()});
     match request {
         Request::Status => match master.status().await {
             Ok(status) => {
                 // Read off the master's thread: it routes every worker's messages.
                 let pids: Vec<u32> = status
-                    .slots
-                    .iter()
+                    .all_slots()
                     .flat_map(|s| s.workers.iter().map(|w| w.pid))
                     .collect();
                 let procs = tokio::task::spawn_blocking(move || {
@@ -294,6 +307,25 @@ async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
     }
 }
 
+/// A request and its deadline (`before`: milliseconds since the Unix epoch), if it has one.
+fn parse(text: &str) -> Result<(Request, Option<u64>), serde_json::Error> {
+    let mut value: Value = serde_json::from_str(text)?;
+    let before = match value.as_object_mut().and_then(|o| o.remove("before")) {
+        None => None,
+        Some(before) => Some(u64::deserialize(before)?),
+    };
+    Ok((Request::deserialize(value)?, before))
+}
+
+/// How long past `before` (milliseconds since the Unix epoch) it is now, if it is.
+fn too_late(before: u64) -> Option<Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    now.checked_sub(Duration::from_millis(before))
+        .filter(|late| !late.is_zero())
+}
+
 /// The status, with what the master reads of each worker process (`/proc`) and the messages
 /// its Hub delivered to it.
 fn status_json(
@@ -303,42 +335,40 @@ fn status_json(
     procs: &HashMap<u32, ProcStat>,
 ) -> Value {
     let percents = std::cell::RefCell::new(HashMap::new());
-    let slots: Vec<Value> = status
-        .slots
-        .iter()
-        .map(|slot| {
-            let workers: Vec<Value> = slot
-                .workers
-                .iter()
-                .map(|w| {
-                    let proc = procs.get(&w.pid);
-                    let cpu_seconds = proc.as_ref().map(|p| p.cpu_seconds);
-                    json!({
-                        "generation": w.generation,
-                        "pid": w.pid,
-                        "state": w.state,
-                        "uptime_ms": w.uptime.as_millis() as u64,
-                        "rss_bytes": proc.as_ref().map(|p| p.rss_bytes),
-                        "cpu_seconds": cpu_seconds,
-                        "cpu_percent": cpu_seconds.map(|s| {
-                            // Once per process: in single-process mode every worker is one.
-                            *percents
-                                .borrow_mut()
-                                .entry(w.pid)
-                                .or_insert_with(|| cpu.percent(w.pid, s, w.uptime))
-                        }),
-                        "messages": master.messages_to(slot.slot, w.generation),
-                    })
+    let slot_json = |slot: &SlotStatus| {
+        let workers: Vec<Value> = slot
+            .workers
+            .iter()
+            .map(|w| {
+                let proc = procs.get(&w.pid);
+                let cpu_seconds = proc.as_ref().map(|p| p.cpu_seconds);
+                json!({
+                    "generation": w.generation,
+                    "pid": w.pid,
+                    "state": w.state,
+                    "uptime_ms": w.uptime.as_millis() as u64,
+                    "rss_bytes": proc.as_ref().map(|p| p.rss_bytes),
+                    "cpu_seconds": cpu_seconds,
+                    "cpu_percent": cpu_seconds.map(|s| {
+                        // Once per process: in single-process mode every worker is one.
+                        *percents
+                            .borrow_mut()
+                            .entry(w.pid)
+                            .or_insert_with(|| cpu.percent(w.pid, s, w.uptime))
+                    }),
+                    "messages": master.messages_to(slot.slot, w.generation),
                 })
-                .collect();
-            json!({
-                "slot": slot.slot,
-                "restarts": slot.restarts,
-                "backoff_ms": slot.backoff.map(|b| b.as_millis() as u64),
-                "workers": workers,
             })
+            .collect();
+        json!({
+            "slot": slot.slot,
+            "restarts": slot.restarts,
+            "backoff_ms": slot.backoff.map(|b| b.as_millis() as u64),
+            "workers": workers,
         })
-        .collect();
+    };
+    let slots: Vec<Value> = status.slots.iter().map(slot_json).collect();
+    let removed: Vec<Value> = status.removed.iter().map(slot_json).collect();
     let hosts: Vec<Value> = master
         .hosts()
         .into_iter()
@@ -362,6 +392,7 @@ fn status_json(
         "phase": status.phase,
         "ready": status.ready(),
         "slots": slots,
+        "removed": removed,
         "totals": status.totals,
         "hosts": hosts,
     })

@@ -21,12 +21,21 @@ pub const SINGLE_PROCESS_ENV: &str = "MULTIPROCESS_SINGLE_PROCESS";
 pub(crate) fn single_process() -> Result<Option<bool>, Error> {
     match std::env::var(SINGLE_PROCESS_ENV) {
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Ok(v) if matches!(v.as_str(), "1" | "true" | "yes") => Ok(Some(true)),
-        Ok(v) if matches!(v.as_str(), "0" | "false" | "no" | "") => Ok(Some(false)),
-        Ok(v) => Err(Error::Config(format!(
-            "{SINGLE_PROCESS_ENV}={v:?}: 1 (or true, yes) or 0 (false, no)"
-        ))),
+        Ok(v) => switch(&v).map(Some).ok_or_else(|| {
+            Error::Config(format!(
+                "{SINGLE_PROCESS_ENV}={v:?}: 1 (or true, yes, on) or 0 (false, no, off)"
+            ))
+        }),
         Err(_) => Err(Error::Config(format!("{SINGLE_PROCESS_ENV} is not UTF-8"))),
+    }
+}
+
+/// An on/off switch's value, in any case (`TRUE` as well as `true`); empty is off.
+fn switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
     }
 }
 
@@ -196,6 +205,13 @@ mod tests {
         assert!(WorkerEnv::decode("").is_err());
         assert!(WorkerEnv::decode("v2;slot=1").is_err());
         assert!(WorkerEnv::decode("v1;slot=x;gen=1;master=1;ipc=3;listeners=").is_err());
+        for on in ["1", "true", "TRUE", "Yes", "on"] {
+            assert_eq!(switch(on), Some(true), "{on}");
+        }
+        for off in ["0", "false", "False", "NO", "off", ""] {
+            assert_eq!(switch(off), Some(false), "{off}");
+        }
+        assert_eq!(switch("maybe"), None);
         assert!(WorkerEnv::decode("v1;slot=1;gen=1;master=1;listeners=").is_err());
         assert!(WorkerEnv::decode("v1;slot=1;gen=1;master=1;ipc=3;listeners=udp:4").is_err());
     }

@@ -75,14 +75,20 @@ impl Spawner {
         Ok(Spawner { jobs })
     }
 
-    /// Starts one worker process.
-    pub async fn spawn(&self, request: SpawnRequest) -> io::Result<tokio::process::Child> {
+    /// Starts one worker process: the order is given now, in turn with
+    /// [`close_listeners`](Spawner::close_listeners) (a worker asked for before the cluster
+    /// stops gets the listeners), and the future is its outcome.
+    pub fn spawn(
+        &self,
+        request: SpawnRequest,
+    ) -> impl std::future::Future<Output = io::Result<tokio::process::Child>> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Spawn(request, tx))
-            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-        rx.await
-            .map_err(|_| io::Error::other("the spawner thread is gone"))?
+        let sent = self.jobs.send(Job::Spawn(request, tx));
+        async move {
+            sent.map_err(|_| io::Error::other("the spawner thread is gone"))?;
+            rx.await
+                .map_err(|_| io::Error::other("the spawner thread is gone"))?
+        }
     }
 
     /// Drops the master's copies of the listening sockets; later spawns get none.

@@ -71,6 +71,11 @@ pub struct Status {
     pub phase: Phase,
     /// Every slot, in slot order.
     pub slots: Vec<SlotStatus>,
+    /// Slots taken away by [`Master::scale`](crate::Master::scale) whose workers still drain
+    /// (each one [`WorkerState::Draining`]), in slot order: gone from the cluster's count, not
+    /// yet from the machine.
+    #[serde(default)]
+    pub removed: Vec<SlotStatus>,
     /// What the supervisor did since the master started.
     pub totals: Totals,
 }
@@ -94,6 +99,11 @@ pub struct Totals {
 }
 
 impl Status {
+    /// The slots, then the removed slots whose workers still drain.
+    pub fn all_slots(&self) -> impl Iterator<Item = &SlotStatus> {
+        self.slots.iter().chain(&self.removed)
+    }
+
     /// How many workers are Ready.
     pub fn ready(&self) -> usize {
         self.slots

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use messenger::{BoxFuture, Messenger, WorkerId};
@@ -49,6 +50,8 @@ struct Inner {
     /// How many reloads this worker asked for are still waiting for their outcome: the process
     /// waits for them before it exits.
     reloads: watch::Sender<usize>,
+    /// Set when the master refused to make this worker Ready.
+    refused: Arc<AtomicBool>,
 }
 
 /// Counts a reload request as waiting for its outcome while it lives.
@@ -125,12 +128,15 @@ impl Worker {
     ///
     /// The master grants it only to the worker it is starting for the slot: a worker that was
     /// replaced or told to drain, or while the cluster stops, is refused
-    /// ([`messenger::Error::Forbidden`]), and drains ([`Worker::draining`] resolves).
+    /// ([`messenger::Error::Forbidden`]), and drains ([`Worker::draining`] resolves). A
+    /// bootstrap that passes this refusal on (`worker.ready().await?`) ends the worker as
+    /// drained, not failed: logged as information, exit status 0.
     pub async fn ready(&self) -> Result<(), Error> {
         match self.inner.messenger.ready().await {
             Ok(()) => Ok(()),
             Err(refused @ messenger::Error::Forbidden { .. }) => {
                 tracing::warn!("not made Ready ({refused}): draining");
+                self.inner.refused.store(true, Ordering::Relaxed);
                 self.inner.drain.cancel();
                 Err(refused.into())
             }
@@ -283,11 +289,21 @@ pub(crate) async fn live(
                 .ready_timeout
                 .saturating_mul(u32::try_from(opts.workers + 1).unwrap_or(u32::MAX)),
             reloads: watch::Sender::new(0),
+            refused: Arc::new(AtomicBool::new(false)),
         }),
     };
     let mut reloads = worker.inner.reloads.subscribe();
+    let refused = worker.inner.refused.clone();
     tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
-    let result = boot(worker).await.map_err(Error::Bootstrap);
+    let result = match boot(worker).await {
+        // Refused Ready (replaced, or the cluster stopping, before it served), and its bootstrap
+        // passed the refusal on (`ready().await?`): drained before it began, not a failure.
+        Err(e) if refused.load(Ordering::Relaxed) => {
+            tracing::info!("refused Ready, the bootstrap returned: {e}");
+            Ok(())
+        }
+        result => result.map_err(Error::Bootstrap),
+    };
     // A reload this worker asked for ends as it drains, or soon after: its outcome is not
     // lost to the exit (the master kills a worker still here after kill_timeout anyway).
     if *reloads.borrow_and_update() > 0 {

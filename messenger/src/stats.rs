@@ -28,8 +28,10 @@ pub enum CallKind {
     Request,
     /// [`Messenger::request_master`](crate::Messenger::request_master).
     RequestMaster,
-    /// The master's requests to one worker by id (heartbeats, drain orders, metrics).
-    RequestWorker,
+    /// The master's own orders to one worker by id: heartbeats, drain orders, the collection
+    /// of its metrics. The cluster's housekeeping, never a call of the service's code (which
+    /// has no way to address a worker by id).
+    Control,
     /// [`Messenger::map`](crate::Messenger::map) and `map_each`.
     Map,
 }
@@ -42,7 +44,7 @@ impl CallKind {
         CallKind::ConsumeOnce,
         CallKind::Request,
         CallKind::RequestMaster,
-        CallKind::RequestWorker,
+        CallKind::Control,
         CallKind::Map,
     ];
 
@@ -54,13 +56,13 @@ impl CallKind {
             Target::Slot(_) => CallKind::Request,
             Target::Master => CallKind::RequestMaster,
             Target::All { .. } => CallKind::Map,
-            Target::Worker(_) => CallKind::RequestWorker,
+            Target::Worker(_) => CallKind::Control,
             Target::Hub | Target::Remote { .. } => return None,
         })
     }
 
     /// Its name, as a metric label: `broadcast`, `consume`, `consume_once`, `request`,
-    /// `request_master`, `request_worker`, `map`.
+    /// `request_master`, `control`, `map`.
     pub fn name(self) -> &'static str {
         match self {
             CallKind::Broadcast => "broadcast",
@@ -68,7 +70,7 @@ impl CallKind {
             CallKind::ConsumeOnce => "consume_once",
             CallKind::Request => "request",
             CallKind::RequestMaster => "request_master",
-            CallKind::RequestWorker => "request_worker",
+            CallKind::Control => "control",
             CallKind::Map => "map",
         }
     }

@@ -10,15 +10,17 @@
 //! ```
 //!
 //! `--socket` defaults to `$MULTIPROCESS_SOCKET`. `--timeout SECONDS` (default 30) bounds the
-//! wait for a connection and for an answer (not a `reload`'s, which lasts its rollout). Exit
-//! status: 0 done, 1 the master refused or failed (its reason is printed), 2 a usage error, 3 no
-//! master answered.
+//! wait for a connection and for an answer (a `reload` first checks, within it, that the master
+//! answers, then waits for its rollout however long). An order carries its deadline (`before`,
+//! milliseconds since the Unix epoch): a master that reads it later, after the CLI gave up (it
+//! was stopped meanwhile, say), does not carry it out. Exit status: 0 done, 1 the master refused
+//! or failed (its reason is printed), 2 a usage error, 3 no master answered.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -32,8 +34,11 @@ commands:
   stop              drain every worker; the master exits once they have
 
 --socket defaults to $MULTIPROCESS_SOCKET (the path given to Builder::control_socket).
---timeout (default 30) bounds the wait for the master to connect and to answer (a reload
-waits for its rollout however long).";
+--timeout (default 30, from 0.001 to 86400 seconds) bounds the wait for the master to connect
+and to answer (a reload waits for its rollout however long, once the master has answered).
+An order the master reads after the CLI gave up waiting is not carried out.
+
+exit status: 0 done, 1 the master refused or failed, 2 a usage error, 3 no master answered";
 
 /// The master's control socket, and how long to wait for it.
 struct Socket {
@@ -93,10 +98,16 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
                     .and_then(|s| s.parse::<f64>().ok())
                     .filter(|s| s.is_finite() && *s >= 0.001 && *s <= 86400.0)
                     .map(Duration::from_secs_f64)
-                    .ok_or_else(|| Failure::Usage("--timeout needs a number of seconds".into()))?;
+                    .ok_or_else(|| {
+                        Failure::Usage("--timeout needs a number of seconds, 0.001 to 86400".into())
+                    })?;
             }
             "--help" | "-h" | "help" => {
                 let _ = out(&format!("{USAGE}\n"));
+                return Ok(());
+            }
+            "--version" | "-V" => {
+                let _ = out(&format!("multiprocess {}\n", env!("CARGO_PKG_VERSION")));
                 return Ok(());
             }
             _ => rest.push(arg),
@@ -124,6 +135,9 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             monit(&socket, Duration::from_secs_f64(every))?
         }
         ["reload"] => {
+            // Only a master that answers is waited on without limit: one stopped, or something
+            // that accepts and never answers, fails within the timeout.
+            status(&socket)?;
             call(&socket, &json!({"cmd": "reload"}))?;
             let _ = out("reload complete: every slot runs a new worker\n");
         }
@@ -132,8 +146,9 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
                 .parse()
                 .map_err(|_| Failure::Usage(format!("scale to {n:?} workers?")))?;
             call(&socket, &json!({"cmd": "scale", "workers": workers}))?;
-            let _ = out(&format!("scaled to {workers} workers\n"));
+            let _ = out(&format!("scaled to {}\n", plural(workers as u64, "worker")));
         }
+        ["scale"] => return Err(Failure::Usage("scale needs a number of workers".into())),
         ["stop"] => {
             call(&socket, &json!({"cmd": "stop"}))?;
             let _ = out("stopping: the workers drain, then the master exits\n");
@@ -163,15 +178,23 @@ fn connect(to: &Socket) -> std::io::Result<UnixStream> {
 
 /// Sends one request and reads its answer: the answer's fields if it says ok.
 fn call(socket: &Socket, request: &Value) -> Result<Value, Failure> {
-    let unreachable = |e: std::io::Error| {
-        Failure::Unreachable(format!("no master answers at {}: {e}", socket.display()))
-    };
+    let unreachable = |e: std::io::Error| Failure::Unreachable(why_unreachable(socket, &e));
+    socket_file(socket)?;
     let mut stream = connect(socket).map_err(unreachable)?;
     // A reload may take as long as its rollout; anything else is answered at once.
     if request["cmd"] != "reload" {
         stream
             .set_read_timeout(Some(socket.timeout))
             .map_err(unreachable)?;
+    }
+    // An order read after this CLI gave up is not carried out (see the module's docs).
+    let mut request = request.clone();
+    if request["cmd"] != "status" {
+        let deadline = SystemTime::now() + socket.timeout;
+        let millis = deadline
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        request["before"] = json!(millis);
     }
     stream
         .write_all(format!("{request}\n").as_bytes())
@@ -202,6 +225,51 @@ fn call(socket: &Socket, request: &Value) -> Result<Value, Failure> {
             "{} is not a multiprocess master's control socket (it answered {answer})",
             socket.display()
         ))),
+    }
+}
+
+/// Why nothing answered, in an operator's words.
+fn why_unreachable(socket: &Socket, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let path = socket.display();
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+            "no answer from {path} within {:?} (a master stopped, or busy, or not a master)",
+            socket.timeout
+        ),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => format!(
+            "{path} closed the connection without answering: not a multiprocess master's \
+             control socket, or its master stopped meanwhile"
+        ),
+        ErrorKind::ConnectionRefused => {
+            format!("nothing listens at {path} (a master that exited left its socket?)")
+        }
+        _ => format!("no master answers at {path}: {e}"),
+    }
+}
+
+/// Whether there is a socket at the path at all: a clearer message than `connect`'s.
+fn socket_file(socket: &Socket) -> Result<(), Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = socket.display();
+    match std::fs::metadata(&socket.path) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(()),
+        Ok(_) => Err(Failure::Unreachable(format!(
+            "{path} is not a socket (give the path of a master's control socket)"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::Unreachable(format!(
+            "no socket at {path}: is the master running, with that control socket?"
+        ))),
+        Err(e) => Err(Failure::Unreachable(format!("cannot reach {path}: {e}"))),
+    }
+}
+
+/// "1 worker", "2 workers".
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -246,15 +314,23 @@ fn table(status: &Value) -> String {
         "slot", "pid", "gen", "state", "uptime", "restarts", "memory", "cpu", "messages",
     ]
     .map(String::from)];
-    for slot in status["slots"].as_array().into_iter().flatten() {
+    let slots = status["slots"].as_array().into_iter().flatten();
+    let removed = status["removed"].as_array().into_iter().flatten();
+    for (slot, removed) in slots.map(|s| (s, false)).chain(removed.map(|s| (s, true))) {
         let workers = slot["workers"].as_array().cloned().unwrap_or_default();
+        // A slot taken away by scaling, its workers still draining.
+        let number = if removed {
+            format!("{} (removed)", slot["slot"])
+        } else {
+            slot["slot"].to_string()
+        };
         if workers.is_empty() {
             let state = match slot["backoff_ms"].as_u64() {
                 Some(ms) => format!("backoff {}", duration(ms)),
                 None => "empty".into(),
             };
             rows.push([
-                slot["slot"].to_string(),
+                number.clone(),
                 "-".into(),
                 "-".into(),
                 state,
@@ -267,7 +343,7 @@ fn table(status: &Value) -> String {
         }
         for w in workers {
             rows.push([
-                slot["slot"].to_string(),
+                number.clone(),
                 w["pid"].to_string(),
                 w["generation"].to_string(),
                 w["state"].as_str().unwrap_or("?").to_lowercase(),
@@ -285,9 +361,12 @@ fn table(status: &Value) -> String {
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = format!(
-        "{} workers Ready of {} slots, {}\n",
-        status["ready"],
-        status["slots"].as_array().map_or(0, Vec::len),
+        "{} Ready of {}, {}\n",
+        plural(status["ready"].as_u64().unwrap_or(0), "worker"),
+        plural(
+            status["slots"].as_array().map_or(0, Vec::len) as u64,
+            "slot"
+        ),
         status["phase"].as_str().unwrap_or("?").to_lowercase()
     );
     for row in rows {

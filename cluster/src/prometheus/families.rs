@@ -26,6 +26,12 @@ pub(crate) const MAX_LABEL_BYTES: usize = 4096;
 /// The prefix of the cluster's own metrics.
 pub(crate) const PREFIX: &str = "multiprocess_";
 
+/// The family of the calls that failed, and its help.
+const CALL_ERRORS: (&str, &str) = (
+    "multiprocess_call_errors_total",
+    "Messenger calls that failed, by kind and error code.",
+);
+
 /// A histogram's lines: `x_bucket`, `x_sum`, `x_count`.
 const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
 
@@ -108,12 +114,23 @@ impl Families {
         }
         for (code, n) in &calls.errors {
             self.cluster(
-                "multiprocess_call_errors_total",
-                "Messenger calls that failed, by kind and error code.",
+                CALL_ERRORS.0,
+                CALL_ERRORS.1,
                 &[("kind", kind), ("code", code)],
                 Value::Counter(*n as f64),
             );
         }
+    }
+
+    /// Makes sure the family of the calls that failed is there, with its help and type, before
+    /// any call failed: an alert on it finds it (with no series) rather than nothing.
+    pub fn declare_call_errors(&mut self) {
+        let (name, help) = CALL_ERRORS;
+        self.map.entry(name.to_owned()).or_insert_with(|| Family {
+            kind: Type::Counter,
+            help: Some(help.to_owned()),
+            series: BTreeMap::new(),
+        });
     }
 
     /// Adds `other`'s counters and histograms (what departed workers counted), where they fit

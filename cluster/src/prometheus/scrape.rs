@@ -160,6 +160,7 @@ fn merge(
     dropped += left_out;
     out.sample(&master, &[("slot", "master")]);
     out.add_totals(&kept.left);
+    out.declare_call_errors();
     out.cluster(
         "multiprocess_metrics_unanswered",
         "Workers that did not answer this scrape in time (their last sample stands in).",
@@ -185,7 +186,7 @@ fn cluster(out: &mut Families, status: &Status, hub: &HubStats) {
     let mut by_state = [0u64; 3];
     let master_pid = std::process::id();
     let mut procs = vec![(Process::Master, master_pid)];
-    for slot in &status.slots {
+    for slot in status.all_slots() {
         for w in &slot.workers {
             let at = match w.state {
                 WorkerState::Starting => 0,

@@ -73,8 +73,11 @@ impl InProcess {
         report: impl Fn(Event) + Send + 'static,
     ) {
         let this = self.clone();
+        // Taken now, not in the task: a worker asked for before the cluster stops gets the
+        // listeners even if they are dropped right after.
+        let listeners = this.listeners();
         tokio::spawn(async move {
-            let listeners = match this.listeners() {
+            let listeners = match listeners {
                 Ok(listeners) => listeners,
                 Err(e) => {
                     let error = format!("cannot duplicate the listeners: {e}");

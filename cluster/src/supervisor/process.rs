@@ -24,15 +24,20 @@ pub(crate) fn start(
     kill: Arc<Notify>,
     report: impl Fn(Event) + Send + 'static,
 ) {
+    // Asked for now, not in the task: the spawner then starts it before it drops the
+    // listeners of a cluster that stops right after (a worker with none could not serve).
+    let ordered = Socket::pair(Domain::UNIX, Type::STREAM, None).map(|(ours, theirs)| {
+        let request = SpawnRequest {
+            slot: id.slot,
+            generation: id.generation,
+            ipc: theirs.into(),
+        };
+        (ours, spawner.spawn(request))
+    });
     tokio::spawn(async move {
         let started = async {
-            let (ours, theirs) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
-            let request = SpawnRequest {
-                slot: id.slot,
-                generation: id.generation,
-                ipc: theirs.into(),
-            };
-            let child = spawner.spawn(request).await?;
+            let (ours, child) = ordered?;
+            let child = child.await?;
             let ours = IpcStream::new(ours.into())?;
             Ok::<_, io::Error>((child, ours))
         };

@@ -364,3 +364,55 @@ fn totals_count_restarts_by_cause_and_reloads_by_outcome() {
     );
     assert_eq!((totals.reloads_succeeded, totals.reloads_failed), (1, 1));
 }
+
+/// The workers of slots taken away by scaling are in the status, draining, until they exit.
+#[test]
+fn the_status_lists_removed_slots_while_their_workers_drain() {
+    use crate::status::WorkerState;
+    let now = Instant::now();
+    let mut fleet = Fleet::new(options(3));
+    let ids = spawned(&fleet.handle(now, Event::Boot));
+    for (pid, id) in ids.iter().enumerate() {
+        fleet.handle(
+            now,
+            Event::Spawned {
+                id: *id,
+                pid: 100 + pid as u32,
+            },
+        );
+        fleet.handle(now, Event::ReadyAsked { id: *id });
+    }
+    fleet.handle(
+        now,
+        Event::Scale {
+            ticket: 1,
+            workers: 1,
+        },
+    );
+    let status = fleet.status(now);
+    assert_eq!(status.slots.len(), 1);
+    let removed: Vec<(u32, u32, WorkerState)> = status
+        .removed
+        .iter()
+        .flat_map(|s| s.workers.iter().map(move |w| (s.slot, w.pid, w.state)))
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            (1, 101, WorkerState::Draining),
+            (2, 102, WorkerState::Draining)
+        ]
+    );
+    assert_eq!(status.ready(), 1);
+    let status_of_exit = "exited with status 0".to_owned();
+    fleet.handle(
+        now,
+        Event::Exited {
+            id: ids[2],
+            status: status_of_exit,
+        },
+    );
+    let status = fleet.status(now);
+    assert_eq!(status.removed.len(), 1);
+    assert_eq!(status.removed[0].slot, 1);
+}

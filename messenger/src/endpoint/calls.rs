@@ -190,7 +190,7 @@ impl Messenger {
     ) -> impl Future<Output = Result<E::Reply>> + Send + '_ {
         use futures_util::future::{ready, Either};
         let started = Instant::now();
-        let kind = CallKind::of(to).unwrap_or(CallKind::RequestWorker);
+        let kind = CallKind::of(to).unwrap_or(CallKind::Control);
         let env = match self.envelope::<E>(Kind::Request, to, key, &event) {
             Ok(env) => env,
             Err(err) => return Either::Left(ready(self.counted(kind, started, Err(err)))),

@@ -54,9 +54,32 @@ impl Fleet {
                 }
             })
             .collect();
+        // The workers of slots taken away by scaling, draining.
+        let mut removed: Vec<SlotStatus> = Vec::new();
+        let mut leaving: Vec<&Proc> = self
+            .leaving
+            .values()
+            .map(|l| &l.proc)
+            .filter(|p| p.id.slot as usize >= self.slots.len())
+            .collect();
+        leaving.sort_by_key(|p| p.id);
+        for proc in leaving {
+            let w = worker(proc, WorkerState::Draining);
+            match removed.last_mut() {
+                Some(slot) if slot.slot == proc.id.slot => slot.workers.push(w),
+                _ => removed.push(SlotStatus {
+                    slot: proc.id.slot,
+                    workers: vec![w],
+                    // Counted while it was one of the cluster's; gone with it.
+                    restarts: 0,
+                    backoff: None,
+                }),
+            }
+        }
         Status {
             phase: self.phase(),
             slots,
+            removed,
             totals: self.totals.clone(),
         }
     }
