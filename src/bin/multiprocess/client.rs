@@ -1,0 +1,134 @@
+//! Talking to the master's control socket: one request, one answer, within the timeout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+/// The master's control socket, and how long to wait for it.
+pub struct Socket {
+    pub path: PathBuf,
+    pub timeout: Duration,
+}
+
+impl Socket {
+    pub fn display(&self) -> std::path::Display<'_> {
+        self.path.display()
+    }
+}
+
+/// How a run ends.
+pub enum Failure {
+    Usage(String),
+    /// The master answered no.
+    Refused(String),
+    /// No master (or not one) at the other end.
+    Unreachable(String),
+}
+
+/// Connects to the control socket, giving up after its timeout (a listener that accepts
+/// nothing, its backlog full, would otherwise hold a blocking connect for ever).
+fn connect(to: &Socket) -> std::io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Type};
+    let socket = socket2::Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    // A Unix socket's blocking connect waits at most its send timeout.
+    socket.set_write_timeout(Some(to.timeout))?;
+    socket.connect(&SockAddr::unix(&to.path)?)?;
+    socket.set_write_timeout(None)?;
+    Ok(socket.into())
+}
+
+/// Sends one request and reads its answer: the answer's fields if it says ok.
+pub fn call(socket: &Socket, request: &Value) -> Result<Value, Failure> {
+    let unreachable = |e: std::io::Error| Failure::Unreachable(why_unreachable(socket, &e));
+    socket_file(socket)?;
+    let mut stream = connect(socket).map_err(unreachable)?;
+    // A reload may take as long as its rollout; anything else is answered at once.
+    if request["cmd"] != "reload" {
+        stream
+            .set_read_timeout(Some(socket.timeout))
+            .map_err(unreachable)?;
+    }
+    // An order read after this CLI gave up is not carried out (see the module's docs).
+    let mut request = request.clone();
+    if request["cmd"] != "status" {
+        let deadline = SystemTime::now() + socket.timeout;
+        let millis = deadline
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        request["before"] = json!(millis);
+    }
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(unreachable)?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(16 * 1024 * 1024))
+        .read_line(&mut line)
+        .map_err(unreachable)?;
+    if line.is_empty() {
+        return Err(Failure::Unreachable(format!(
+            "the master at {} closed the connection without answering (stopped meanwhile?)",
+            socket.display()
+        )));
+    }
+    let answer: Value = serde_json::from_str(&line).map_err(|_| {
+        Failure::Unreachable(format!(
+            "{} is not a multiprocess master's control socket (it answered {:?})",
+            socket.display(),
+            line.chars().take(80).collect::<String>()
+        ))
+    })?;
+    match answer.get("ok").and_then(Value::as_bool) {
+        Some(true) => Ok(answer),
+        Some(false) => Err(Failure::Refused(
+            answer["error"].as_str().unwrap_or("refused").to_owned(),
+        )),
+        None => Err(Failure::Unreachable(format!(
+            "{} is not a multiprocess master's control socket (it answered {answer})",
+            socket.display()
+        ))),
+    }
+}
+
+/// Why nothing answered, in an operator's words.
+fn why_unreachable(socket: &Socket, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let path = socket.display();
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+            "no answer from {path} within {:?} (a master stopped, or busy, or not a master)",
+            socket.timeout
+        ),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => format!(
+            "{path} closed the connection without answering: not a multiprocess master's \
+             control socket, or its master stopped meanwhile"
+        ),
+        ErrorKind::ConnectionRefused => {
+            format!("nothing listens at {path} (a master that exited left its socket?)")
+        }
+        _ => format!("no master answers at {path}: {e}"),
+    }
+}
+
+/// Whether there is a socket at the path at all: a clearer message than `connect`'s.
+fn socket_file(socket: &Socket) -> Result<(), Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = socket.display();
+    match std::fs::metadata(&socket.path) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(()),
+        Ok(_) => Err(Failure::Unreachable(format!(
+            "{path} is not a socket (give the path of a master's control socket)"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::Unreachable(format!(
+            "no socket at {path}: is the master running, with that control socket?"
+        ))),
+        Err(e) => Err(Failure::Unreachable(format!("cannot reach {path}: {e}"))),
+    }
+}
+
+pub fn status(socket: &Socket) -> Result<Value, Failure> {
+    let mut answer = call(socket, &json!({"cmd": "status"}))?;
+    Ok(answer["status"].take())
+}
