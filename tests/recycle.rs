@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{request, workers, Helper};
+use common::{request, workers, Helper, Load};
 
 #[test]
 fn a_worker_past_its_message_budget_is_replaced_without_a_failed_request() {
@@ -34,6 +34,9 @@ fn a_worker_past_its_message_budget_is_replaced_without_a_failed_request() {
 #[test]
 fn a_worker_past_its_age_is_replaced() {
     let helper = Helper::start(2, &[("HELPER_RECYCLE_AGE_MS", "1000".into())]);
+    helper.wait_ready(2);
+    // Under steady load, not one request fails while every worker is recycled.
+    let load = Load::start(helper.port, 2, "/hello");
     // Every worker is replaced, one slot at a time, again and again: each one seen Ready
     // gives way to a newer one.
     helper.wait_status("both slots recycled at least once", |s| {
@@ -43,6 +46,13 @@ fn a_worker_past_its_age_is_replaced() {
                 .any(|w| w.0 == slot && w.1 >= 2 && w.3 == "Ready")
         })
     });
+    load.wait_more(20);
+    let (served, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {served} requests failed: {failed:?}",
+        failed.len()
+    );
     let answer = request(helper.port, "GET", "/consume");
     assert!(answer.is_ok(), "{answer:?}");
 }

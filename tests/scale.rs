@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ready_pids, request, wait_gone, Helper};
+use common::{ready_pids, request, wait_gone, Helper, Load};
 use nix::sys::signal::Signal;
 
 /// Waits for the `n`th line (counting from the first) that `pred` accepts.
@@ -18,6 +18,9 @@ fn wait_nth_line(helper: &Helper, n: usize, what: &str, pred: impl Fn(&str) -> b
 fn sigttin_adds_a_worker_and_sigttou_drains_one_without_losing_its_requests() {
     let helper = Helper::start(2, &[]);
     helper.wait_ready(2);
+    // Steady load all along, up and down: not one request may fail.
+    let load = Load::start(helper.port, 2, "/hello");
+    load.wait_more(20);
 
     // One more: it starts, gets Ready, and `map` reaches it.
     helper.signal(Signal::SIGTTIN);
@@ -66,6 +69,14 @@ fn sigttin_adds_a_worker_and_sigttou_drains_one_without_losing_its_requests() {
             .position(|l| l.contains("killing worker"))
             .is_none(),
         "a worker was killed"
+    );
+
+    load.wait_more(20);
+    let (served, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {served} requests failed: {failed:?}",
+        failed.len()
     );
 
     // Never below one worker.

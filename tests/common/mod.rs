@@ -443,3 +443,70 @@ pub fn run_to_exit(cmd: &mut Command) -> std::process::Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// Steady HTTP load on a cluster: `threads` clients sending `GET path` back to back, each on
+/// a new connection, until [`Load::finish`]; every answer that is not a 200 is kept.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    pub fn start(port: u16, threads: usize, path: &'static str) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, served) = (stop.clone(), served.clone());
+                std::thread::spawn(move || {
+                    let mut failed = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match request(port, "GET", path) {
+                            Ok(_) => {
+                                served.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            served,
+            threads,
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests than now have been answered.
+    pub fn wait_more(&self, n: u64) {
+        let target = self.served() + n;
+        let deadline = Instant::now() + DEADLINE;
+        while self.served() < target {
+            assert!(Instant::now() < deadline, "the load stopped being served");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the clients: how many requests were answered, and every failure.
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let failed = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (
+            self.served.load(std::sync::atomic::Ordering::Relaxed),
+            failed,
+        )
+    }
+}
