@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{request, Helper};
+use common::{request, Conn, Helper};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -332,25 +332,22 @@ fn a_stopped_master_is_given_up_on_and_does_not_act_on_orders_later() {
 fn the_workers_of_removed_slots_are_listed_while_they_drain() {
     // A drain waits for a request of a minute, well within the kill timeout.
     let (helper, _dir, socket) = start(2, &[("HELPER_KILL_TIMEOUT_MS", "300000".into())]);
-    let port = helper.port;
-    let mut slow = Vec::new();
-    let mut from = 0;
-    loop {
-        slow.push(std::thread::spawn(move || {
-            request(port, "GET", "/slow?ms=60000")
-        }));
-        let (i, line) = helper
-            .out
-            .wait_line_from(from, "a slow request started", |l| {
-                l.contains("slow request started")
-            });
-        from = i + 1;
-        // Slot 1 is the one scaling down takes away.
-        if line.contains("slot=1 ") {
-            break;
+    // A connection that slot 1's worker took (the one scaling down takes away), asked for a
+    // request of a minute.
+    let mut tries = 0;
+    let mut conn = loop {
+        let mut conn = Conn::connect(helper.port).unwrap();
+        let id: Value = serde_json::from_str(&conn.request("GET", "/id").unwrap().body).unwrap();
+        if id["slot"] == 1 {
+            break conn;
         }
-        assert!(slow.len() < 64, "no request reached slot 1");
-    }
+        tries += 1;
+        assert!(tries < 10_000, "slot 1 took no connection");
+    };
+    let slow = std::thread::spawn(move || conn.request("GET", "/slow?ms=60000"));
+    helper.out.wait_line("slot 1's slow request", |l| {
+        l.contains("slow request started") && l.contains("slot=1 ")
+    });
     let out = cli(&socket, &["scale", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "scaled to 1 worker\n");
@@ -376,11 +373,9 @@ fn the_workers_of_removed_slots_are_listed_while_they_drain() {
             .any(|l| l.starts_with("1 (removed)") && l.contains(" draining ")),
         "{table}"
     );
-    // The cluster goes down with its requests: their answers do not matter.
+    // The cluster goes down with its request: its answer does not matter.
     drop(helper);
-    for request in slow {
-        let _ = request.join();
-    }
+    let _ = slow.join();
 }
 
 #[test]

@@ -52,7 +52,8 @@ pub struct WorkerStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SlotStatus {
-    /// The slot number, 0..N-1.
+    /// The slot number: 0..N-1 for the cluster's N slots, N or more for a slot that scaling
+    /// took away ([`Status::removed`]).
     pub slot: u32,
     /// Its live processes: usually one; two while one replaces the other.
     pub workers: Vec<WorkerStatus>,
@@ -73,7 +74,8 @@ pub struct Status {
     pub slots: Vec<SlotStatus>,
     /// Slots taken away by [`Master::scale`](crate::Master::scale) whose workers still drain
     /// (each one [`WorkerState::Draining`]), in slot order: gone from the cluster's count, not
-    /// yet from the machine.
+    /// yet from the machine. Their `restarts` read 0 (a slot's count ends with it) and their
+    /// `backoff` is `None`.
     #[serde(default)]
     pub removed: Vec<SlotStatus>,
     /// What the supervisor did since the master started.

@@ -297,8 +297,8 @@ pub(crate) async fn live(
     tracing::debug!(pid = std::process::id(), "worker bootstrap starts");
     let result = match boot(worker).await {
         // Refused Ready (replaced, or the cluster stopping, before it served), and its bootstrap
-        // passed the refusal on (`ready().await?`): drained before it began, not a failure.
-        Err(e) if refused.load(Ordering::Relaxed) => {
+        // passed that refusal on (`ready().await?`): drained before it began, not a failure.
+        Err(e) if refused.load(Ordering::Relaxed) && is_refusal(&*e) => {
             tracing::info!("refused Ready, the bootstrap returned: {e}");
             Ok(())
         }
@@ -312,6 +312,21 @@ pub(crate) async fn live(
         let _ = tokio::time::timeout(opts.kill_timeout, outcome).await;
     }
     result
+}
+
+/// Whether `error`, or an error it wraps, is the master's refusal to make a worker Ready.
+fn is_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let forbidden = |m: &messenger::Error| matches!(m, messenger::Error::Forbidden { .. });
+        if e.downcast_ref::<messenger::Error>().is_some_and(forbidden)
+            || matches!(e.downcast_ref::<Error>(), Some(Error::Messenger(m)) if forbidden(m))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// EOF on the IPC socket means the master is gone: drain, and exit after `kill_timeout` at the
@@ -362,4 +377,24 @@ fn report_panics(messenger: &Messenger) {
             let _ = messenger.request_master(Unhealthy { reason }).await;
         });
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_refusal_to_be_ready_counts_as_one() {
+        let forbidden = || messenger::Error::Forbidden {
+            reason: "the cluster is stopping".into(),
+        };
+        let as_returned: BoxError = Error::from(forbidden()).into();
+        assert!(is_refusal(&*as_returned));
+        let bare: BoxError = forbidden().into();
+        assert!(is_refusal(&*bare));
+        let other: BoxError = Error::from(messenger::Error::Closed).into();
+        assert!(!is_refusal(&*other));
+        let unrelated: BoxError = "the database is down".into();
+        assert!(!is_refusal(&*unrelated));
+    }
 }

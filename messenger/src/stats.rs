@@ -209,7 +209,7 @@ impl Calls {
 pub struct HubStats {
     /// The frames the Hub routed since it started, by what they were: `announce`, `ready`,
     /// `broadcast`, `reply`, `failure`, `cancel`, then each request by its [`CallKind::name`],
-    /// then `credit`.
+    /// then `remote` (requests from other hosts, whatever call they are), then `credit`.
     pub routed: Vec<(&'static str, u64)>,
     /// Every connected worker, in slot then generation order.
     pub peers: Vec<PeerStats>,
@@ -248,6 +248,8 @@ const FRAMES: [(Kind, &str); 6] = [
 pub(crate) struct Routed {
     by_kind: [u64; Kind::Credit as usize + 1],
     calls: [u64; CallKind::ALL.len()],
+    /// Requests from other hosts (a call picked a worker here), whatever call they are.
+    remote: u64,
 }
 
 impl Routed {
@@ -263,15 +265,25 @@ impl Routed {
         }
     }
 
+    /// Counts `env`, from another host, about to be routed: a request is counted apart, as
+    /// `remote` (it names the worker picked there, not the call it is).
+    pub fn count_remote(&mut self, env: &Envelope) {
+        match env.kind {
+            Kind::Request => self.remote += 1,
+            _ => self.count(env),
+        }
+    }
+
     /// Every count, with its name: the frames by kind, the requests by the call they are,
-    /// then the credits.
+    /// the requests from other hosts, then the credits.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let frames = FRAMES
             .iter()
             .map(|(k, name)| (*name, self.by_kind[*k as usize]));
         let calls = CallKind::ALL.iter().map(|k| k.name()).zip(self.calls);
         let credits = ("credit", self.by_kind[Kind::Credit as usize]);
-        frames.chain(calls).chain([credits]).collect()
+        let remote = ("remote", self.remote);
+        frames.chain(calls).chain([remote, credits]).collect()
     }
 }
 
@@ -339,15 +351,22 @@ mod tests {
         routed.count(&frame(Kind::Request, Target::Any));
         routed.count(&frame(Kind::Request, Target::Hub));
         routed.count(&frame(Kind::Credit, Target::Hub));
+        // From another host: a request names the worker picked there, not its call.
+        let picked = Target::Worker(WorkerId::new(0, 1));
+        routed.count_remote(&frame(Kind::Request, picked));
+        routed.count_remote(&frame(Kind::Reply, Target::Hub));
         let counts: Vec<_> = routed
             .snapshot()
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
-        assert_eq!(counts, [("reply", 1), ("consume", 2), ("credit", 1)]);
+        assert_eq!(
+            counts,
+            [("reply", 2), ("consume", 2), ("remote", 1), ("credit", 1)]
+        );
         assert_eq!(
             routed.snapshot().len(),
-            FRAMES.len() + CallKind::ALL.len() + 1
+            FRAMES.len() + CallKind::ALL.len() + 2
         );
     }
 }

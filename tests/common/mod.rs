@@ -445,7 +445,8 @@ pub fn run_to_exit(cmd: &mut Command) -> std::process::Output {
 }
 
 /// Steady HTTP load on a cluster: `threads` clients sending `GET path` back to back, each on
-/// a new connection, until [`Load::finish`]; every answer that is not a 200 is kept.
+/// a new connection, until [`Load::finish`] (or the load is dropped, say by a failed
+/// assertion); the first failures are kept, and all are counted.
 pub struct Load {
     stop: Arc<std::sync::atomic::AtomicBool>,
     served: Arc<std::sync::atomic::AtomicU64>,
@@ -462,13 +463,22 @@ impl Load {
                 let (stop, served) = (stop.clone(), served.clone());
                 std::thread::spawn(move || {
                     let mut failed = Vec::new();
+                    let mut count = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         match request(port, "GET", path) {
                             Ok(_) => {
                                 served.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(e) => failed.push(e.to_string()),
+                            Err(e) => {
+                                count += 1;
+                                if failed.len() < 20 {
+                                    failed.push(e.to_string());
+                                }
+                            }
                         }
+                    }
+                    if count > failed.len() as u64 {
+                        failed.push(format!("and {} more", count - failed.len() as u64));
                     }
                     failed
                 })
@@ -496,17 +506,20 @@ impl Load {
         }
     }
 
-    /// Stops the clients: how many requests were answered, and every failure.
-    pub fn finish(self) -> (u64, Vec<String>) {
+    /// Stops the clients: how many requests were answered, and the failures (the first 20 of
+    /// each client, then how many more).
+    pub fn finish(mut self) -> (u64, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let failed = self
-            .threads
+        let failed = std::mem::take(&mut self.threads)
             .into_iter()
             .flat_map(|t| t.join().unwrap())
             .collect();
-        (
-            self.served.load(std::sync::atomic::Ordering::Relaxed),
-            failed,
-        )
+        (self.served(), failed)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

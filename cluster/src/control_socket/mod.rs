@@ -298,10 +298,22 @@ async fn answer(text: &str, master: &Master, cpu: &CpuSamples) -> Value {
 fn parse(text: &str) -> Result<(Request, Option<u64>), serde_json::Error> {
     let mut value: Value = serde_json::from_str(text)?;
     let before = match value.as_object_mut().and_then(|o| o.remove("before")) {
-        None => None,
+        None | Some(Value::Null) => None,
         Some(before) => Some(u64::deserialize(before)?),
     };
-    Ok((Request::deserialize(value)?, before))
+    let request = Request::deserialize(&value)?;
+    // serde lets unknown fields through on a variant without fields: refused here.
+    let fields: &[&str] = match request {
+        Request::Scale { .. } => &["cmd", "workers"],
+        _ => &["cmd"],
+    };
+    let unknown = value
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !fields.contains(&k.as_str())));
+    if let Some(field) = unknown {
+        return Err(serde::de::Error::custom(format!("unknown field `{field}`")));
+    }
+    Ok((request, before))
 }
 
 /// How long past `before` (milliseconds since the Unix epoch) it is now, if it is.
@@ -311,4 +323,32 @@ fn too_late(before: u64) -> Option<Duration> {
         .ok()?;
     now.checked_sub(Duration::from_millis(before))
         .filter(|late| !late.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_and_its_deadline() {
+        let (request, before) = parse(r#"{"cmd":"scale","workers":3,"before":1700}"#).unwrap();
+        assert!(matches!(request, Request::Scale { workers: 3 }));
+        assert_eq!(before, Some(1700));
+        assert_eq!(parse(r#"{"cmd":"stop"}"#).unwrap().1, None);
+        assert_eq!(parse(r#"{"cmd":"stop","before":null}"#).unwrap().1, None);
+        for bad in [
+            r#"{"cmd":"stop","before":-1}"#,
+            r#"{"cmd":"stop","before":1.5}"#,
+            r#"{"cmd":"stop","before":"soon"}"#,
+            r#"{"cmd":"stop","after":1}"#,
+            r#"[{"cmd":"stop"}]"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let (_, max) = parse(&format!(r#"{{"cmd":"stop","before":{}}}"#, u64::MAX)).unwrap();
+        assert_eq!(max, Some(u64::MAX));
+        assert_eq!(too_late(u64::MAX), None, "never late");
+        assert!(too_late(0).is_some_and(|late| late > Duration::from_secs(3600)));
+        assert!(too_late(1).is_some());
+    }
 }

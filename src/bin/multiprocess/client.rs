@@ -40,26 +40,39 @@ fn connect(to: &Socket) -> std::io::Result<UnixStream> {
     Ok(socket.into())
 }
 
-/// Sends one request and reads its answer: the answer's fields if it says ok.
+/// How long past an order's deadline the CLI still waits for its answer: an order the master
+/// read in time is answered, even if acting on it took a moment.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Sends one request and reads its answer: the answer's fields if it says ok. An order carries
+/// its deadline (see the module's docs); a master older than that field is asked again
+/// without it.
 pub fn call(socket: &Socket, request: &Value) -> Result<Value, Failure> {
+    if request["cmd"] == "status" {
+        return exchange(socket, request, Some(socket.timeout));
+    }
+    let deadline = SystemTime::now() + socket.timeout;
+    let millis = deadline
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut with_deadline = request.clone();
+    with_deadline["before"] = json!(millis);
+    // A reload may take as long as its rollout; anything else is answered at once.
+    let wait = (request["cmd"] != "reload").then_some(socket.timeout + GRACE);
+    match exchange(socket, &with_deadline, wait) {
+        Err(Failure::Refused(why)) if why.contains("unknown field `before`") => {
+            exchange(socket, request, wait)
+        }
+        answer => answer,
+    }
+}
+
+/// Sends `request` on a connection of its own and reads its answer, waiting at most `wait`.
+fn exchange(socket: &Socket, request: &Value, wait: Option<Duration>) -> Result<Value, Failure> {
     let unreachable = |e: std::io::Error| Failure::Unreachable(why_unreachable(socket, &e));
     socket_file(socket)?;
     let mut stream = connect(socket).map_err(unreachable)?;
-    // A reload may take as long as its rollout; anything else is answered at once.
-    if request["cmd"] != "reload" {
-        stream
-            .set_read_timeout(Some(socket.timeout))
-            .map_err(unreachable)?;
-    }
-    // An order read after this CLI gave up is not carried out (see the module's docs).
-    let mut request = request.clone();
-    if request["cmd"] != "status" {
-        let deadline = SystemTime::now() + socket.timeout;
-        let millis = deadline
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        request["before"] = json!(millis);
-    }
+    stream.set_read_timeout(wait).map_err(unreachable)?;
     stream
         .write_all(format!("{request}\n").as_bytes())
         .map_err(unreachable)?;

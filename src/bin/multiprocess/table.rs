@@ -96,9 +96,12 @@ pub fn table(status: &Value) -> String {
     // The other hosts of a cluster joined over NATS.
     for host in status["hosts"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "host {}: {} workers Ready (heard {} ms ago)\n",
+            "host {}: {} Ready (heard {} ms ago)\n",
             host["name"].as_str().unwrap_or("?"),
-            host["workers"].as_array().map_or(0, Vec::len),
+            plural(
+                host["workers"].as_array().map_or(0, Vec::len) as u64,
+                "worker"
+            ),
             host["last_heard_ms"]
         ));
     }

@@ -139,7 +139,7 @@ impl State {
         if self.uplink.as_ref().is_some_and(|port| port.me == host) {
             return;
         }
-        self.routed.count(&env);
+        self.routed.count_remote(&env);
         match (env.kind, env.to) {
             (Kind::Broadcast, _) => self.broadcast_from_afar(env),
             // A worker picked there: it, or another that handles the event if it has gone.
