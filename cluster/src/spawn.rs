@@ -172,3 +172,52 @@ fn spawn(config: &SpawnConfig, request: SpawnRequest) -> io::Result<tokio::proce
     drop(request.ipc);
     child
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A spawn asked for before the listeners are closed gets them, even if its outcome is
+    /// awaited only after (the supervisor asks, then a stop closes them at once).
+    #[tokio::test]
+    async fn a_spawn_asked_for_before_the_listeners_close_gets_them() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = SpawnConfig {
+            // A dedicated program that prints its environment.
+            exe: PathBuf::from("/usr/bin/env"),
+            args: Vec::new(),
+            listeners: vec![(ListenerKind::Tcp, OwnedFd::from(listener))],
+            piped_output: true,
+        };
+        let spawner = Spawner::start(config, tokio::runtime::Handle::current()).unwrap();
+        let request = |generation| {
+            let (_, theirs) =
+                socket2::Socket::pair(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+            SpawnRequest {
+                slot: 0,
+                generation,
+                ipc: theirs.into(),
+            }
+        };
+        let before = spawner.spawn(request(1));
+        spawner.close_listeners();
+        let after = spawner.spawn(request(2));
+        let environment = |child: io::Result<tokio::process::Child>| async move {
+            let mut child = child.unwrap();
+            let mut out = String::new();
+            let mut stdout = child.stdout.take().unwrap();
+            stdout.read_to_string(&mut out).await.unwrap();
+            child.wait().await.unwrap();
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{WORKER_ENV}=")).map(str::to_owned))
+                .unwrap()
+        };
+        let (before, after) = (
+            environment(before.await).await,
+            environment(after.await).await,
+        );
+        assert!(before.ends_with(";listeners=tcp:4"), "{before}");
+        assert!(after.ends_with(";listeners="), "{after}");
+    }
+}
