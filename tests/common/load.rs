@@ -67,6 +67,19 @@ impl Load {
         }
     }
 
+    /// Once 20 more requests are answered, stops the clients and fails the test if any request
+    /// failed; how many were answered.
+    pub fn end_without_failures(self) -> u64 {
+        self.wait_more(20);
+        let (served, failed) = self.finish();
+        assert!(
+            failed.is_empty(),
+            "{} of {served} requests failed: {failed:?}",
+            failed.len()
+        );
+        served
+    }
+
     /// Stops the clients: how many requests were answered, and the failures (the first 20 of
     /// each client, then how many more).
     pub fn finish(mut self) -> (u64, Vec<String>) {
