@@ -69,7 +69,11 @@ pub fn call(socket: &Socket, request: &Value) -> Result<Value, Failure> {
 
 /// Sends `request` on a connection of its own and reads its answer, waiting at most `wait`.
 fn exchange(socket: &Socket, request: &Value, wait: Option<Duration>) -> Result<Value, Failure> {
-    let unreachable = |e: std::io::Error| Failure::Unreachable(why_unreachable(socket, &e));
+    // A timeout names the wait it ran out of: the connection's, or the answer's.
+    let waited = |waited: Duration| {
+        move |e: std::io::Error| Failure::Unreachable(why_unreachable(socket, waited, &e))
+    };
+    let unreachable = waited(socket.timeout);
     socket_file(socket)?;
     let mut stream = connect(socket).map_err(unreachable)?;
     stream.set_read_timeout(wait).map_err(unreachable)?;
@@ -79,7 +83,7 @@ fn exchange(socket: &Socket, request: &Value, wait: Option<Duration>) -> Result<
     let mut line = String::new();
     BufReader::new((&stream).take(16 * 1024 * 1024))
         .read_line(&mut line)
-        .map_err(unreachable)?;
+        .map_err(waited(wait.unwrap_or(socket.timeout)))?;
     if line.is_empty() {
         return Err(Failure::Unreachable(format!(
             "the master at {} closed the connection without answering (stopped meanwhile?)",
@@ -106,13 +110,13 @@ fn exchange(socket: &Socket, request: &Value, wait: Option<Duration>) -> Result<
 }
 
 /// Why nothing answered, in an operator's words.
-fn why_unreachable(socket: &Socket, e: &std::io::Error) -> String {
+fn why_unreachable(socket: &Socket, waited: Duration, e: &std::io::Error) -> String {
     use std::io::ErrorKind;
     let path = socket.display();
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
-            "no answer from {path} within {:?} (a master stopped, or busy, or not a master)",
-            socket.timeout
+            "no answer from {path} within {waited:?} (a master stopped, or busy, or not a \
+             master)"
         ),
         ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => format!(
             "{path} closed the connection without answering: not a multiprocess master's \
