@@ -77,6 +77,9 @@ pub(crate) fn listen_fds() -> Result<Option<Vec<Passed>>, Error> {
     ))
 }
 
+/// How long a datagram may wait for room in systemd's queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The master's end of the notify socket.
 pub(crate) struct Notifier {
     socket: UnixDatagram,
@@ -106,7 +109,7 @@ impl Notifier {
         };
         // Blocking, bounded: a state line is retried by the kernel while systemd's queue is
         // full, for up to this long (sends run on the blocking pool).
-        if let Err(err) = socket.set_write_timeout(Some(Duration::from_secs(5))) {
+        if let Err(err) = socket.set_write_timeout(Some(SEND_TIMEOUT)) {
             tracing::warn!("NOTIFY_SOCKET unusable, systemd is not told: {err}");
             return None;
         }
@@ -277,6 +280,17 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+/// Waits for [`run`] to have told systemd the cluster stopped (it returns once it has), the
+/// supervisor having ended: bounded by a send's own timeout, and a second more.
+pub(crate) async fn finish(task: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(SEND_TIMEOUT + Duration::from_secs(1), task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("systemd was not told that the cluster stopped in time");
     }
 }
 

@@ -149,14 +149,14 @@ pub(crate) fn run(
                 let buckets = opts.metrics_buckets.clone();
                 crate::prometheus::start(hub.clone(), supervisor.clone(), addr, buckets).await?;
             }
-            if let Some(notifier) = systemd::Notifier::from_env() {
+            let notifying = systemd::Notifier::from_env().map(|notifier| {
                 tokio::spawn(systemd::run(
                     notifier,
                     master.clone(),
                     supervisor.readiness(),
                     master.inner.reloads.subscribe(),
-                ));
-            }
+                ))
+            });
             if let Some(boot) = boot {
                 if let Err(e) = boot(master.clone()).await {
                     supervisor.send(Cmd::Stop { graceful: false });
@@ -164,7 +164,13 @@ pub(crate) fn run(
                 }
             }
             supervisor.send(Cmd::Boot);
-            match supervised.await {
+            let supervised = supervised.await;
+            if let Some(task) = notifying {
+                // systemd hears STOPPING=1 before the master exits, not never: the runtime
+                // would drop the task before it ran.
+                systemd::finish(task).await;
+            }
+            match supervised {
                 Ok(true) => {
                     tracing::info!("every worker has exited; the master exits");
                     Ok(())
