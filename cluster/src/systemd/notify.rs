@@ -1,27 +1,6 @@
-//! Telling systemd how the cluster is doing: the `sd_notify` protocol of a `Type=notify` (or
-//! `Type=notify-reload`) unit, spoken by the master only.
-//!
-//! The master sends one datagram per change to the socket named by `NOTIFY_SOCKET` (a path, or
-//! `@name` in the abstract namespace), newline-separated `KEY=value` lines:
-//!
-//! ```text
-//! READY=1                      once every slot has a Ready worker (and again after a reload)
-//! STATUS=4 of 4 workers Ready  whenever that count changes, for `systemctl status`
-//! RELOADING=1                  when a rolling reload starts, with MONOTONIC_USEC=<now>
-//! STOPPING=1                   when the cluster starts to stop
-//! WATCHDOG=1                   every half of WATCHDOG_USEC, once the supervisor answered
-//! ```
-//!
-//! Without `NOTIFY_SOCKET` nothing is sent. The variables are not passed on to the workers:
-//! systemd listens to the main process (`NotifyAccess=main`), and a worker that spoke for the
-//! unit would be wrong about it.
-//!
-//! Socket activation: when systemd passes listening sockets (`LISTEN_FDS`, for this process's
-//! `LISTEN_PID`), the master takes them as its listeners instead of binding: the first passed
-//! socket is the first listener added to the builder, and so on; the counts and the kinds (TCP
-//! or Unix) must agree. `LISTEN_FDNAMES` names them in the log.
+//! The `sd_notify` protocol: the master's states, told to `NOTIFY_SOCKET` (see the module
+//! docs of `systemd`).
 
-use std::os::fd::RawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,53 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::error::Error;
 use crate::master::Master;
 use crate::status::{Phase, Status, WorkerState};
 use crate::supervisor::Readiness;
-
-/// The environment variables of the protocols, which workers do not inherit.
-pub(crate) const ENV: [&str; 6] = [
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-];
-
-/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
-const LISTEN_FDS_START: RawFd = 3;
-
-/// A socket systemd passed: its descriptor, and its name (`LISTEN_FDNAMES`, when given).
-pub(crate) type Passed = (RawFd, Option<String>);
-
-/// The sockets systemd passed this process (socket activation). `None` when there are none for this process (`LISTEN_PID`
-/// names another, or is unset); an error when the variables make no sense.
-pub(crate) fn listen_fds() -> Result<Option<Vec<Passed>>, Error> {
-    let Ok(pid) = std::env::var("LISTEN_PID") else {
-        return Ok(None);
-    };
-    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-        return Ok(None);
-    }
-    let count = std::env::var("LISTEN_FDS").unwrap_or_default();
-    let count: RawFd = count
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&n| (0..=1024).contains(&n))
-        .ok_or_else(|| Error::Config(format!("LISTEN_FDS={count:?} is not a count of sockets")))?;
-    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
-    let mut names = names
-        .split(':')
-        .map(|n| (!n.is_empty()).then(|| n.to_owned()));
-    Ok(Some(
-        (0..count)
-            .map(|i| (LISTEN_FDS_START + i, names.next().flatten()))
-            .collect(),
-    ))
-}
 
 /// How long a datagram may wait for room in systemd's queue.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
