@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-
-use common::{request, workers, Conn, Helper};
+use common::{request, workers, Conn, Helper, Load};
 use nix::sys::signal::Signal;
 
 fn single(workers: usize, env: &[(&str, String)]) -> Helper {
@@ -74,24 +71,7 @@ fn workers_are_tasks_of_the_master_with_the_same_messenger() {
 fn a_reload_restarts_the_bootstrap_new_first_without_a_failed_request() {
     let helper = single(2, &[]);
     let port = helper.port;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match request(port, "GET", "/hello") {
-                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            eprintln!("failed: {e}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(port, 4, "/hello");
     for round in 1..=2 {
         let answer = Conn::connect(port)
             .unwrap()
@@ -102,16 +82,7 @@ fn a_reload_restarts_the_bootstrap_new_first_without_a_failed_request() {
         let generations: Vec<u64> = workers(&status).iter().map(|w| w.1).collect();
         assert_eq!(generations, vec![1 + round, 1 + round], "{status}");
     }
-    stop.store(true, Ordering::Relaxed);
-    for thread in load {
-        thread.join().unwrap();
-    }
-    assert!(done.load(Ordering::Relaxed) > 0);
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during the reloads"
-    );
+    assert!(load.end_without_failures() > 0);
 }
 
 #[test]
