@@ -25,6 +25,8 @@ use serde_json::{json, Value};
 
 #[path = "helper/flood.rs"]
 mod flood;
+#[path = "helper/hostile.rs"]
+mod hostile;
 #[path = "helper/metrics.rs"]
 mod metrics;
 
@@ -253,6 +255,7 @@ async fn worker(w: Worker) -> Result<(), BoxError> {
         .route("/crash", post(crash));
     let router = metrics::measured(router)
         .merge(flood::routes(app.msg.clone()))
+        .merge(hostile::routes(app.msg.clone()))
         .with_state(app);
     let listener = w.tcp_listener(0)?;
     let unix = match std::env::var_os("HELPER_UNIX") {

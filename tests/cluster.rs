@@ -249,7 +249,8 @@ fn an_unhealthy_worker_is_replaced_new_first() {
 
 #[test]
 fn a_panicking_worker_is_replaced_new_first() {
-    let helper = Helper::start(2, &[]);
+    // The master logs each report at debug level (once per worker at info).
+    let helper = Helper::start(2, &[("RUST_LOG", "info,cluster::master::run=debug".into())]);
     helper.wait_ready(2);
     // Five tasks panic: one report.
     let old = id_of(&helper.post("/panic"));

@@ -5,7 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use messenger::{BoxFuture, Messenger, WorkerId};
+use messenger::{BoxFuture, Messenger, Peer, WorkerId};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -147,13 +147,9 @@ impl Worker {
     /// Asks the master to replace this worker: a new one is started, and once it is Ready this
     /// one is told to drain.
     pub async fn report_unhealthy(&self, reason: impl Into<String>) -> Result<(), Error> {
-        let reason = reason.into();
-        tracing::warn!(%reason, "reporting this worker unhealthy");
-        Ok(self
-            .inner
-            .messenger
-            .request_master(Unhealthy { reason })
-            .await?)
+        let report = Unhealthy::new(reason.into());
+        tracing::warn!(reason = %report.reason, "reporting this worker unhealthy");
+        Ok(self.inner.messenger.request_master(report).await?)
     }
 
     /// Asks the master for a rolling reload of every worker, this one included. Resolves when
@@ -259,11 +255,15 @@ pub(crate) async fn live(
     drain: CancellationToken,
 ) -> Result<(), Error> {
     let on_drain = drain.clone();
-    messenger.on(move |_: Drain| {
-        if !on_drain.is_cancelled() {
-            tracing::info!("told to drain");
+    // Only the master's order counts (the Hub lets no worker send it; this holds whatever
+    // the Hub).
+    messenger.on_from(move |from: Peer, _: Drain| {
+        if from == Peer::Master {
+            if !on_drain.is_cancelled() {
+                tracing::info!("told to drain");
+            }
+            on_drain.cancel();
         }
-        on_drain.cancel();
         async {}
     });
     #[cfg(feature = "metrics")]
@@ -371,10 +371,11 @@ fn report_panics(messenger: &Messenger) {
         if reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let reason = format!("panicked: {info}");
+        // Cut short: a panic message of any size is reported (it must fit in a frame).
+        let report = Unhealthy::new(format!("panicked: {info}"));
         let messenger = messenger.clone();
         runtime.spawn(async move {
-            let _ = messenger.request_master(Unhealthy { reason }).await;
+            let _ = messenger.request_master(report).await;
         });
     }));
 }

@@ -30,6 +30,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Event: Serialize + DeserializeOwned + Send + 'static {
     /// The stable name on the wire. Processes built from different versions of the code talk as
     /// long as the names (and the MessagePack shapes) agree.
+    ///
+    /// Names that begin with `multiprocess.` are the cluster's own (its heartbeats, drain
+    /// orders, metrics collection, reports to the master): a worker may send one to the master
+    /// only, and a call or broadcast of one to workers fails with
+    /// [`Error::Forbidden`](crate::Error::Forbidden), so that no worker can order another about.
     const NAME: &'static str;
 
     /// What a handler of this event answers; `map` returns a `Vec` of it.
@@ -47,4 +52,26 @@ pub trait Dispatch: Event {
     /// Calls the handler's method for this value's case; `from` sent it (the methods get it
     /// when the enum says `#[event(sender)]`).
     fn dispatch(self, from: Peer, handler: Arc<Self::Handler>) -> BoxFuture<'static, Self::Reply>;
+}
+
+/// The prefix of the cluster's own event names (see [`Event::NAME`]).
+pub(crate) const RESERVED: &str = "multiprocess.";
+
+/// Whether `peer` may send the event `name` to `to`: a name of the cluster's own goes to
+/// workers from the master only.
+pub(crate) fn may_send(peer: crate::Peer, name: &[u8], to: crate::wire::Target) -> bool {
+    peer == crate::Peer::Master
+        || matches!(to, crate::wire::Target::Master)
+        || !name.starts_with(RESERVED.as_bytes())
+}
+
+/// The refusal of an event that [`may_send`] does not allow.
+pub(crate) fn reserved_error(name: &[u8]) -> crate::Error {
+    crate::Error::Forbidden {
+        reason: format!(
+            "{} is one of the cluster's own events ({RESERVED}*): only the master sends them \
+             to workers",
+            String::from_utf8_lossy(name)
+        ),
+    }
 }

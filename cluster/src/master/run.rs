@@ -200,8 +200,12 @@ fn control_handlers(master: &Master) {
         .messenger()
         .on_from(move |from: Peer, event: Unhealthy| {
             if let Peer::Worker(id) = from {
-                tracing::info!(slot = id.slot, generation = id.generation, reason = %event.reason, "worker reports itself unhealthy");
-                sup.unhealthy(id, event.reason);
+                // Logged by the supervisor when it changes something (once per worker); here
+                // at debug only: a worker could report as fast as it likes. Cut short,
+                // whoever sent it.
+                let reason = Unhealthy::new(event.reason).reason;
+                tracing::debug!(slot = id.slot, generation = id.generation, %reason, "worker reports itself unhealthy");
+                sup.unhealthy(id, reason);
             }
             async {}
         });

@@ -216,9 +216,8 @@ impl Messenger {
                     Started::Now(answer) => answer,
                     // Boxed: rare, and it would make every call's future larger.
                     Started::Later(answer) => {
-                        match Box::pin(tokio::time::timeout_at(started + self.timeout, answer))
-                            .await
-                        {
+                        let left = self.timeout.saturating_sub(started.elapsed());
+                        match Box::pin(tokio::time::timeout(left, answer)).await {
                             Ok(answer) => answer,
                             Err(_) => break 'reply Err(self.timed_out(E::NAME, None)),
                         }

@@ -30,6 +30,7 @@ use super::outbound::{AnswerRoom, Budget, Outbound};
 use super::pending::{Answered, Pending};
 use super::port::{Outgoing, Port};
 use super::HubEvent;
+use crate::event::{may_send, reserved_error};
 use crate::stats::Routed;
 use crate::wire::{Envelope, Kind, ENVELOPE_OVERHEAD};
 use crate::{Config, Error, Peer, WorkerId};
@@ -155,6 +156,9 @@ impl State {
         match env.kind {
             Kind::Announce => self.announce(env),
             Kind::Ready => self.ready(env),
+            Kind::Broadcast | Kind::Request if !may_send(from, &env.event, env.to) => {
+                self.refuse_reserved(env)
+            }
             Kind::Broadcast => self.broadcast(env),
             Kind::Request => self.request(env),
             Kind::Reply | Kind::Failure => self.answered(env),
@@ -175,6 +179,21 @@ impl State {
                 let reason = format!("sent a {:?} frame, which only the Hub sends", env.kind);
                 self.close_later(from, reason);
             }
+        }
+    }
+
+    /// A call or broadcast of one of the cluster's own events to workers, from a worker (or
+    /// another host): a call fails with `Forbidden`; a broadcast, which no Messenger sends,
+    /// closes its sender (another host's is dropped).
+    fn refuse_reserved(&mut self, env: Envelope) {
+        let error = reserved_error(&env.event);
+        if env.kind == Kind::Request {
+            self.fail(env.from, env.id, Peer::Master, env.event, &error);
+        } else if let Some(host) = env.from.host() {
+            tracing::debug!("{error}: a broadcast from another host dropped");
+            self.released_afar(host, env.id);
+        } else {
+            self.close_later(env.from, format!("sent a broadcast: {error}"));
         }
     }
 

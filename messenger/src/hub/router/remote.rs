@@ -10,6 +10,7 @@
 use bytes::Bytes;
 
 use super::State;
+use crate::event::may_send;
 use crate::hub::pending::OnceKey;
 use crate::hub::port::{Outgoing, Refusal};
 use crate::hub::HostId;
@@ -141,6 +142,9 @@ impl State {
         }
         self.routed.count_remote(&env);
         match (env.kind, env.to) {
+            (Kind::Broadcast | Kind::Request, to) if !may_send(from, &env.event, to) => {
+                self.refuse_reserved(env)
+            }
             (Kind::Broadcast, _) => self.broadcast_from_afar(env),
             // A worker picked there: it, or another that handles the event if it has gone.
             (Kind::Request, Target::Worker(id)) => {
