@@ -49,6 +49,11 @@ struct Panics;
 #[event(name = "never", reply = u32)]
 struct Never;
 
+/// Answers 7 after a moment (so a call run here is not over when it starts).
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "slow", reply = u32)]
+struct Slow;
+
 /// Two workers; only worker 0 handles the events, so a call from worker 0 is given back to it
 /// (run where it is) and a call from worker 1 goes over the wire to worker 0.
 async fn cluster() -> MockCluster {
@@ -64,6 +69,10 @@ async fn cluster() -> MockCluster {
     w0.on(|Undecodable(n)| async move { n });
     w0.on(|_: Panics| async { panic!("boom") });
     w0.on(|_: Never| std::future::pending::<u32>());
+    w0.on(|_: Slow| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        7
+    });
     cluster.ready().await.unwrap();
     cluster
 }
@@ -141,5 +150,28 @@ async fn a_reply_within_the_limit_succeeds_both_ways() {
     for slot in [0, 1] {
         let reply = cluster.worker(slot).request(0, Big(MAX_FRAME - 200)).await;
         assert_eq!(reply.unwrap().len(), MAX_FRAME - 200, "from {slot}");
+    }
+}
+
+/// A deadline as far as `Duration::MAX` is no deadline, run here or not (it once overflowed
+/// the clock in the short cut, and panicked).
+#[tokio::test]
+async fn the_longest_deadline_works_both_ways() {
+    let cluster = cluster().await;
+    for slot in [0, 1] {
+        let caller = cluster.worker(slot).with_timeout(Duration::MAX);
+        assert_eq!(
+            caller.request(0, Slow).await.unwrap(),
+            7,
+            "request from {slot}"
+        );
+        assert_eq!(
+            caller.consume(Slow).await.unwrap(),
+            7,
+            "consume from {slot}"
+        );
+        let entries = caller.map_each(Slow).await.unwrap();
+        let (_, own) = entries.into_iter().find(|(s, _)| *s == 0).unwrap();
+        assert_eq!(own.unwrap(), 7, "map from {slot}");
     }
 }

@@ -298,6 +298,9 @@ impl Messenger {
         if self.is_closed() {
             return Err(Error::Closed);
         }
+        if !crate::event::may_send(self.shared.peer, E::NAME.as_bytes(), to) {
+            return Err(crate::event::reserved_error(E::NAME.as_bytes()));
+        }
         if kind == Kind::Request && self.shared.calls.len() >= self.shared.config.max_calls {
             return Err(Error::Busy {
                 event: E::NAME.into(),

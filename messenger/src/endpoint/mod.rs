@@ -170,7 +170,8 @@ impl Messenger {
     }
 
     /// Another handle to the same Messenger, whose calls wait at most `timeout` for their
-    /// replies (this one keeps its own deadline, [`Config::request_timeout`] unless set).
+    /// replies (this one keeps its own deadline, [`Config::request_timeout`] unless set). A
+    /// timeout over [`MAX_DURATION`](crate::MAX_DURATION) (100 years) counts as that.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -186,7 +187,7 @@ impl Messenger {
     pub fn with_timeout(&self, timeout: Duration) -> Messenger {
         Messenger {
             shared: self.shared.clone(),
-            timeout,
+            timeout: timeout.min(crate::MAX_DURATION),
         }
     }
 
