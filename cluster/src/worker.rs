@@ -170,6 +170,10 @@ impl Worker {
     /// whose bootstrap has returned still waits for the outcome of the reloads it asked for
     /// (for `kill_timeout` at most) before its process exits. Elsewhere, the outcome is in the
     /// master's log and [`Master::status`](crate::Master::status) (every slot's generation).
+    ///
+    /// Asked before [`ready`](Worker::ready) has returned, it fails at once with
+    /// [`Error::Reload`] (the rollout would wait for this worker to get Ready, and it would
+    /// wait for the rollout).
     pub async fn request_reload(&self) -> Result<(), Error> {
         let _waiting = WaitingReload::new(&self.inner.reloads);
         self.inner

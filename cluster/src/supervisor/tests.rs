@@ -83,41 +83,6 @@ fn a_replaced_worker_cannot_take_its_slot_back() {
     assert_eq!(Fleet::serving(&fleet.slots()[0]), Some(new));
 }
 
-/// A worker that never gets Ready is killed at its deadline, and a reload waiting for it
-/// fails, the old worker still serving.
-#[test]
-fn a_replacement_that_never_gets_ready_stops_the_reload_and_the_old_one_serves() {
-    let now = Instant::now();
-    let mut fleet = Fleet::new(options(2));
-    let ids = spawned(&fleet.handle(now, Event::Boot));
-    for id in &ids {
-        fleet.handle(now, Event::ReadyAsked { id: *id });
-    }
-    let new = spawned(&fleet.handle(
-        now,
-        Event::Reload {
-            ticket: 9,
-            asker: None,
-        },
-    ))[0];
-    let actions = fleet.handle(now, Event::Timer(Timer::Ready(new)));
-    assert!(actions
-        .iter()
-        .any(|a| matches!(a, Action::Kill { id, .. } if *id == new)));
-    let failed = actions.iter().find_map(|a| match a {
-        Action::ReloadDone {
-            tickets,
-            result: Err(why),
-        } => Some((tickets.clone(), why.clone())),
-        _ => None,
-    });
-    let (tickets, why) = failed.expect("the reload failed");
-    assert_eq!(tickets, vec![9]);
-    assert!(format!("{why:?}").contains("not Ready within"), "{why:?}");
-    assert_eq!(Fleet::serving(&fleet.slots()[0]), Some(ids[0]));
-    assert!(fleet.slots().iter().all(|s| Fleet::serving(s).is_some()));
-}
-
 /// A slot whose workers keep dying soon after their start backs off, and is empty only
 /// while it does.
 #[test]
@@ -194,34 +159,7 @@ fn a_stop_drains_everyone_and_ends_when_they_have_exited() {
 }
 
 mod property;
-
-/// `Master::ready` waits for this: every slot with its Ready worker, no rollout under way or
-/// asked; a stop ends the wait.
-#[test]
-fn the_fleet_is_ready_once_every_slot_serves_and_no_rollout_runs() {
-    use super::fleet::Readiness;
-    let now = Instant::now();
-    let mut fleet = Fleet::new(options(2));
-    assert_eq!(fleet.readiness(), Readiness::Waiting, "not booted");
-    let ids = spawned(&fleet.handle(now, Event::Boot));
-    fleet.handle(now, Event::ReadyAsked { id: ids[0] });
-    assert_eq!(fleet.readiness(), Readiness::Waiting, "slot 1 starting");
-    fleet.handle(now, Event::ReadyAsked { id: ids[1] });
-    assert_eq!(fleet.readiness(), Readiness::Ready);
-    let reload = Event::Reload {
-        ticket: 1,
-        asker: Some(ids[0]),
-    };
-    let first = spawned(&fleet.handle(now, reload))[0];
-    assert_eq!(first.slot, 1, "the asker's slot goes last");
-    assert_eq!(fleet.readiness(), Readiness::Waiting, "a rollout runs");
-    let second = spawned(&fleet.handle(now, Event::ReadyAsked { id: first }))[0];
-    assert_eq!(fleet.readiness(), Readiness::Waiting, "a rollout runs");
-    fleet.handle(now, Event::ReadyAsked { id: second });
-    assert_eq!(fleet.readiness(), Readiness::Ready);
-    fleet.handle(now, Event::Stop { graceful: true });
-    assert_eq!(fleet.readiness(), Readiness::Stopped);
-}
+mod reload;
 
 /// Boots `workers` slots and makes each first worker Ready: their ids.
 fn serving(fleet: &mut Fleet, now: Instant) -> Vec<WorkerId> {

@@ -24,12 +24,33 @@ impl Fleet {
                 result: Ok(()),
             });
         }
+        if let Some(id) = asker.filter(|&id| self.is_starting(id)) {
+            // The rollout would wait for it to get Ready, and it waits for the rollout: refused
+            // at once, not a deadlock until its ready timeout.
+            return self.actions.push(Action::ReloadDone {
+                tickets: vec![ticket],
+                result: Err(ReloadError::Failed(format!(
+                    "asked by worker {id} before it was Ready: a worker asks for a reload once \
+                     ready() has returned (it runs the binary as it is)"
+                ))),
+            });
+        }
         let askers: Vec<u32> = asker.map(|id| id.slot).into_iter().collect();
         if self.rollout.is_some() {
             self.next_askers.extend(askers);
             return self.next_reload.push(ticket);
         }
         self.start_rollout(now, vec![ticket], &askers);
+    }
+
+    /// Whether `id` is a worker started and not yet Ready.
+    fn is_starting(&self, id: WorkerId) -> bool {
+        self.slots
+            .get(id.slot as usize)
+            .is_some_and(|slot| match &slot.state {
+                SlotState::Starting { new } | SlotState::Replacing { new, .. } => new.id == id,
+                SlotState::Empty { .. } | SlotState::Serving { .. } => false,
+            })
     }
 
     /// Starts a rollout for `tickets`, the slots of `askers` last.
