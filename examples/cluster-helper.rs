@@ -183,6 +183,9 @@ fn main() -> Result<(), multiprocess::Error> {
                 }
             }
             std::io::stdout().flush()?;
+            if std::env::var_os("HELPER_BOOT_FAILS").is_some() {
+                return Err("the master's bootstrap fails, as asked".into());
+            }
             Ok(())
         })
         .worker(worker)

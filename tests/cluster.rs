@@ -249,7 +249,7 @@ fn an_unhealthy_worker_is_replaced_new_first() {
 
 #[test]
 fn a_panicking_worker_is_replaced_new_first() {
-    // The master logs each report at debug level (once per worker at info).
+    // The master logs each report at debug level (and once per worker, at warn, when it acts).
     let helper = Helper::start(2, &[("RUST_LOG", "info,cluster::master::run=debug".into())]);
     helper.wait_ready(2);
     // Five tasks panic: one report.

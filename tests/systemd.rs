@@ -124,6 +124,23 @@ fn the_master_tells_systemd_ready_reloading_stopping_and_pings_its_watchdog() {
     systemd.already_heard("STOPPING=1");
 }
 
+/// A master whose bootstrap fails stops too: systemd hears it before the master exits.
+#[test]
+fn a_failed_bootstrap_says_stopping_before_the_master_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let mut systemd = Systemd::bind(&path);
+    let mut helper = Helper::start(
+        1,
+        &[
+            ("NOTIFY_SOCKET", path.display().to_string()),
+            ("HELPER_BOOT_FAILS", "1".to_string()),
+        ],
+    );
+    assert!(!helper.wait_exit().success());
+    systemd.already_heard("STOPPING=1");
+}
+
 #[test]
 fn a_notify_socket_nobody_listens_on_is_not_fatal() {
     let dir = tempfile::tempdir().unwrap();

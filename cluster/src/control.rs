@@ -30,8 +30,10 @@ impl Unhealthy {
     }
 }
 
-/// `text` cut to at most `max` bytes, at a character boundary, marked with `…` when cut.
+/// `text` cut to at most `max` bytes (`max` at least 3), at a character boundary, marked with
+/// `…` when cut.
 pub(crate) fn clip(mut text: String, max: usize) -> String {
+    debug_assert!(max >= '…'.len_utf8());
     if text.len() > max {
         let mut end = max.saturating_sub('…'.len_utf8());
         while !text.is_char_boundary(end) {

@@ -267,6 +267,8 @@ pub(crate) async fn live(
                 tracing::info!("told to drain");
             }
             on_drain.cancel();
+        } else {
+            tracing::debug!(%from, "a drain order not from the master: ignored");
         }
         async {}
     });

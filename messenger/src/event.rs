@@ -32,9 +32,11 @@ pub trait Event: Serialize + DeserializeOwned + Send + 'static {
     /// long as the names (and the MessagePack shapes) agree.
     ///
     /// Names that begin with `multiprocess.` are the cluster's own (its heartbeats, drain
-    /// orders, metrics collection, reports to the master): a worker may send one to the master
-    /// only, and a call or broadcast of one to workers fails with
-    /// [`Error::Forbidden`](crate::Error::Forbidden), so that no worker can order another about.
+    /// orders, metrics collection, reports to the master): a worker may send one in a request
+    /// to its master only, and a call or broadcast of one to workers fails with
+    /// [`Error::Forbidden`](crate::Error::Forbidden), so that no worker can give another the
+    /// master's orders. The master sends them to the workers of its own host only (another
+    /// host's Hub refuses them, as from a worker).
     const NAME: &'static str;
 
     /// What a handler of this event answers; `map` returns a `Vec` of it.
@@ -57,11 +59,17 @@ pub trait Dispatch: Event {
 /// The prefix of the cluster's own event names (see [`Event::NAME`]).
 pub(crate) const RESERVED: &str = "multiprocess.";
 
-/// Whether `peer` may send the event `name` to `to`: a name of the cluster's own goes to
-/// workers from the master only.
-pub(crate) fn may_send(peer: crate::Peer, name: &[u8], to: crate::wire::Target) -> bool {
+/// Whether `peer` may send a frame of `kind` for the event `name` to `to`: a name of the
+/// cluster's own goes to workers from the master only. A worker's request to the master may
+/// carry one; a broadcast never may (it reaches workers whatever its target says).
+pub(crate) fn may_send(
+    peer: crate::Peer,
+    kind: crate::wire::Kind,
+    name: &[u8],
+    to: crate::wire::Target,
+) -> bool {
     peer == crate::Peer::Master
-        || matches!(to, crate::wire::Target::Master)
+        || (kind == crate::wire::Kind::Request && matches!(to, crate::wire::Target::Master))
         || !name.starts_with(RESERVED.as_bytes())
 }
 

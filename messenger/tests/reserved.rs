@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use messenger::testing::MockCluster;
@@ -140,18 +141,23 @@ async fn the_hub_refuses_them_in_raw_frames_from_a_worker() {
         "only the master's handler ran"
     );
 
-    // A broadcast, which no Messenger sends: its sender is closed, and it reaches nobody.
-    raw.send(fake_drain(Kind::Broadcast, 6, Target::Hub))
-        .await
-        .unwrap();
-    loop {
-        match events.recv().await.unwrap() {
-            HubEvent::Closed { id, reason } if id == WorkerId::new(7, 1) => {
-                assert!(reason.contains("multiprocess.drain"), "{reason}");
-                break;
+    // A broadcast, which no Messenger sends, whatever target it names (one "to the master"
+    // would still reach every worker): its sender is closed, and it reaches nobody.
+    for (n, to) in [(8, Target::Hub), (9, Target::Master)] {
+        let mut raw = raw_worker(&cluster, WorkerId::new(n, 1)).await;
+        raw.send(fake_drain(Kind::Broadcast, 6, to)).await.unwrap();
+        let closed = async {
+            loop {
+                match events.recv().await.unwrap() {
+                    HubEvent::Closed { id, reason } if id == WorkerId::new(n, 1) => break reason,
+                    _ => {}
+                }
             }
-            _ => {}
-        }
+        };
+        let reason = tokio::time::timeout(Duration::from_secs(60), closed)
+            .await
+            .unwrap_or_else(|_| panic!("a broadcast to {to:?} did not close its sender"));
+        assert!(reason.contains("multiprocess.drain"), "{to:?}: {reason}");
     }
     // The workers still answer, and ran nothing more.
     assert_eq!(cluster.master().map(FakeDrain).await.unwrap().len(), 2);

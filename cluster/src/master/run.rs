@@ -157,19 +157,29 @@ pub(crate) fn run(
                     master.inner.reloads.subscribe(),
                 ))
             });
-            if let Some(boot) = boot {
-                if let Err(e) = boot(master.clone()).await {
-                    supervisor.send(Cmd::Stop { graceful: false });
-                    return Err(Error::Bootstrap(e));
+            let booted = match boot {
+                Some(boot) => boot(master.clone()).await,
+                None => Ok(()),
+            };
+            let supervised = match &booted {
+                Ok(()) => {
+                    supervisor.send(Cmd::Boot);
+                    supervised.await
                 }
-            }
-            supervisor.send(Cmd::Boot);
-            let supervised = supervised.await;
+                Err(_) => {
+                    // No worker started: the supervisor ends at once (bounded all the same).
+                    supervisor.send(Cmd::Stop { graceful: false });
+                    let bound = std::time::Duration::from_secs(5);
+                    let _ = tokio::time::timeout(bound, supervised).await;
+                    Ok(false)
+                }
+            };
             if let Some(task) = notifying {
-                // systemd hears STOPPING=1 before the master exits, not never: the runtime
-                // would drop the task before it ran.
+                // systemd hears STOPPING=1 before the master exits: otherwise the runtime would
+                // drop the task with it unsent.
                 systemd::finish(task).await;
             }
+            booted.map_err(Error::Bootstrap)?;
             match supervised {
                 Ok(true) => {
                     tracing::info!("every worker has exited; the master exits");
@@ -204,7 +214,12 @@ fn control_handlers(master: &Master) {
                 // at debug only: a worker could report as fast as it likes. Cut short,
                 // whoever sent it.
                 let reason = Unhealthy::new(event.reason).reason;
-                tracing::debug!(slot = id.slot, generation = id.generation, %reason, "worker reports itself unhealthy");
+                tracing::debug!(
+                    slot = id.slot,
+                    generation = id.generation,
+                    ?reason,
+                    "worker reports itself unhealthy"
+                );
                 sup.unhealthy(id, reason);
             }
             async {}

@@ -203,17 +203,31 @@ pub(crate) async fn run(
         if now_phase == Phase::Stopped {
             return;
         }
-        tokio::select! {
-            changed = phase.changed() => if changed.is_err() { return },
-            changed = readiness.changed() => if changed.is_err() { return },
-            changed = reloads.changed() => if changed.is_err() { return },
-            _ = refresh.tick() => {}
+        let closed = tokio::select! {
+            changed = phase.changed() => changed.is_err(),
+            changed = readiness.changed() => changed.is_err(),
+            changed = reloads.changed() => changed.is_err(),
+            _ = refresh.tick() => false,
             () = tick(&mut watchdog) => {
                 // The supervisor answering is what the watchdog vouches for.
                 if master.status().await.is_ok() {
                     send(&notifier, "WATCHDOG=1".to_owned()).await;
                 }
+                false
             }
+        };
+        if closed {
+            // The supervisor is gone (it panicked, say): the cluster stopped all the same.
+            let last = told.next(
+                Phase::Stopped,
+                Readiness::Stopped,
+                now_reloads,
+                "stopping".into(),
+            );
+            if let Some(state) = last {
+                send(&notifier, state).await;
+            }
+            return;
         }
     }
 }

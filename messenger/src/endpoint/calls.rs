@@ -286,8 +286,9 @@ impl Messenger {
         }
     }
 
-    /// Encodes `event` into an envelope, refusing one that would be over the maximum frame, or
-    /// a call beyond [`Config::max_calls`].
+    /// Encodes `event` into an envelope, refusing one that would be over the maximum frame, a
+    /// call beyond [`Config::max_calls`], or one of the cluster's own events to workers from a
+    /// worker (see [`Event::NAME`]).
     pub(super) fn envelope<E: Event>(
         &self,
         kind: Kind,
@@ -298,7 +299,7 @@ impl Messenger {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        if !crate::event::may_send(self.shared.peer, E::NAME.as_bytes(), to) {
+        if !crate::event::may_send(self.shared.peer, kind, E::NAME.as_bytes(), to) {
             return Err(crate::event::reserved_error(E::NAME.as_bytes()));
         }
         if kind == Kind::Request && self.shared.calls.len() >= self.shared.config.max_calls {

@@ -168,7 +168,12 @@ impl Fleet {
         };
         match &mut slot.state {
             SlotState::Serving { current } if current.id == id => {
-                tracing::warn!(slot = id.slot, generation = id.generation, %reason, "worker unhealthy; starting its replacement");
+                tracing::warn!(
+                    slot = id.slot,
+                    generation = id.generation,
+                    ?reason,
+                    "worker unhealthy; starting its replacement"
+                );
                 let SlotState::Serving { current } =
                     std::mem::replace(&mut slot.state, SlotState::Empty { at: None })
                 else {

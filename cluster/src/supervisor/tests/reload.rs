@@ -102,4 +102,18 @@ fn a_reload_asked_by_a_worker_not_yet_ready_is_refused_at_once() {
         },
     );
     assert_eq!(spawned(&actions), [WorkerId::new(1, 2)], "{actions:?}");
+    // A replacement the rollout started, not yet Ready, is refused the same way.
+    let replacement = WorkerId::new(1, 2);
+    let actions = fleet.handle(
+        now,
+        Event::Reload {
+            ticket: 5,
+            asker: Some(replacement),
+        },
+    );
+    let refused = actions.iter().any(|a| {
+        matches!(a, Action::ReloadDone { tickets, result: Err(ReloadError::Failed(_)) }
+            if tickets == &[5])
+    });
+    assert!(refused, "{actions:?}");
 }

@@ -156,7 +156,7 @@ impl State {
         match env.kind {
             Kind::Announce => self.announce(env),
             Kind::Ready => self.ready(env),
-            Kind::Broadcast | Kind::Request if !may_send(from, &env.event, env.to) => {
+            Kind::Broadcast | Kind::Request if !may_send(from, env.kind, &env.event, env.to) => {
                 self.refuse_reserved(env)
             }
             Kind::Broadcast => self.broadcast(env),

@@ -142,7 +142,9 @@ impl State {
         }
         self.routed.count_remote(&env);
         match (env.kind, env.to) {
-            (Kind::Broadcast | Kind::Request, to) if !may_send(from, &env.event, to) => {
+            (kind @ (Kind::Broadcast | Kind::Request), to)
+                if !may_send(from, kind, &env.event, to) =>
+            {
                 self.refuse_reserved(env)
             }
             (Kind::Broadcast, _) => self.broadcast_from_afar(env),
