@@ -65,3 +65,23 @@ fn unhealthy_reports_in_a_loop_do_not_flood_the_masters_log() {
     helper.signal(Signal::SIGTERM);
     assert!(helper.wait_exit().success());
 }
+
+#[test]
+fn reloads_asked_in_a_loop_do_not_flood_the_masters_log() {
+    let mut helper = Helper::start(2, &[]);
+    helper.wait_ready(2);
+    // 300 reloads asked at once by one worker: coalesced into the rollouts, as always.
+    let answer = helper.get("/hostile/reloads?count=300");
+    assert_eq!(answer["complete"].as_u64(), Some(300), "{answer}");
+    helper.wait_ready(2);
+    // One ask and its outcome at info per rollout it waited for (at most two: the one under
+    // way, and the one more the others were folded into), not 600 lines.
+    let lines = master_lines(&helper);
+    let about = lines
+        .iter()
+        .filter(|l| l.contains("reload asked by"))
+        .count();
+    assert!(about <= 4, "{about} lines: {lines:#?}");
+    helper.signal(Signal::SIGTERM);
+    assert!(helper.wait_exit().success());
+}

@@ -157,7 +157,8 @@ impl Worker {
     /// reason if it stopped (at the first new worker that did not get Ready: the old workers of
     /// the slots left keep serving) or the cluster stops. Reloads asked for while one runs are
     /// coalesced into one more. The master logs the request and its outcome
-    /// (`reload asked by worker slot 0 gen 1: complete`, or the reason).
+    /// (`reload asked by worker slot 0 gen 1: complete`, or the reason): at info for one
+    /// request of a worker at a time, at debug for the others it has waiting.
     ///
     /// What happens to this worker: it is replaced like every other, new first, and the master
     /// replaces the slots of the workers that asked last. So it keeps serving until the

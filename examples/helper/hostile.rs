@@ -5,6 +5,8 @@
 //!   Answers the call's outcome (`"ok"`, or the error).
 //! - `GET /hostile/unhealthy?count=C&size=N`: `C` fake unhealthy reports to the master, 64 at
 //!   a time, each with an `N`-byte reason. Answers how many the master took.
+//! - `GET /hostile/reloads?count=C`: `C` reloads asked of the master at once (as
+//!   `Worker::request_reload` asks). Answers how many completed.
 
 use axum::extract::Query;
 use axum::routing::get;
@@ -25,6 +27,16 @@ struct FakeUnhealthy {
     reason: String,
 }
 
+/// Named like a worker's reload request.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "multiprocess.reload", reply = Result<(), String>)]
+struct FakeReload;
+
+#[derive(Deserialize)]
+struct Count {
+    count: usize,
+}
+
 #[derive(Deserialize)]
 struct Slot {
     slot: u32,
@@ -38,7 +50,24 @@ struct Reports {
 
 pub fn routes<S: Clone + Send + Sync + 'static>(msg: Messenger) -> Router<S> {
     let drain = msg.clone();
+    let reload = msg.clone();
     Router::new()
+        .route(
+            "/hostile/reloads",
+            get(move |Query(Count { count }): Query<Count>| {
+                let msg = reload.clone();
+                async move {
+                    let mut asks = tokio::task::JoinSet::new();
+                    for _ in 0..count {
+                        let msg = msg.clone();
+                        asks.spawn(async move { msg.request_master(FakeReload).await });
+                    }
+                    let complete = asks.join_all().await;
+                    let complete = complete.iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+                    Json(json!({ "complete": complete }))
+                }
+            }),
+        )
         .route(
             "/hostile/drain",
             get(move |Query(Slot { slot }): Query<Slot>| {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use messenger::{Hub, Peer};
+use messenger::{Hub, Peer, WorkerId};
 use tokio::sync::watch;
 
 use super::{Inner, Master, MasterBoot};
@@ -225,17 +225,28 @@ fn control_handlers(master: &Master) {
             async {}
         });
     let m = master.clone();
+    let asking = Arc::new(Asking::default());
     master.messenger().on_from(move |from: Peer, _: Reload| {
-        let m = m.clone();
+        let (m, asking) = (m.clone(), asking.clone());
         async move {
             let asker = from.worker();
             let who = asker.map_or_else(|| "the master".to_owned(), |id| format!("worker {id}"));
-            tracing::info!("reload asked by {who}");
+            // At info, one ask per worker at a time (the rest at debug): a worker that asks in a
+            // loop floods nothing. Its asks are coalesced into the rollouts all the same.
+            let logged = asking.first(asker);
+            let level = if logged.is_some() {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::DEBUG
+            };
+            log(level, format_args!("reload asked by {who}"));
             let outcome = m.reload_asked_by(asker).await;
             match &outcome {
-                Ok(()) => tracing::info!("reload asked by {who}: complete"),
-                Err(e) => tracing::warn!("reload asked by {who}: {e}"),
+                Ok(()) => log(level, format_args!("reload asked by {who}: complete")),
+                Err(e) if logged.is_some() => tracing::warn!("reload asked by {who}: {e}"),
+                Err(e) => tracing::debug!("reload asked by {who}: {e}"),
             }
+            drop(logged);
             // The worker makes an `Error::Reload` of the reason: sent bare, not said twice.
             outcome.map_err(|e| match e {
                 Error::Reload(why) => why,
@@ -243,6 +254,46 @@ fn control_handlers(master: &Master) {
             })
         }
     });
+}
+
+/// The workers whose reload ask is logged at info, and not yet answered.
+#[derive(Default)]
+struct Asking(std::sync::Mutex<std::collections::HashSet<WorkerId>>);
+
+/// One worker's ask, logged: it leaves [`Asking`] when dropped.
+struct Logged<'a>(&'a Asking, Option<WorkerId>);
+
+impl Asking {
+    /// `Some` if `asker` (the master: `None`) has no other ask logged and waiting.
+    fn first(&self, asker: Option<WorkerId>) -> Option<Logged<'_>> {
+        let Some(id) = asker else {
+            return Some(Logged(self, None));
+        };
+        let fresh = self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        // Made only when fresh: a `Logged` dropped lets its worker go.
+        fresh.then(|| Logged(self, Some(id)))
+    }
+}
+
+impl Drop for Logged<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.1 {
+            self.0
+                 .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+    }
+}
+
+/// `tracing` takes its level as a constant: info or debug, picked at run time.
+fn log(level: tracing::Level, message: std::fmt::Arguments<'_>) {
+    if level == tracing::Level::INFO {
+        tracing::info!("{message}");
+    } else {
+        tracing::debug!("{message}");
+    }
 }
 
 /// SIGTERM / SIGINT: drain and stop (a second one kills); SIGUSR2: rolling reload; SIGTTIN /
