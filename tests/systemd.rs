@@ -32,6 +32,18 @@ impl Systemd {
         }
     }
 
+    /// A cluster of `workers` started with `env` and `NOTIFY_SOCKET` naming a socket bound in
+    /// the helper's temp dir (removed with it).
+    fn start(workers: usize, env: &[(&str, String)]) -> (Systemd, Helper) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let systemd = Systemd::bind(&path);
+        let mut env = env.to_vec();
+        env.push(("NOTIFY_SOCKET", path.display().to_string()));
+        let helper = Helper::start_exe(&common::helper_exe(), workers, &env, dir);
+        (systemd, helper)
+    }
+
     /// Waits for a datagram with the line `line` (a datagram after those already waited for),
     /// and returns that datagram.
     fn wait_for(&mut self, line: &str) -> String {
@@ -76,16 +88,7 @@ impl Systemd {
 
 #[test]
 fn the_master_tells_systemd_ready_reloading_stopping_and_pings_its_watchdog() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify");
-    let mut systemd = Systemd::bind(&path);
-    let mut helper = Helper::start(
-        2,
-        &[
-            ("NOTIFY_SOCKET", path.display().to_string()),
-            ("WATCHDOG_USEC", "200000".to_string()),
-        ],
-    );
+    let (mut systemd, mut helper) = Systemd::start(2, &[("WATCHDOG_USEC", "200000".to_string())]);
 
     let ready = systemd.wait_for("READY=1");
     assert!(
@@ -127,16 +130,7 @@ fn the_master_tells_systemd_ready_reloading_stopping_and_pings_its_watchdog() {
 /// A master whose bootstrap fails stops too: systemd hears it before the master exits.
 #[test]
 fn a_failed_bootstrap_says_stopping_before_the_master_exits() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify");
-    let mut systemd = Systemd::bind(&path);
-    let mut helper = Helper::start(
-        1,
-        &[
-            ("NOTIFY_SOCKET", path.display().to_string()),
-            ("HELPER_BOOT_FAILS", "1".to_string()),
-        ],
-    );
+    let (mut systemd, mut helper) = Systemd::start(1, &[("HELPER_BOOT_FAILS", "1".to_string())]);
     assert!(!helper.wait_exit().success());
     systemd.already_heard("STOPPING=1");
 }

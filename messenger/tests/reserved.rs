@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use messenger::testing::MockCluster;
-use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Target, PROTOCOL_VERSION};
+use messenger::wire::{Envelope, Kind, Target};
 use messenger::{Error, Event, HubEvent, Peer, WorkerId};
 use serde::{Deserialize, Serialize};
-use tokio::io::DuplexStream;
-use tokio_util::codec::Framed;
+
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
+use raw_peer::raw_worker;
 
 /// What a hostile worker would send: an event named like the cluster's drain order.
 #[derive(Serialize, Deserialize, Event)]
@@ -70,28 +72,6 @@ async fn a_worker_cannot_send_the_clusters_own_events_to_workers() {
     cluster.master().request(1, FakeDrain).await.unwrap();
     assert_eq!(cluster.master().map(FakeDrain).await.unwrap().len(), 2);
     assert_eq!(ran.load(Ordering::SeqCst), 4);
-}
-
-fn hello() -> Envelope {
-    Envelope::new(
-        Kind::Hello,
-        "",
-        Hello {
-            version: PROTOCOL_VERSION,
-            peer: None,
-        }
-        .to_bytes(),
-    )
-}
-
-async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream, FrameCodec> {
-    let (hub_end, raw) = tokio::io::duplex(64 * 1024);
-    cluster.hub().attach(id, hub_end);
-    let mut framed = Framed::new(raw, FrameCodec::new());
-    framed.send(hello()).await.unwrap();
-    let answer = framed.next().await.unwrap().unwrap();
-    assert_eq!(answer.kind, Kind::Hello);
-    framed
 }
 
 fn fake_drain(kind: Kind, id: u64, to: Target) -> Envelope {

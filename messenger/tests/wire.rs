@@ -10,41 +10,16 @@ use messenger::wire::{Envelope, FrameCodec, Hello, Kind, Members, Target, PROTOC
 use messenger::{Config, Error, Event, HubEvent, Messenger, Peer, WorkerId};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::AsyncWriteExt;
 use tokio_util::codec::{Decoder, Encoder, Framed};
+
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
+use raw_peer::{hello, raw_worker};
 
 #[derive(Serialize, Deserialize, Event)]
 #[event(name = "note", reply = String)]
 struct Note(String);
-
-fn hello(version: u32) -> Envelope {
-    Envelope::new(
-        Kind::Hello,
-        "",
-        Hello {
-            version,
-            peer: None,
-        }
-        .to_bytes(),
-    )
-}
-
-/// A peer that speaks raw frames: connected to the Hub as `id`, handshake done.
-async fn raw_worker(cluster: &MockCluster, id: WorkerId) -> Framed<DuplexStream, FrameCodec> {
-    let (hub_end, raw) = tokio::io::duplex(64 * 1024);
-    cluster.hub().attach(id, hub_end);
-    let mut framed = Framed::new(raw, FrameCodec::new());
-    framed.send(hello(PROTOCOL_VERSION)).await.unwrap();
-    let answer = framed.next().await.unwrap().unwrap();
-    assert_eq!(answer.kind, Kind::Hello);
-    let hello = Hello::from_bytes(&answer.body).unwrap();
-    assert_eq!(
-        hello.peer,
-        Some(Peer::Worker(id)),
-        "the Hub names the connection"
-    );
-    framed
-}
 
 #[tokio::test]
 async fn the_hub_refuses_another_protocol_version() {

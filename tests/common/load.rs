@@ -74,8 +74,7 @@ impl Load {
         let (served, failed) = self.finish();
         assert!(
             failed.is_empty(),
-            "{} of {served} requests failed: {failed:?}",
-            failed.len()
+            "requests failed ({served} answered): {failed:?}"
         );
         served
     }
