@@ -6,9 +6,8 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::FramedRead;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::Stop;
@@ -91,36 +90,60 @@ where
 }
 
 /// Routes what the peer sends until its connection ends: why it ended. Never waits for
-/// anything but the peer's next frame.
-async fn read<IO>(hub: &Hub, peer: Peer, mut reader: Reader<IO>, stop: Stop) -> String
+/// anything but the peer's next bytes.
+///
+/// Everything one read brought is decoded and routed under one hold of the Hub's lock (at most
+/// [`ROUTE_RUN`] frames a hold): a frame goes from the decoder straight to its route.
+async fn read<IO>(hub: &Hub, peer: Peer, reader: Reader<IO>, stop: Stop) -> String
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let parts = reader.into_parts();
+    let (mut io, mut codec, mut buf) = (parts.io, parts.codec, parts.read_buf);
     // Made once: a cancellation future registers with the token each time it is made.
     let stopped = stop.token().cancelled();
     tokio::pin!(stopped);
     loop {
-        let frame = tokio::select! {
-            biased;
-            frame = reader.next() => frame,
-            () = &mut stopped => return "closed by the master".into(),
-        };
-        match frame {
-            Some(Ok(env)) => {
-                let batch_end = reader.read_buffer().is_empty();
-                let mut state = hub.lock();
+        let mut decoded = true;
+        while decoded {
+            let mut state = hub.lock();
+            decoded = false;
+            for _ in 0..ROUTE_RUN {
                 // Frames read before the connection was closed (under the lock) are not this
                 // peer's any more: its id may be a newer connection's.
                 if stop.is_stopped() {
                     return "closed by the master".into();
                 }
-                state.route(peer, env, batch_end);
+                match codec.decode(&mut buf) {
+                    Ok(Some(env)) => {
+                        decoded = true;
+                        state.route(peer, env, buf.is_empty());
+                    }
+                    Ok(None) => {
+                        decoded = false;
+                        break;
+                    }
+                    Err(err) => return format!("connection error: {err}"),
+                }
             }
-            Some(Err(err)) => return format!("connection error: {err}"),
-            None => return "end of file".into(),
+        }
+        buf.reserve(1);
+        let read = tokio::select! {
+            biased;
+            read = io.read_buf(&mut buf) => read,
+            () = &mut stopped => return "closed by the master".into(),
+        };
+        match read {
+            Ok(0) if buf.is_empty() => return "end of file".into(),
+            Ok(0) => return "connection error: bytes remaining on stream".into(),
+            Ok(_) => {}
+            Err(err) => return format!("connection error: {err}"),
         }
     }
 }
+
+/// How many frames the reader routes under one hold of the Hub's lock.
+const ROUTE_RUN: usize = 256;
 
 /// Closes `peer` once it is stuck (see [`Outbound::stuck`]), looking a few times per
 /// `stall`.
