@@ -1,6 +1,11 @@
 //! What an [`Outbound`](super::Outbound) queue holds, shared by the Hub (which fills it under
 //! its lock) and the connection's writer task (which empties it without): the frames, counted
 //! and timed, and the writer's end.
+//!
+//! Each end counts only what it does: the Hub what it queued, in plain fields of its own, the
+//! writer what it wrote, in atomics the Hub reads. What waits is the difference. So queuing a
+//! frame, the Hub's work for every frame it routes, takes no atomic read-modify-write; the
+//! writer takes one per count and batch.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,15 +16,20 @@ use tokio::time::Instant;
 use crate::transport::Outbox;
 use crate::wire::Envelope;
 
-/// What the queue holds, shared with the writer task (which takes from it without the Hub's
-/// lock), and when the writer last made progress. The window's broadcasts are counted apart
-/// from the other frames: they have a bound of their own, and must not use up the room of
-/// requests and answers.
-pub(crate) struct Level {
-    /// Frames other than the window's broadcasts, and their bytes.
+/// Frames and their bytes, the window's broadcasts counted apart from the other frames: they
+/// have a bound of their own, and must not use up the room of requests and answers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    frames: usize,
+    bytes: usize,
+    broadcasts: usize,
+    broadcast_bytes: usize,
+}
+
+/// What the writer wrote so far (it only grows), and when it last made progress.
+struct Written {
     frames: AtomicUsize,
     bytes: AtomicUsize,
-    /// The window's broadcasts not yet written, and their bytes.
     broadcasts: AtomicUsize,
     broadcast_bytes: AtomicUsize,
     /// Nanoseconds since the Hub's start: the last write, or the last time the queue went
@@ -28,11 +38,27 @@ pub(crate) struct Level {
     start: Instant,
 }
 
+impl Written {
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn progressed(&self) {
+        self.progress.store(self.now(), Ordering::Relaxed);
+    }
+}
+
+/// The Hub's view of a queue: what it queued, less what the writer wrote.
+pub(crate) struct Level {
+    queued: Counts,
+    written: Arc<Written>,
+}
+
 impl Level {
-    /// An empty queue: the Hub's end, the level both ends share, and the writer's end.
-    pub fn queue(start: Instant) -> (mpsc::UnboundedSender<Queued>, Arc<Level>, Frames) {
+    /// An empty queue: the Hub's end, its level, and the writer's end.
+    pub fn queue(start: Instant) -> (mpsc::UnboundedSender<Queued>, Level, Frames) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let level = Arc::new(Level {
+        let written = Arc::new(Written {
             frames: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             broadcasts: AtomicUsize::new(0),
@@ -42,58 +68,68 @@ impl Level {
         });
         let frames = Frames {
             rx,
-            level: level.clone(),
+            written: written.clone(),
+        };
+        let level = Level {
+            queued: Counts::default(),
+            written,
         };
         (tx, level, frames)
     }
 
     /// Nanoseconds since the Hub's start.
     pub fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.written.now()
     }
 
     /// When the writer last made progress (nanoseconds since the Hub's start): its last write,
     /// or when the queue last went from empty to not.
     pub fn progress(&self) -> u64 {
-        self.progress.load(Ordering::Relaxed)
-    }
-
-    fn progressed(&self) {
-        self.progress.store(self.now(), Ordering::Relaxed);
+        self.written.progress.load(Ordering::Relaxed)
     }
 
     /// Frames other than the window's broadcasts.
     pub fn frames(&self) -> usize {
-        self.frames.load(Ordering::Relaxed)
+        let written = self.written.frames.load(Ordering::Relaxed);
+        self.queued.frames.wrapping_sub(written)
     }
 
     /// The bytes of frames other than the window's broadcasts.
     pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        let written = self.written.bytes.load(Ordering::Relaxed);
+        self.queued.bytes.wrapping_sub(written)
+    }
+
+    fn broadcasts(&self) -> usize {
+        let written = self.written.broadcasts.load(Ordering::Relaxed);
+        self.queued.broadcasts.wrapping_sub(written)
     }
 
     /// The bytes of every frame not yet written.
     pub fn all_bytes(&self) -> usize {
-        self.bytes() + self.broadcast_bytes.load(Ordering::Relaxed)
+        let written = self.written.broadcast_bytes.load(Ordering::Relaxed);
+        self.bytes() + self.queued.broadcast_bytes.wrapping_sub(written)
     }
 
     /// Every frame not yet written.
     pub fn all_frames(&self) -> usize {
-        self.frames() + self.broadcasts.load(Ordering::Relaxed)
+        self.frames() + self.broadcasts()
     }
 
     /// Counts one more frame of `size` bytes (one of the window's broadcasts, or not); a
     /// queue that was empty starts its stall clock now.
-    pub fn add(&self, windowed: bool, size: usize) {
-        let (count, bytes) = if windowed {
-            (&self.broadcasts, &self.broadcast_bytes)
-        } else {
-            (&self.frames, &self.bytes)
-        };
-        if count.fetch_add(1, Ordering::Relaxed) == 0 && self.all_frames() == 1 {
-            self.progressed();
+    pub fn add(&mut self, windowed: bool, size: usize) {
+        if self.all_frames() == 0 {
+            self.written.progressed();
         }
-        bytes.fetch_add(size, Ordering::Relaxed);
+        let queued = &mut self.queued;
+        if windowed {
+            queued.broadcasts += 1;
+            queued.broadcast_bytes += size;
+        } else {
+            queued.frames += 1;
+            queued.bytes += size;
+        }
     }
 }
 
@@ -109,10 +145,10 @@ impl Queued {
     }
 }
 
-/// The writer task's end of an [`Outbound`].
+/// The writer task's end of an [`Outbound`](super::Outbound).
 pub(crate) struct Frames {
     rx: mpsc::UnboundedReceiver<Queued>,
-    level: Arc<Level>,
+    written: Arc<Written>,
 }
 
 #[cfg(test)]
@@ -135,27 +171,30 @@ impl Outbox for Frames {
     }
 
     fn written(&mut self, items: &[Queued]) {
-        let (mut frames, mut bytes, mut broadcasts, mut broadcast_bytes) = (0, 0, 0, 0);
+        let mut counts = Counts::default();
         for item in items {
             if item.windowed {
-                broadcasts += 1;
-                broadcast_bytes += item.env.wire_len();
+                counts.broadcasts += 1;
+                counts.broadcast_bytes += item.env.wire_len();
             } else {
-                frames += 1;
-                bytes += item.env.wire_len();
+                counts.frames += 1;
+                counts.bytes += item.env.wire_len();
             }
         }
-        let level = &self.level;
-        if frames > 0 {
-            level.frames.fetch_sub(frames, Ordering::Relaxed);
-            level.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let written = &self.written;
+        // Only what was queued is written: the Hub never sees more written than it queued.
+        if counts.frames > 0 {
+            written.bytes.fetch_add(counts.bytes, Ordering::Relaxed);
+            written.frames.fetch_add(counts.frames, Ordering::Relaxed);
         }
-        if broadcasts > 0 {
-            level.broadcasts.fetch_sub(broadcasts, Ordering::Relaxed);
-            level
+        if counts.broadcasts > 0 {
+            written
                 .broadcast_bytes
-                .fetch_sub(broadcast_bytes, Ordering::Relaxed);
+                .fetch_add(counts.broadcast_bytes, Ordering::Relaxed);
+            written
+                .broadcasts
+                .fetch_add(counts.broadcasts, Ordering::Relaxed);
         }
-        level.progressed();
+        written.progressed();
     }
 }

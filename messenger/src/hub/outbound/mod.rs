@@ -95,7 +95,7 @@ struct Waiting {
 /// The frames on their way to one peer.
 pub(super) struct Outbound {
     tx: mpsc::UnboundedSender<Queued>,
-    level: Arc<Level>,
+    level: Level,
     budget: Budget,
     /// Broadcasts waiting for room in the window, and their bytes.
     backlog: VecDeque<Waiting>,
