@@ -92,8 +92,9 @@ where
 /// Routes what the peer sends until its connection ends: why it ended. Never waits for
 /// anything but the peer's next bytes.
 ///
-/// Everything one read brought is decoded and routed under one hold of the Hub's lock (at most
-/// [`ROUTE_RUN`] frames a hold): a frame goes from the decoder straight to its route.
+/// What one read brought is decoded and routed under the Hub's lock, taken again every
+/// [`ROUTE_RUN`] frames: a frame goes from the decoder straight to its route. (A read that
+/// brought no whole frame takes the lock too, briefly: the first decode is under it.)
 async fn read<IO>(hub: &Hub, peer: Peer, reader: Reader<IO>, stop: Stop) -> String
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,

@@ -1,6 +1,6 @@
-//! What an [`Outbound`](super::Outbound) queue holds, shared by the Hub (which fills it under
-//! its lock) and the connection's writer task (which empties it without): the frames, counted
-//! and timed, and the writer's end.
+//! What an [`Outbound`](super::Outbound) queue holds, filled by the Hub (under its lock) and
+//! emptied by the connection's writer task (without it): the frames, counted and timed, and
+//! the writer's end.
 //!
 //! Each end counts only what it does: the Hub what it queued, in plain fields of its own, the
 //! writer what it wrote, in atomics the Hub reads. What waits is the difference. So queuing a
@@ -122,14 +122,16 @@ impl Level {
         if self.all_frames() == 0 {
             self.written.progressed();
         }
+        // Counted before the frame is sent (see `Outbound::send`'s callers): the writer can
+        // only count as written what was counted here first. Wrapping, as the reads subtract.
         let queued = &mut self.queued;
-        if windowed {
-            queued.broadcasts += 1;
-            queued.broadcast_bytes += size;
+        let (frames, bytes) = if windowed {
+            (&mut queued.broadcasts, &mut queued.broadcast_bytes)
         } else {
-            queued.frames += 1;
-            queued.bytes += size;
-        }
+            (&mut queued.frames, &mut queued.bytes)
+        };
+        *frames = frames.wrapping_add(1);
+        *bytes = bytes.wrapping_add(size);
     }
 }
 
