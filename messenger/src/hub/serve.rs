@@ -105,10 +105,8 @@ where
     let stopped = stop.token().cancelled();
     tokio::pin!(stopped);
     loop {
-        let mut decoded = true;
-        while decoded {
+        'decode: loop {
             let mut state = hub.lock();
-            decoded = false;
             for _ in 0..ROUTE_RUN {
                 // Frames read before the connection was closed (under the lock) are not this
                 // peer's any more: its id may be a newer connection's.
@@ -116,14 +114,8 @@ where
                     return "closed by the master".into();
                 }
                 match codec.decode(&mut buf) {
-                    Ok(Some(env)) => {
-                        decoded = true;
-                        state.route(peer, env, buf.is_empty());
-                    }
-                    Ok(None) => {
-                        decoded = false;
-                        break;
-                    }
+                    Ok(Some(env)) => state.route(peer, env, buf.is_empty()),
+                    Ok(None) => break 'decode,
                     Err(err) => return format!("connection error: {err}"),
                 }
             }
