@@ -8,10 +8,9 @@
 
 use std::sync::{Arc, Weak};
 
-use futures_util::StreamExt;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 
 use super::link::Offer;
 use super::Shared;
@@ -25,34 +24,52 @@ use crate::wire::{Credit, Envelope, FrameCodec, Kind};
 const READ_RUN: usize = 32;
 
 /// Reads the Hub's frames until the connection ends, then shuts the Messenger.
+///
+/// What one read brought is decoded and dispatched straight from the decoder (a frame stream
+/// would move each envelope through several layers of `Poll` and `Option` on the way), with a
+/// pause every [`READ_RUN`] frames.
 pub(super) async fn read<R: AsyncRead + Unpin>(
     shared: Arc<Shared>,
-    mut reader: FramedRead<R, FrameCodec>,
+    reader: FramedRead<R, FrameCodec>,
 ) {
+    // Bytes already read (with the hello's answer, say) stay in the buffer.
+    let parts = reader.into_parts();
+    let (mut io, mut codec, mut buf) = (parts.io, parts.codec, parts.read_buf);
     let stop = shared.closed.clone();
     // Made once: a cancellation future registers with the token each time it is made.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
-    // Frames dispatched since the read buffer was last empty or the last pause.
-    let mut run = 0;
-    let reason = loop {
-        if reader.read_buffer().is_empty() {
-            run = 0;
-        } else if run >= READ_RUN {
-            // The calls just answered send their next frames before the rest are dispatched.
-            run = 0;
-            tokio::task::yield_now().await;
+    let reason = 'read: loop {
+        // Frames dispatched since this read or the last pause.
+        let mut run = 0;
+        loop {
+            if stop.is_cancelled() {
+                break 'read "closed".to_string();
+            }
+            match codec.decode(&mut buf) {
+                Ok(Some(env)) => shared.dispatch(env),
+                Ok(None) => break,
+                Err(err) => break 'read err.to_string(),
+            }
+            run += 1;
+            if run == READ_RUN && !buf.is_empty() {
+                // The calls just answered send their next frames before the rest are
+                // dispatched.
+                run = 0;
+                tokio::task::yield_now().await;
+            }
         }
-        run += 1;
-        let frame = tokio::select! {
+        buf.reserve(1);
+        let read = tokio::select! {
             biased;
-            frame = reader.next() => frame,
             () = &mut stopped => break "closed".to_string(),
+            read = io.read_buf(&mut buf) => read,
         };
-        match frame {
-            Some(Ok(env)) => shared.dispatch(env),
-            Some(Err(err)) => break err.to_string(),
-            None => break "the hub closed the connection".to_string(),
+        match read {
+            Ok(0) if buf.is_empty() => break "the hub closed the connection".to_string(),
+            Ok(0) => break "the hub closed the connection in the middle of a frame".to_string(),
+            Ok(_) => {}
+            Err(err) => break format!("i/o error: {err}"),
         }
     };
     tracing::debug!(peer = %shared.peer, "messenger connection ended: {reason}");
