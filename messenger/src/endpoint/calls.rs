@@ -83,6 +83,11 @@ impl Messenger {
         let sent = async {
             let env = self.envelope::<E>(Kind::Broadcast, Target::Hub, Bytes::new(), &event)?;
             drop(event);
+            // A broadcast with room does not wait, so a loop of them would never let the
+            // runtime's other tasks run (on one thread: not even the writer that sends them)
+            // until the window is full. Counted against the task's budget, as a channel's
+            // receive is, a loop yields now and then, and its frames leave as it goes.
+            tokio::task::consume_budget().await;
             self.shared.window.take(transport::cost(&env)).await?;
             self.shared.link.send(env).await
         }
